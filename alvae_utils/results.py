@@ -1,0 +1,140 @@
+"""Resumable, atomic storage for Algorithm 1 runs and cached VAEs.
+
+Layout under ``results_root()``::
+
+    <profile>/<dataset>/<run_key>.csv         tidy rows, one per completed AL step
+    <profile>/<dataset>/<run_key>.state.json  config, method, seed, current labeled set
+    vae/<dataset>-<vae_key>.pt                 VAE checkpoints, shared by all profiles
+
+A run is identified by a hash of its full configuration, method and seed, so a
+changed setting can never be mixed into old results. Both files of a run are
+rewritten atomically (temp file + ``os.replace``) after every step: a crash
+loses at most the step in progress, and a rerun resumes from the last
+completed step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .config import ExperimentConfig, Method, VAEConfig, config_hash
+from .paths import results_root
+
+SCHEMA_VERSION = 1  # bump when the meaning of stored numbers changes
+
+COLUMNS: tuple[str, ...] = (
+    "profile", "dataset", "data_description", "method", "heuristic", "use_vae", "alpha", "seed",
+    "step", "n_labels", "accuracy", "medmnist_acc", "auc", "train_accuracy", "epochs",
+    "train_seconds", "select_seconds", "eval_seconds", "config_key", "run_key",
+)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_key(config: ExperimentConfig, method: Method, seed: int) -> str:
+    """Hash of everything that determines a run's numbers."""
+    return config_hash(
+        {"schema": SCHEMA_VERSION, "experiment": asdict(config), "method": method.key_fields(), "seed": seed}
+    )
+
+
+@dataclass
+class RunState:
+    """What a rerun needs to continue: completed steps and the labeled set for the next one."""
+
+    completed_steps: int
+    labeled: list[int]  # pool indices of L for step ``completed_steps``
+    pending_select_seconds: float  # time of the selection that produced ``labeled``
+    finished: bool
+
+
+class RunRecord:
+    """The stored rows and state of one (config, method, seed) run."""
+
+    def __init__(self, directory: Path, key: str, header: dict[str, object]):
+        self.directory = directory
+        self.key = key
+        self.header = header
+        self.csv_path = directory / f"{key}.csv"
+        self.state_path = directory / f"{key}.state.json"
+
+    def load(self) -> tuple[pd.DataFrame, RunState | None]:
+        """Rows and state written so far; (empty, None) for a run never started."""
+        if not self.state_path.exists():
+            return pd.DataFrame(columns=list(COLUMNS)), None
+        state = json.loads(self.state_path.read_text())
+        rows = pd.read_csv(self.csv_path) if self.csv_path.exists() else pd.DataFrame(columns=list(COLUMNS))
+        # The state is written after the rows; trust whichever says less was done.
+        completed = min(int(state["completed_steps"]), len(rows))
+        rows = rows.iloc[:completed]
+        return rows, RunState(completed, list(state["labeled"]), float(state["pending_select_seconds"]),
+                              bool(state["finished"]) and completed == int(state["completed_steps"]))
+
+    def save(self, rows: pd.DataFrame, state: RunState) -> None:
+        """Persist after a step: rows first, then the state that refers to them."""
+        atomic_write_text(self.csv_path, rows.to_csv(index=False))
+        payload = {**self.header, **asdict(state)}
+        atomic_write_text(self.state_path, json.dumps(payload))
+
+
+class ResultStore:
+    """All runs of one profile: ``results_root()/<profile>/``."""
+
+    def __init__(self, profile: str, root: Path | None = None):
+        self.profile = profile
+        self.root = (root or results_root()) / profile
+
+    def record(self, config: ExperimentConfig, method: Method, seed: int) -> RunRecord:
+        key = run_key(config, method, seed)
+        header = {"schema": SCHEMA_VERSION, "profile": self.profile, "experiment": asdict(config),
+                  "method": method.key_fields(), "seed": seed}
+        return RunRecord(self.root / config.dataset, key, header)
+
+    def load(self, experiments: Iterable[ExperimentConfig] | None = None) -> pd.DataFrame:
+        """Stored rows of this profile as one tidy DataFrame (see ``COLUMNS``).
+
+        With ``experiments``, only rows of exactly those configurations: results
+        of an older configuration left in the folder are never mixed in.
+        """
+        rows = load_results(self.root)
+        if experiments is not None:
+            rows = rows[rows["config_key"].isin({e.key() for e in experiments})].reset_index(drop=True)
+        return rows
+
+
+def load_results(directory: Path | None = None) -> pd.DataFrame:
+    """All result rows below ``directory`` (default: every profile in ``results_root()``)."""
+    directory = directory or results_root()
+    frames = [pd.read_csv(path) for path in sorted(Path(directory).rglob("*.csv"))]
+    frames = [frame for frame in frames if not frame.empty]
+    if not frames:
+        return pd.DataFrame(columns=list(COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def vae_checkpoint_path(dataset: str, pool_size: int, pool_seed: int, vae: VAEConfig,
+                        root: Path | None = None) -> Path:
+    """Where the VAE for this pool and VAE configuration is cached (shared across profiles)."""
+    key = config_hash({"schema": SCHEMA_VERSION, "dataset": dataset, "pool_size": pool_size,
+                       "pool_seed": pool_seed, "vae": asdict(vae)})
+    return (root or results_root()) / "vae" / f"{dataset}-{key}.pt"

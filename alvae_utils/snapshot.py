@@ -1,0 +1,164 @@
+"""The one-step core-set snapshot behind the paper's t-SNE figures (Figs. 5–6).
+
+Paper: train ResNet-18 on 1,000 initial ChestMNIST labels, draw a random 5%
+(1,556) of the unlabeled points, let core-set (Eq. 1) pick 100 of them, and
+embed the labeled, unlabeled and picked points with t-SNE — once in the ResNet
+feature space (Fig. 5) and once with the VAE features appended (Eq. 6, Fig. 6).
+
+The compute is cached (``results/<profile>/tsne/<key>.npz``) apart from the
+plotting, so the figures can be redrawn without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DEFAULT_ALPHA, ExperimentConfig, Profile, TrainConfig, VAEConfig, config_hash
+from .data import DataUnavailableError, Dataset, load_experiment_data
+from .loop import get_or_train_vae, initial_labeled_indices
+from .paths import results_root
+from .selection import augment_features, kcenter_greedy
+from .training import build_task_model, default_device, derive_seed, encode_mu, predict, train_task_model
+from .tsne import embed, tail_statistics
+
+
+@dataclass
+class Snapshot:
+    """Result of the snapshot experiment. Point rows: labeled first, then the unlabeled sample."""
+
+    dataset: str
+    data_description: str
+    fell_back: bool  # True when the paper's dataset was unavailable and the fallback was used
+    groups_resnet: np.ndarray  # "labeled" / "unlabeled" / "selected" per point, Fig. 5
+    groups_vae: np.ndarray  # the same for the VAE-augmented selection, Fig. 6
+    embedding_resnet: np.ndarray  # (n, 2)
+    embedding_vae: np.ndarray  # (n, 2)
+    tails_resnet: dict
+    tails_vae: dict
+    overlap: int  # points picked by both selections
+
+
+def _load(profile: Profile) -> tuple[Dataset, bool]:
+    """The t-SNE pool: the paper's dataset, or the fallback when it cannot be had."""
+    cfg = profile.tsne
+    for dataset, fell_back in ((cfg.dataset, False), (cfg.fallback_dataset, True)):
+        try:
+            pool, _ = load_experiment_data(dataset, cfg.pool_size, eval_size=1, seed=0)
+        except DataUnavailableError as error:
+            if fell_back:
+                raise
+            warnings.warn(f"{cfg.dataset} unavailable, using {cfg.fallback_dataset} for the t-SNE figures: {error}",
+                          stacklevel=2)
+            continue
+        return pool, fell_back
+    raise AssertionError("unreachable")
+
+
+def _vae_config(profile: Profile, dataset: str) -> VAEConfig:
+    return profile.experiment(dataset).vae if dataset in profile.datasets else VAEConfig()
+
+
+def run_snapshot(profile: Profile, seed: int = 0, alpha: float = DEFAULT_ALPHA,
+                 device: torch.device | None = None, progress: bool = True) -> Snapshot:
+    """Compute (or load from cache) the snapshot for ``profile``."""
+    cfg = profile.tsne
+    pool, fell_back = _load(profile)
+    train = replace(profile.experiments[0].train, initial_epochs=cfg.epochs, epoch_increment=0)
+    vae_cfg = _vae_config(profile, pool.name)
+    key = config_hash({"tsne": asdict(cfg), "train": asdict(train), "vae": asdict(vae_cfg), "dataset": pool.name,
+                       "description": pool.description, "seed": seed, "alpha": alpha})
+    cache = results_root() / profile.name / "tsne" / f"{key}.npz"
+    if cache.exists():
+        return _read(cache)
+
+    device = device or default_device()
+    labeled = initial_labeled_indices(cfg.pool_size, cfg.initial_labels, seed)
+    unlabeled_mask = torch.ones(cfg.pool_size, dtype=torch.bool)
+    unlabeled_mask[labeled] = False
+    unlabeled = unlabeled_mask.nonzero().squeeze(1)
+    generator = torch.Generator().manual_seed(derive_seed("tsne-sample", seed))
+    n_sample = round(cfg.unlabeled_fraction * len(unlabeled))
+    sample = unlabeled[torch.randperm(len(unlabeled), generator=generator)[:n_sample]]
+    points = torch.cat([labeled, sample])  # rows of every array below
+
+    images = pool.images.to(device)
+    model, _ = build_task_model(pool.num_outputs, train, seed=derive_seed("model", seed, 0), device=device)
+    on_device = labeled.to(device)
+    train_task_model(model, images[on_device], pool.labels.to(device)[on_device], pool.task, cfg.epochs, train,
+                     seed=derive_seed("train", seed, 0), progress=progress)
+    resnet = predict(model, images[points.to(device)]).features
+    experiment = ExperimentConfig(pool.name, cfg.pool_size, None, cfg.initial_labels, cfg.budget,
+                                  cfg.initial_labels, TrainConfig(), vae_cfg)
+    vae, _, _ = get_or_train_vae(experiment, pool, device=device, progress=progress)
+    augmented = augment_features(resnet, encode_mu(vae, images[points.to(device)]), alpha)
+
+    is_labeled = torch.zeros(len(points), dtype=torch.bool, device=resnet.device)
+    is_labeled[: len(labeled)] = True
+    picks = {name: kcenter_greedy(feats, is_labeled, cfg.budget).cpu().numpy()
+             for name, feats in (("resnet", resnet), ("vae", augmented))}
+    snapshot = Snapshot(
+        dataset=pool.name, data_description=pool.description, fell_back=fell_back,
+        groups_resnet=_groups(len(points), len(labeled), picks["resnet"]),
+        groups_vae=_groups(len(points), len(labeled), picks["vae"]),
+        embedding_resnet=embed(resnet.cpu().double().numpy(), seed=seed, perplexity=cfg.perplexity),
+        embedding_vae=embed(augmented.cpu().double().numpy(), seed=seed, perplexity=cfg.perplexity),
+        tails_resnet=_tails(resnet, len(labeled), picks["resnet"]),
+        tails_vae=_tails(augmented, len(labeled), picks["vae"]),
+        overlap=len(set(picks["resnet"].tolist()) & set(picks["vae"].tolist())),
+    )
+    _write(cache, snapshot)
+    return snapshot
+
+
+def _groups(n: int, n_labeled: int, picked: np.ndarray) -> np.ndarray:
+    groups = np.full(n, "unlabeled", dtype=object)
+    groups[:n_labeled] = "labeled"
+    groups[picked] = "selected"
+    return groups.astype(str)
+
+
+def _tails(features: torch.Tensor, n_labeled: int, picked: np.ndarray) -> dict:
+    """How far out the picks sit in this feature space (see :func:`alvae_utils.tsne.tail_statistics`)."""
+    n = features.shape[0]
+    rest = np.setdiff1d(np.arange(n_labeled, n), picked)
+    return tail_statistics(features.cpu().double().numpy(), np.arange(n_labeled), rest, picked)
+
+
+def _write(path: Path, snapshot: Snapshot) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"dataset": snapshot.dataset, "data_description": snapshot.data_description,
+            "fell_back": snapshot.fell_back, "tails_resnet": snapshot.tails_resnet,
+            "tails_vae": snapshot.tails_vae, "overlap": snapshot.overlap}
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, groups_resnet=snapshot.groups_resnet, groups_vae=snapshot.groups_vae,
+             embedding_resnet=snapshot.embedding_resnet, embedding_vae=snapshot.embedding_vae,
+             meta=np.array(json.dumps(meta, default=float)))
+    tmp.replace(path)
+
+
+def _read(path: Path) -> Snapshot:
+    with np.load(path) as stored:
+        meta = json.loads(str(stored["meta"]))
+        return Snapshot(groups_resnet=stored["groups_resnet"], groups_vae=stored["groups_vae"],
+                        embedding_resnet=stored["embedding_resnet"], embedding_vae=stored["embedding_vae"], **meta)
+
+
+def dataset_title(snapshot: Snapshot) -> str:
+    """Dataset name for figure titles; says so when the fallback replaced ChestMNIST."""
+    name = {"chestmnist": "ChestMNIST", "mnist": "MNIST", "mnist-sample": "MNIST"}.get(snapshot.dataset,
+                                                                                      snapshot.dataset)
+    return f"{name} (ChestMNIST unavailable)" if snapshot.fell_back else name
+
+
+def tails_table(snapshot: Snapshot):
+    """The tail statistics of both feature spaces side by side."""
+    import pandas as pd
+
+    return pd.DataFrame({"ResNet (Fig. 5)": snapshot.tails_resnet,
+                         "ResNet + VAE (Fig. 6)": snapshot.tails_vae}).round(4)

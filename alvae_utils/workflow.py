@@ -1,0 +1,134 @@
+"""Driving the notebooks headless: ``make figures`` and the nbval check of ``make test``.
+
+Each notebook runs with papermill once per dataset of the profile (or once in
+all, for the ones that span datasets); executed copies go to
+``build/<profile>/<notebook>[-<dataset>].ipynb`` and their wall-clock times to
+``build/<profile>/timings.csv``. A dataset that cannot be obtained (ChestMNIST
+offline, say) is skipped with a message that says how to provide it.
+
+The ``ci`` profile runs in its own sandbox under ``build/ci/``: its own data
+root (with a generated ChestMNIST-format file to exercise the multi-label path),
+results and figures, so it never touches the user's ``data/``, ``results/`` or
+``figures/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import Profile, get_profile
+from .data import DataUnavailableError, load_experiment_data, write_medmnist_npz
+from .paths import REPO_ROOT, build_dir, figures_dir
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+KERNEL_NAME = "alvae"
+NOTEBOOKS: tuple[str, ...] = ("01_vae_training", "02_active_learning", "03_significance_tests", "04_tsne")
+PER_DATASET = frozenset({"01_vae_training", "02_active_learning"})
+
+
+def ci_sandbox(results: str = "results", figures: str = "figures") -> dict[str, str]:
+    """Environment of the ``ci`` profile, with its generated ChestMNIST file in place."""
+    base = build_dir() / "ci"
+    env = {
+        "ALVAE_DATA_ROOT": str(base / "data"),
+        "ALVAE_RESULTS_ROOT": str(base / results),
+        "ALVAE_FIGURES_DIR": str(base / figures),
+        "ALVAE_OFFLINE": "1",
+    }
+    npz = base / "data" / "chestmnist.npz"
+    if not npz.exists():
+        # Sized for the ci profile's AL pool (200) + evaluation (100) and its t-SNE pool (300).
+        write_medmnist_npz(npz, n_train=600, n_val=200, n_test=200, flag="chestmnist", seed=0)
+    return env
+
+
+def _jobs(profile: Profile, available: list[str], only: list[str] | None) -> list[tuple[str, dict]]:
+    jobs = []
+    for notebook in NOTEBOOKS:
+        if only and notebook not in only:
+            continue
+        if notebook in PER_DATASET:
+            jobs += [(notebook, {"profile": profile.name, "dataset": dataset}) for dataset in available]
+        else:
+            jobs.append((notebook, {"profile": profile.name}))
+    return jobs
+
+
+def _available_datasets(profile: Profile) -> tuple[list[str], dict[str, str]]:
+    """Datasets of the profile whose files can be had, and why the others cannot."""
+    available, skipped = [], {}
+    for experiment in profile.experiments:
+        try:
+            load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
+                                 seed=experiment.pool_seed)
+            available.append(experiment.dataset)
+        except DataUnavailableError as error:
+            skipped[experiment.dataset] = str(error)
+    return available, skipped
+
+
+def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]:
+    """Execute the notebooks for ``profile_name``; print and return the figures written."""
+    import papermill  # heavy; only needed here
+
+    profile = get_profile(profile_name)
+    unknown = sorted(set(only or ()) - set(NOTEBOOKS))
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}.")
+    if profile.name == "ci":
+        os.environ.update(ci_sandbox())
+    out_dir = build_dir() / profile.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    available, skipped = _available_datasets(profile)
+    started = time.time()
+    timings = []
+    for notebook, parameters in _jobs(profile, available, only):
+        suffix = f"-{parameters['dataset']}" if "dataset" in parameters else ""
+        output = out_dir / f"{notebook}{suffix}.ipynb"
+        print(f"[alvae] {notebook}{suffix} (profile {profile.name}) -> {output.relative_to(REPO_ROOT)}", flush=True)
+        tic = time.perf_counter()
+        papermill.execute_notebook(NOTEBOOK_DIR / f"{notebook}.ipynb", output, parameters=parameters,
+                                   kernel_name=KERNEL_NAME, cwd=str(NOTEBOOK_DIR), progress_bar=False)
+        seconds = time.perf_counter() - tic
+        timings.append({"notebook": notebook, "dataset": parameters.get("dataset", ""), "seconds": round(seconds, 1)})
+        print(f"[alvae]   done in {seconds:.0f} s", flush=True)
+    _write_timings(out_dir / "timings.csv", timings)
+
+    written = sorted(p for p in figures_dir().glob("*") if p.stat().st_mtime >= started)
+    print(f"\n[alvae] profile {profile.name}: {len(written)} figure files written to {figures_dir()}")
+    for path in written:
+        print(f"  {path.name}")
+    for dataset, reason in skipped.items():
+        print(f"\n[alvae] skipped dataset {dataset!r}: {reason}")
+    return written
+
+
+def _write_timings(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["notebook", "dataset", "seconds"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def validate_notebooks() -> int:
+    """nbval: re-execute ``build/ci/*.ipynb`` from empty results and compare with the stored outputs.
+
+    The fresh results root turns caching off, so every number is recomputed:
+    a pass shows that a seeded rerun reproduces the executed notebooks.
+    """
+    executed = sorted((build_dir() / "ci").glob("*.ipynb"))
+    if not executed:
+        raise FileNotFoundError("no executed notebooks in build/ci/; run `make notebooks-ci` (papermill pass) first.")
+    env = {**os.environ, **ci_sandbox(results="results-nbval", figures="figures-nbval")}
+    for name in ("ALVAE_RESULTS_ROOT", "ALVAE_FIGURES_DIR"):
+        shutil.rmtree(env[name], ignore_errors=True)
+    command = [sys.executable, "-m", "pytest", "--nbval", "--nbval-kernel-name", KERNEL_NAME,
+               "--nbval-sanitize-with", str(REPO_ROOT / ".ci" / "nbval-sanitize.cfg"),
+               "-p", "no:cacheprovider", *map(str, executed)]
+    return subprocess.call(command, cwd=REPO_ROOT, env=env)
