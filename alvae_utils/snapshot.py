@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .config import DEFAULT_ALPHA, ExperimentConfig, Profile, TrainConfig, VAEConfig, config_hash
@@ -156,9 +157,7 @@ def dataset_title(snapshot: Snapshot) -> str:
     return f"{name} (ChestMNIST unavailable)" if snapshot.fell_back else name
 
 
-def tails_table(snapshot: Snapshot):
+def tails_table(snapshot: Snapshot) -> pd.DataFrame:
     """The tail statistics of both feature spaces side by side."""
-    import pandas as pd
-
     return pd.DataFrame({"ResNet (Fig. 5)": snapshot.tails_resnet,
                          "ResNet + VAE (Fig. 6)": snapshot.tails_vae}).round(4)
