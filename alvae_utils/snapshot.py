@@ -23,7 +23,7 @@ import torch
 from .config import DEFAULT_ALPHA, ExperimentConfig, Profile, TrainConfig, VAEConfig, config_hash
 from .data import DataUnavailableError, Dataset, load_experiment_data
 from .loop import get_or_train_vae, initial_labeled_indices
-from .paths import results_root
+from .paths import atomic_path, results_root
 from .selection import augment_features, kcenter_greedy
 from .training import build_task_model, default_device, derive_seed, encode_mu, predict, train_task_model
 from .tsne import embed, tail_statistics
@@ -132,15 +132,13 @@ def _tails(features: torch.Tensor, n_labeled: int, picked: np.ndarray) -> dict:
 
 
 def _write(path: Path, snapshot: Snapshot) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": snapshot.dataset, "data_description": snapshot.data_description,
             "fell_back": snapshot.fell_back, "tails_resnet": snapshot.tails_resnet,
             "tails_vae": snapshot.tails_vae, "overlap": snapshot.overlap}
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, groups_resnet=snapshot.groups_resnet, groups_vae=snapshot.groups_vae,
-             embedding_resnet=snapshot.embedding_resnet, embedding_vae=snapshot.embedding_vae,
-             meta=np.array(json.dumps(meta, default=float)))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, groups_resnet=snapshot.groups_resnet, groups_vae=snapshot.groups_vae,
+                 embedding_resnet=snapshot.embedding_resnet, embedding_vae=snapshot.embedding_vae,
+                 meta=np.array(json.dumps(meta, default=float)))
 
 
 def _read(path: Path) -> Snapshot:

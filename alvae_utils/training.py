@@ -11,8 +11,8 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from .config import TrainConfig, VAEConfig
 from .data import MULTICLASS, MULTILABEL
 from .models import VAE, LossPredictionModule, TaskModel, pair_ranking_loss, vae_loss
+from .paths import atomic_path
 
 TASKS = (MULTICLASS, MULTILABEL)
 MIN_BATCH = 2  # BatchNorm cannot normalise one sample: layer4's maps are 1×1 at 28×28 input
@@ -164,8 +166,11 @@ def train_task_model(
     n = images.shape[0]
     if labels.shape[0] != n:
         raise ValueError(f"{n} images but {labels.shape[0]} labels.")
-    if n < MIN_BATCH:
-        raise ValueError(f"need at least {MIN_BATCH} labeled images to train (BatchNorm), got {n}.")
+    if n < MIN_BATCH or config.batch_size < MIN_BATCH:
+        raise ValueError(
+            f"BatchNorm (and pairing) need at least {MIN_BATCH} images per batch: got {n} labeled images "
+            f"and batch_size={config.batch_size}."
+        )
     if extra_features is not None:
         if lp_module is None:
             raise ValueError("extra_features are only used by the loss-prediction module; pass lp_module.")
@@ -270,12 +275,18 @@ def predict(
 
 def _multiclass_auc(probs: np.ndarray, labels: np.ndarray) -> float:
     num_classes = probs.shape[1]
-    try:
-        if num_classes == 2:  # sklearn's binary case scores the positive column only
-            return float(roc_auc_score(labels, probs[:, 1]))
-        return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=np.arange(num_classes)))
-    except ValueError:  # a class missing from the labels: AUC undefined
-        return float("nan")
+    # A class missing from the labels makes the AUC undefined: sklearn warns and gives NaN
+    # (or raises, in the binary case); NaN is the documented answer, so no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        try:
+            if num_classes == 2:  # sklearn's binary case scores the positive column only
+                return float(roc_auc_score(labels, probs[:, 1]))
+            return float(
+                roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=np.arange(num_classes))
+            )
+        except ValueError:
+            return float("nan")
 
 
 def _multilabel_auc(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -326,8 +337,13 @@ def train_vae(
     ``{"epoch": 1-based, "loss", "reconstruction", "kl"}`` (per image, in nats).
     Returns V in eval mode.
     """
-    if images.shape[0] < MIN_BATCH:
-        raise ValueError(f"need at least {MIN_BATCH} images to train the VAE (BatchNorm), got {images.shape[0]}.")
+    if images.shape[0] < MIN_BATCH or config.batch_size < MIN_BATCH:
+        raise ValueError(
+            f"BatchNorm needs at least {MIN_BATCH} images per batch: got {images.shape[0]} images "
+            f"and batch_size={config.batch_size}."
+        )
+    if config.epochs < 1:
+        raise ValueError(f"VAE epochs must be ≥ 1, got {config.epochs}.")
     device = torch.device(device) if device is not None else default_device()
     images = images.to(device)
     seed_everything(seed)
@@ -364,8 +380,42 @@ def encode_mu(vae: VAE, images: Tensor, batch_size: int = 1024) -> Tensor:
     """
     device = _module_device(vae)
     vae.eval()
-    mus = [vae.encode(images_to_float(images[s : s + batch_size].to(device)))[0] for s in range(0, len(images), batch_size)]
+    mus = [
+        vae.encode(images_to_float(images[start : start + batch_size].to(device)))[0]
+        for start in range(0, images.shape[0], batch_size)
+    ]
     return torch.cat(mus).to(images.device)
+
+
+@torch.no_grad()
+def reconstruct(vae: VAE, images: Tensor, batch_size: int = 1024) -> Tensor:
+    """Reconstructions decoded from μ, as pixel probabilities in [0, 1] (N, 1, 28, 28)."""
+    device = _module_device(vae)
+    vae.eval()
+    parts = [
+        torch.sigmoid(vae.decode(vae.encode(images_to_float(images[start: start + batch_size].to(device)))[0]))
+        for start in range(0, images.shape[0], batch_size)
+    ]
+    return torch.cat(parts).to(images.device)
+
+
+@torch.no_grad()
+def reconstruction_quality(vae: VAE, train_images: Tensor, eval_images: Tensor) -> dict[str, float]:
+    """Per-image Bernoulli NLL (the reconstruction term of Eq. 5, summed over pixels) on ``eval_images``.
+
+    ``vae_bce`` decodes each image from its μ; ``mean_image_bce`` predicts every
+    image by the mean training image, the output of a VAE whose posterior
+    collapsed. A useful VAE has ``vae_bce`` well below ``mean_image_bce``.
+    """
+    targets = images_to_float(eval_images).cpu()
+    mean_image = images_to_float(train_images).cpu().mean(dim=0, keepdim=True).clamp(1e-4, 1 - 1e-4)
+    recon = reconstruct(vae, eval_images).cpu().clamp(1e-6, 1 - 1e-6)
+
+    def nll(probs: Tensor) -> float:
+        per_pixel = F.binary_cross_entropy(probs.expand_as(targets), targets, reduction="none")
+        return per_pixel.flatten(1).sum(dim=1).mean().item()
+
+    return {"vae_bce": nll(recon), "mean_image_bce": nll(mean_image)}
 
 
 def save_vae(path: str | os.PathLike, vae: VAE, history: list[dict], meta: dict) -> None:
@@ -385,14 +435,8 @@ def save_vae(path: str | os.PathLike, vae: VAE, history: list[dict], meta: dict)
         "history": history,
         "meta": meta,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def load_vae(path: str | os.PathLike, device: torch.device | str | None = None) -> tuple[VAE, list[dict], dict]:

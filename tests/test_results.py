@@ -1,0 +1,94 @@
+"""The results store: atomic, keyed by configuration, resumable."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from alvae_utils import results
+from alvae_utils.config import ExperimentConfig, Method, VAEConfig
+from alvae_utils.results import COLUMNS, ResultStore, RunState, atomic_write_text, load_results, run_key
+
+CONFIG = ExperimentConfig("mnist-sample", 100, 50, 10, 10, 30)
+
+
+def _row(step: int, config: ExperimentConfig = CONFIG, **changes) -> dict:
+    row = {column: 0 for column in COLUMNS}
+    row.update(profile="t", dataset=config.dataset, method="coreset", heuristic="coreset", use_vae=False,
+               alpha=math.nan, seed=0, step=step, n_labels=10 * (step + 1), accuracy=0.5 + step / 10,
+               config_key=config.key(), run_key="k", data_description="d")
+    row.update(changes)
+    return row
+
+
+def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "rows.csv"
+    atomic_write_text(target, "old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.csv"]  # temp file cleaned up
+
+
+def test_run_keys_separate_configurations_methods_alphas_and_seeds():
+    keys = {
+        run_key(CONFIG, Method("coreset"), 0),
+        run_key(CONFIG, Method("coreset"), 1),
+        run_key(CONFIG, Method("coreset", True, 1.0), 0),
+        run_key(CONFIG, Method("coreset", True, 0.5), 0),
+        run_key(CONFIG, Method("medal"), 0),
+        run_key(ExperimentConfig("mnist-sample", 100, 50, 10, 5, 30), Method("coreset"), 0),
+    }
+    assert len(keys) == 6
+    assert run_key(CONFIG, Method("coreset"), 0) == run_key(CONFIG, Method("coreset"), 0)
+
+
+def test_record_round_trip_and_resume_state(tmp_path):
+    store = ResultStore("t", root=tmp_path)
+    record = store.record(CONFIG, Method("coreset"), 0)
+    rows, state = record.load()
+    assert state is None and rows.empty
+
+    frame = pd.DataFrame([_row(0), _row(1)], columns=list(COLUMNS))
+    record.save(frame, RunState(2, list(range(30)), 0.25, False))
+    rows, state = record.load()
+    assert state == RunState(2, list(range(30)), 0.25, False)
+    assert rows["accuracy"].tolist() == [0.5, 0.6]
+    header = json.loads(record.state_path.read_text())
+    assert header["method"]["heuristic"] == "coreset" and header["experiment"]["budget"] == 10
+
+
+def test_state_behind_rows_is_trusted_over_extra_rows(tmp_path):
+    """A crash between writing rows and state must not skip the step whose state was lost."""
+    record = ResultStore("t", root=tmp_path).record(CONFIG, Method("coreset"), 0)
+    record.save(pd.DataFrame([_row(0)], columns=list(COLUMNS)), RunState(1, list(range(20)), 0.0, False))
+    atomic_write_text(record.csv_path, pd.DataFrame([_row(0), _row(1)], columns=list(COLUMNS)).to_csv(index=False))
+    rows, state = record.load()
+    assert len(rows) == 1 and state.completed_steps == 1 and not state.finished
+
+
+def test_load_filters_to_current_configurations(tmp_path):
+    store = ResultStore("t", root=tmp_path)
+    old = ExperimentConfig("mnist-sample", 100, 50, 10, 5, 30)
+    for config in (CONFIG, old):
+        record = store.record(config, Method("coreset"), 0)
+        record.save(pd.DataFrame([_row(0, config)], columns=list(COLUMNS)), RunState(1, [], 0.0, True))
+    assert len(store.load()) == 2
+    current = store.load([CONFIG])
+    assert current["config_key"].unique().tolist() == [CONFIG.key()]
+    assert len(load_results(tmp_path)) == 2
+    assert load_results(tmp_path / "nothing").columns.tolist() == list(COLUMNS)
+
+
+def test_vae_checkpoint_path_depends_on_pool_and_vae_settings(tmp_path):
+    a = results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(), root=tmp_path)
+    assert a == results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(), root=tmp_path)
+    assert a != results.vae_checkpoint_path("mnist", 200, 0, VAEConfig(), root=tmp_path)
+    assert a != results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(epochs=3), root=tmp_path)
+    assert a.parent == tmp_path / "vae" and a.name.startswith("mnist-")

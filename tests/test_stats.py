@@ -1,0 +1,231 @@
+"""Significance tests and mean curves (alvae_utils.stats) against hand computation and brute force."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from alvae_utils.stats import (
+    PAPER_PAIRS,
+    compare_variants,
+    holm,
+    mean_curve,
+    paired_comparison,
+    significant_findings,
+    variant_pairs,
+    wilcoxon_p,
+)
+
+LABELS = (3000, 6000, 9000)
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def _rows(dataset: str, method: str, accuracy: dict[tuple[int, int], float]) -> list[dict]:
+    return [{"profile": "test", "dataset": dataset, "data_description": "synthetic", "method": method, "seed": seed,
+             "step": LABELS.index(n) if n in LABELS else 0, "n_labels": n, "accuracy": value,
+             "auc": np.nan} for (seed, n), value in accuracy.items()]
+
+
+def _results(shift: dict[int, float], noise: float = 0.01, seed: int = 0, dataset: str = "mnist",
+             baseline: str = "coreset", treatment: str = "coreset+vae") -> pd.DataFrame:
+    """5 seeds × 3 label counts; the treatment adds ``shift[n_labels]`` plus noise to the baseline."""
+    rng = np.random.default_rng(seed)
+    base = {(s, n): 0.80 + 0.02 * i + rng.normal(0, 0.02) for s in SEEDS for i, n in enumerate(LABELS)}
+    treat = {key: value + shift[key[1]] + rng.normal(0, noise) for key, value in base.items()}
+    return pd.DataFrame(_rows(dataset, baseline, base) + _rows(dataset, treatment, treat))
+
+
+def _arrays(df: pd.DataFrame, method: str, n: int, seeds=SEEDS) -> np.ndarray:
+    rows = df[(df["method"] == method) & (df["n_labels"] == n)].set_index("seed")
+    return rows.loc[list(seeds), "accuracy"].to_numpy()
+
+
+def test_paired_comparison_matches_hand_computation_and_scipy():
+    df = _results({3000: 0.0, 6000: 0.01, 9000: 0.03})
+    table = paired_comparison(df, "coreset", "coreset+vae")
+    assert table["n_labels"].tolist() == list(LABELS)
+    for row in table.itertuples():
+        base, treat = _arrays(df, "coreset", row.n_labels), _arrays(df, "coreset+vae", row.n_labels)
+        diff = treat - base
+        n, mean, sd = len(diff), diff.mean(), diff.std(ddof=1)
+        half = sps.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+        assert row.n_pairs == 5
+        assert row.mean_baseline == pytest.approx(base.mean())
+        assert row.mean_treatment == pytest.approx(treat.mean())
+        assert row.mean_diff == pytest.approx(mean)
+        assert (row.ci_low, row.ci_high) == pytest.approx((mean - half, mean + half))
+        assert row.d_z == pytest.approx(mean / sd)
+        # t = mean / (sd / √n) = d_z · √n, so the t-test p-value follows from d_z by hand too.
+        assert row.p_ttest == pytest.approx(2 * sps.t.sf(abs(row.d_z) * np.sqrt(n), n - 1))
+        assert row.p_ttest == pytest.approx(sps.ttest_rel(treat, base).pvalue)
+        assert row.p_wilcoxon == pytest.approx(sps.wilcoxon(treat, base, method="exact").pvalue)
+    # A 3-point gain with 1-point noise is detected; the CI of a zero shift covers zero.
+    assert table.loc[2, "p_ttest"] < 0.01 and table.loc[2, "ci_low"] > 0
+    assert table.loc[0, "ci_low"] < 0 < table.loc[0, "ci_high"]
+    np.testing.assert_allclose(table["p_holm"], holm(table["p_ttest"]))
+    assert table["significant"].tolist() == (table["p_holm"] < 0.05).tolist()
+
+
+def test_only_seeds_present_for_both_methods_are_paired():
+    df = _results({n: 0.01 for n in LABELS})
+    df = df[~((df["method"] == "coreset") & (df["seed"] == 0) & (df["n_labels"] == 6000))]  # baseline lost a run
+    extra = _rows("mnist", "coreset+vae", {(7, n): 0.99 for n in LABELS})  # seed with no baseline
+    table = paired_comparison(pd.concat([df, pd.DataFrame(extra)]), "coreset", "coreset+vae").set_index("n_labels")
+    assert table["n_pairs"].to_dict() == {3000: 5, 6000: 4, 9000: 5}
+    seeds = (1, 2, 3, 4)
+    expected = sps.ttest_rel(_arrays(df, "coreset+vae", 6000, seeds), _arrays(df, "coreset", 6000, seeds)).pvalue
+    assert table.loc[6000, "p_ttest"] == pytest.approx(expected)
+    assert table.loc[9000, "mean_treatment"] == pytest.approx(_arrays(df, "coreset+vae", 9000).mean())
+
+
+def test_identical_runs_give_no_t_test_and_do_not_count_in_holm():
+    # The initial step: both methods train on the same labels, so every difference is exactly 0.
+    df = _results({3000: 0.0, 6000: 0.02, 9000: 0.02}, noise=0.005)
+    same = df["n_labels"] == 3000
+    vae = df["method"] == "coreset+vae"
+    df.loc[same & vae, "accuracy"] = df.loc[same & ~vae, "accuracy"].to_numpy()
+    table = paired_comparison(df, "coreset", "coreset+vae").set_index("n_labels")
+    assert table.loc[3000, "mean_diff"] == 0
+    assert np.isnan(table.loc[3000, "p_ttest"]) and np.isnan(table.loc[3000, "p_holm"])
+    assert np.isnan(table.loc[3000, "d_z"])
+    assert table.loc[3000, "p_wilcoxon"] == 1.0
+    assert not table.loc[3000, "significant"]
+    # Holm over the two remaining tests only (m = 2).
+    np.testing.assert_allclose(table.loc[[6000, 9000], "p_holm"], holm(table.loc[[6000, 9000], "p_ttest"]))
+
+
+def test_d_z_is_nan_for_constant_differences():
+    df = _results({n: 0.0 for n in LABELS})
+    vae = df["method"] == "coreset+vae"
+    df.loc[vae, "accuracy"] = df.loc[~vae, "accuracy"].to_numpy() + 0.25  # exactly representable shift
+    table = paired_comparison(df, "coreset", "coreset+vae")
+    assert table["mean_diff"].tolist() == pytest.approx([0.25] * 3)
+    assert table["d_z"].isna().all()
+    assert table["ci_low"].tolist() == pytest.approx([0.25] * 3)
+
+
+def test_wilcoxon_cannot_reach_005_with_five_pairs():
+    assert wilcoxon_p(np.array([0.01, 0.02, 0.03, 0.04, 0.05])) == pytest.approx(0.0625)
+    # The t-test does reach it: the same five consistent gains are "significant" for t but not Wilcoxon.
+    df = _results({n: 0.05 for n in LABELS}, noise=0.002)
+    table = paired_comparison(df, "coreset", "coreset+vae")
+    assert (table["p_ttest"] < 0.001).all()
+    assert table["p_wilcoxon"].tolist() == pytest.approx([0.0625] * 3)
+
+
+def _wilcoxon_brute_force(d: np.ndarray) -> float:
+    """Two-sided p from all 2**n sign flips of the mid-ranks of |d| (zeros dropped)."""
+    d = d[d != 0]
+    if len(d) == 0:
+        return 1.0
+    ranks = sps.rankdata(np.abs(d))
+    observed = ranks[d > 0].sum()
+    null = np.array([ranks[list(signs)].sum() for signs in itertools.product([False, True], repeat=len(d))])
+    return min(1.0, 2 * min(np.mean(null <= observed + 1e-9), np.mean(null >= observed - 1e-9)))
+
+
+def test_wilcoxon_is_exact_with_ties_and_zeros():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        d = rng.integers(-3, 4, size=rng.integers(1, 9)).astype(float)  # many ties and zeros
+        assert wilcoxon_p(d) == pytest.approx(_wilcoxon_brute_force(d), abs=1e-12), d
+    assert wilcoxon_p(np.zeros(5)) == 1.0
+
+
+def test_holm_hand_computed():
+    # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → raised to 0.06 (monotone).
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(holm([0.6, 0.7]), [1.0, 1.0])
+    np.testing.assert_allclose(holm([0.02, np.nan, 0.04]), [0.04, np.nan, 0.04])
+    assert holm([]).shape == (0,)
+
+
+def test_holm_rejects_exactly_the_step_down_set():
+    """{p_holm ≤ α} equals Holm's procedure: reject p_(1..k−1), k the first with p_(k) > α/(m − k + 1)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        p = rng.uniform(0, 0.1, size=rng.integers(1, 8))
+        for alpha in (0.01, 0.05, 0.1):
+            rejected = set()
+            for k, i in enumerate(np.argsort(p)):
+                if p[i] > alpha / (len(p) - k):
+                    break
+                rejected.add(i)
+            assert set(np.flatnonzero(holm(p) <= alpha)) == rejected
+
+
+def test_paired_comparison_rejects_bad_input():
+    df = _results({n: 0.0 for n in LABELS})
+    two = pd.concat([df, _results({n: 0.0 for n in LABELS}, dataset="chestmnist")])
+    with pytest.raises(ValueError, match="exactly one dataset"):
+        paired_comparison(two, "coreset", "coreset+vae")
+    with pytest.raises(ValueError, match="medal"):
+        paired_comparison(df, "medal", "medal+vae")
+    with pytest.raises(ValueError, match="several rows"):
+        paired_comparison(pd.concat([df, df]), "coreset", "coreset+vae")
+    with pytest.raises(ValueError, match="lacks column"):
+        paired_comparison(df.drop(columns="seed"), "coreset", "coreset+vae")
+
+
+def test_variant_pairs_include_paper_pairs_and_alpha_variants():
+    methods = ["random", "coreset", "coreset+vae", "coreset+vae(α=0.5)", "lossprediction+vae", "medal", "medal+vae"]
+    assert variant_pairs(methods) == [("coreset", "coreset+vae"), ("coreset", "coreset+vae(α=0.5)"),
+                                      ("medal", "medal+vae")]
+    assert set(variant_pairs([m for pair in PAPER_PAIRS for m in pair])) == set(PAPER_PAIRS)
+
+
+def test_compare_variants_covers_datasets_and_skips_missing_pairs():
+    mnist = _results({n: 0.01 for n in LABELS})
+    lp = _results({n: 0.02 for n in LABELS}, seed=1, baseline="lossprediction", treatment="lossprediction+vae")
+    chest = _results({n: 0.0 for n in LABELS}, seed=2, dataset="chestmnist")
+    df = pd.concat([mnist, lp, chest], ignore_index=True)
+    table = compare_variants(df)
+    combos = table[["dataset", "baseline", "treatment"]].drop_duplicates().apply(tuple, axis=1).tolist()
+    assert combos == [("chestmnist", "coreset", "coreset+vae"), ("mnist", "coreset", "coreset+vae"),
+                      ("mnist", "lossprediction", "lossprediction+vae")]
+    assert (table["metric"] == "accuracy").all()
+    expected = paired_comparison(pd.concat([mnist, lp]), "lossprediction", "lossprediction+vae")
+    got = table[table["baseline"] == "lossprediction"].reset_index(drop=True).loc[:, expected.columns]
+    pd.testing.assert_frame_equal(got, expected)
+    # Explicit pairs; a missing pair is skipped, and a metric without values gives an empty table.
+    explicit = compare_variants(df, pairs=PAPER_PAIRS)
+    assert len(explicit) == len(table)
+    assert compare_variants(df, metric="auc").empty
+
+
+def test_significant_findings_sentences():
+    df = _results({3000: 0.0, 6000: 0.0, 9000: 0.03}, noise=0.005)
+    df["method"] = df["method"].str.replace("coreset", "lossprediction")
+    table = compare_variants(df)
+    lines = significant_findings(table)
+    assert len(lines) == (table["p_ttest"] < 0.05).sum() >= 1
+    row = table.set_index("n_labels").loc[9000]
+    line = next(line for line in lines if "at 9000 labels" in line)
+    assert line.startswith("lossprediction+vae vs lossprediction on mnist at 9000 labels: Δaccuracy=+")
+    assert f"{100 * row['mean_diff']:+.2f} pp" in line and f"p_holm={row['p_holm']:.2g}" in line
+    assert line.endswith("significant after Holm")
+    assert significant_findings(table, alpha_level=1e-12) == []
+    with pytest.raises(ValueError, match="compare_variants"):
+        significant_findings(table.drop(columns="dataset"))
+
+
+def test_mean_curve_is_the_t_interval():
+    df = _results({n: 0.01 for n in LABELS})
+    df = pd.concat([df, pd.DataFrame(_rows("mnist", "random", {(0, 3000): 0.7}))], ignore_index=True)
+    curve = mean_curve(df, level=0.9).set_index(["dataset", "method", "n_labels"])
+    for (dataset, method, n), row in curve.iterrows():
+        values = df[(df["method"] == method) & (df["n_labels"] == n)]["accuracy"].to_numpy()
+        if method == "random":
+            assert row["n"] == 1 and np.isnan(row["sd"]) and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
+            continue
+        sem = values.std(ddof=1) / np.sqrt(len(values))
+        low, high = sps.t.interval(0.9, len(values) - 1, loc=values.mean(), scale=sem)
+        assert row["n"] == len(values) == 5
+        assert row["mean"] == pytest.approx(values.mean())
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
+    with pytest.raises(ValueError, match="no column"):
+        mean_curve(df, metric="f1")

