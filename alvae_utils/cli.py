@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .data import DataCorruptedError, DataUnavailableError
     from .models import PretrainedWeightsUnavailable
+    from .workflow import NotebookFailed
 
-    user_errors = (ConfigError, ValueError, DataUnavailableError, DataCorruptedError, PretrainedWeightsUnavailable)
+    user_errors = (ConfigError, ValueError, DataUnavailableError, DataCorruptedError, PretrainedWeightsUnavailable,
+                   NotebookFailed)
     try:
         if args.command == "run":
             from .loop import run_sweep

@@ -250,11 +250,11 @@ PROFILES: dict[str, Profile] = {
         experiments=(
             ExperimentConfig(
                 "mnist-sample", 200, 100, 10, 10, 30,
-                TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10), VAEConfig(latent_dim=8, epochs=2),
+                TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10), VAEConfig(latent_dim=8, epochs=8, batch_size=32),
             ),
             ExperimentConfig(
                 "chestmnist", 200, 100, 10, 10, 30,
-                TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10), VAEConfig(latent_dim=8, epochs=2),
+                TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10), VAEConfig(latent_dim=8, epochs=8, batch_size=32),
             ),
         ),
         seeds=(0, 1, 2),

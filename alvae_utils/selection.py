@@ -15,6 +15,7 @@ long. ``labeled_mask`` is a bool (N,) tensor marking L; U is its complement.
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -82,7 +83,7 @@ def _squared_norms(x: torch.Tensor, heuristic: str) -> torch.Tensor:
 
 
 def _row_blocks(source: torch.Tensor, index: torch.Tensor, chunk_size: int, mean: torch.Tensor | None = None,
-                norms: torch.Tensor | None = None):
+                norms: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (rows, their squared norms) of ``source[index]`` chunk by chunk, centered by ``mean`` if given."""
     for start in range(0, len(index), chunk_size):
         part = index[start:start + chunk_size]
@@ -93,7 +94,7 @@ def _row_blocks(source: torch.Tensor, index: torch.Tensor, chunk_size: int, mean
 
 
 def _lower_min_dist(min_dist: torch.Tensor, xu: torch.Tensor, norms_u: torch.Tensor, rows: torch.Tensor | None,
-                    points, chunk_size: int) -> None:
+                    points: Iterable[tuple[torch.Tensor, torch.Tensor]], chunk_size: int) -> None:
     """min_dist[r] ← min(min_dist[r], min_q ||xu[r] − q||²) for r in ``rows`` (None: all), q in ``points``.
 
     Works in chunk_size × chunk_size blocks of ||x||² + ||q||² − 2x·q (clamped at 0),
@@ -155,7 +156,7 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     for i in range(budget):
         if candidates is not None:
             best = torch.argmax(cand_dist).view(1)  # first maximal = lowest index (candidates are sorted)
-        if candidates is None or bool(cand_dist.index_select(0, best) < threshold):
+        if candidates is None or (not complete and bool(cand_dist.index_select(0, best) < threshold)):
             if candidates is not None:
                 min_dist.index_copy_(0, candidates, cand_dist)
                 stale = min_dist > float("-inf")  # picked points stay at −inf and need no update
@@ -164,7 +165,9 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
                 _lower_min_dist(min_dist, xu, norms_u, stale.nonzero().squeeze(1), missed, chunk_size)
                 refreshed_at = i
             # Candidates: every point with one of the k highest values (k ≤ points not yet picked, so τ ≥ 0).
-            threshold = torch.topk(min_dist, min(chunk_size, len(xu) - i), sorted=False).values.min()
+            k = min(chunk_size, len(xu) - i)
+            complete = k == len(xu) - i  # every remaining point is a candidate: nothing is stale
+            threshold = torch.topk(min_dist, k, sorted=False).values.min()
             candidates = (min_dist >= threshold).nonzero().squeeze(1)
             cand_x, cand_norms = xu.index_select(0, candidates), norms_u.index_select(0, candidates)
             cand_dist = min_dist.index_select(0, candidates)
@@ -177,7 +180,13 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     return unlabeled.index_select(0, picks)
 
 
-def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int) -> torch.Tensor:
+_MEDAL_SLACK = 1e-3
+"""Relative safety margin of medal_greedy's bound test: far above float32 round-off of the
+squared distances (~1e-6 relative), so a rounded value never passes a test it should fail."""
+
+
+def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int,
+                 chunk_size: int = 2048) -> torch.Tensor:
     """MedAL (Smailagic et al. 2018), Eq. 2: greedy max mean *squared* L2 distance to L.
 
     Squared L2 is used, as Eq. 2 is written. With c = (1/|L|) Σ_ℓ T_f(ℓ),
@@ -186,29 +195,56 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
 
     (expand ||(u − c) − (ℓ − c)||²; the cross term vanishes since Σ_ℓ (ℓ − c) = 0).
     The second term does not depend on u, so each pick is the unlabeled point
-    farthest from the labeled centroid; the pick then joins L and the centroid
-    is updated. Extra memory: a centered |U| × d copy and O(|U|); one |U| × d
-    matrix-vector product per pick.
-    Plain (unsquared) L2 would average distances, not squared ones, and can
-    pick differently; it is not what Eq. 2 says. Ties go to the lowest pool index.
+    farthest from the labeled centroid; the pick then joins L and the running
+    centroid is updated. Plain (unsquared) L2 would average distances, not
+    squared ones, and can pick differently; it is not what Eq. 2 says. Ties go
+    to the lowest pool index. Extra memory: a centered |U| × d copy and O(|U|).
+
+    Lazy updates, as in :func:`kcenter_greedy`: a refresh computes every
+    ||u − c_r|| and keeps the ``chunk_size`` farthest points (all ≥ τ) as
+    candidates; later picks score only the candidates. By the triangle
+    inequality no other point can be farther than τ + ||c − c_r|| from the
+    current centroid c, so while the best candidate beats that bound (with a
+    small safety margin against round-off) it is the exact Eq. 2 argmax;
+    otherwise the next refresh comes first.
     """
     budget = _check_features(features, labeled_mask, budget, "medal")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
     x, mean, unlabeled, labeled = _prepare(features, labeled_mask)
     xu = x.index_select(0, unlabeled).sub_(mean)
-    norms_u = _squared_norms(xu, "medal")
-    # The running sum of L is kept in float64 so the centroid does not drift over many picks.
+    base = _squared_norms(xu, "medal")  # ||u||², set to −inf once u is picked
     count = len(labeled)
+    # The running sum of L is kept in float64 so the centroid does not drift over many picks.
     total = x.index_select(0, labeled).sum(0, dtype=torch.float64) - count * mean.double()
 
-    picks = torch.empty(budget, dtype=torch.long, device=x.device)
-    base = norms_u.clone()  # ||u||², set to −inf once u is picked
-    score = torch.empty_like(norms_u)
+    picks = torch.empty(budget, dtype=torch.long, device=x.device)  # positions in U, in pick order
+    candidates = None
     for i in range(budget):
-        centroid = (total / count).to(x.dtype)
-        # ||u||² − 2u·c = ||u − c||² − ||c||²: ||c||² is the same for every u, so it is left out.
-        torch.addmv(base, xu, centroid, alpha=-2.0, out=score)
-        pick = torch.argmax(score).view(1)  # first maximal = lowest pool index
+        centroid64 = total / count
+        centroid = centroid64.to(x.dtype)
+        # ||u||² − 2u·c = ||u − c||² − ||c||²: the same order as ||u − c||², computed in one product.
+        if candidates is not None:
+            score = torch.addmv(cand_base, cand_x, centroid, alpha=-2.0)
+            best = torch.argmax(score).view(1)  # first maximal = lowest index (candidates are sorted)
+            if not complete:
+                reach = threshold + torch.linalg.vector_norm(centroid64 - refresh_centroid)
+                best_sq = score.index_select(0, best).double() + centroid64.dot(centroid64)
+        if candidates is None or (not complete and bool(best_sq < reach * reach * (1 + _MEDAL_SLACK))):
+            score = torch.addmv(base, xu, centroid, alpha=-2.0)
+            k = min(chunk_size, len(xu) - i)  # ≤ points not yet picked, so the k-th score is finite
+            complete = k == len(xu) - i  # every remaining point is a candidate: no bound to check
+            kth = torch.topk(score, k, sorted=False).values.min()
+            candidates = (score >= kth).nonzero().squeeze(1)
+            # τ: no other point is farther than τ from this centroid.
+            threshold = (kth.double() + centroid64.dot(centroid64)).clamp(min=0.0).sqrt()
+            refresh_centroid = centroid64
+            cand_x, cand_base = xu.index_select(0, candidates), base.index_select(0, candidates)
+            score = score.index_select(0, candidates)
+            best = torch.argmax(score).view(1)
+        pick = candidates.index_select(0, best)
         picks[i:i + 1] = pick
+        cand_base.index_fill_(0, best, float("-inf"))
         base.index_fill_(0, pick, float("-inf"))
         total += xu.index_select(0, pick).squeeze(0)
         count += 1

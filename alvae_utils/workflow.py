@@ -32,6 +32,10 @@ NOTEBOOKS: tuple[str, ...] = ("01_vae_training", "02_active_learning", "03_signi
 PER_DATASET = frozenset({"01_vae_training", "02_active_learning"})
 
 
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the cell and the executed copy to open."""
+
+
 def ci_sandbox(results: str = "results", figures: str = "figures") -> dict[str, str]:
     """Environment of the ``ci`` profile, with its generated ChestMNIST file in place."""
     base = build_dir() / "ci"
@@ -93,8 +97,14 @@ def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]
         output = out_dir / f"{notebook}{suffix}.ipynb"
         print(f"[alvae] {notebook}{suffix} (profile {profile.name}) -> {output.relative_to(REPO_ROOT)}", flush=True)
         tic = time.perf_counter()
-        papermill.execute_notebook(NOTEBOOK_DIR / f"{notebook}.ipynb", output, parameters=parameters,
-                                   kernel_name=KERNEL_NAME, cwd=str(NOTEBOOK_DIR), progress_bar=False)
+        try:
+            papermill.execute_notebook(NOTEBOOK_DIR / f"{notebook}.ipynb", output, parameters=parameters,
+                                       kernel_name=KERNEL_NAME, cwd=str(NOTEBOOK_DIR), progress_bar=False)
+        except papermill.PapermillExecutionError as error:
+            raise NotebookFailed(
+                f"{notebook}{suffix} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
+                f"  the executed copy with the full traceback is {output.relative_to(REPO_ROOT)}"
+            ) from None
         seconds = time.perf_counter() - tic
         timings.append({"notebook": notebook, "dataset": parameters.get("dataset", ""), "seconds": round(seconds, 1)})
         print(f"[alvae]   done in {seconds:.0f} s", flush=True)

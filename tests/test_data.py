@@ -58,7 +58,7 @@ def test_chestmnist_file_loads_through_medmnist(tmp_path):
         assert dataset.labels.shape == (n, 14) and dataset.labels.dtype == torch.int64
         assert np.array_equal(dataset.images[:, 0].numpy(), written[f"{split}_images"])
         assert np.array_equal(dataset.labels.numpy(), written[f"{split}_labels"])
-        assert dataset.description == "ChestMNIST (MedMNIST v2)"
+        assert dataset.description == "synthetic ChestMNIST-format data (generated test fixture)"
     assert evaluation_split("chestmnist") == "val"
 
 
@@ -236,3 +236,16 @@ def test_colour_labels_are_classes_or_any_finding(tmp_path):
     chest = load_dataset("chestmnist", "val", root=tmp_path, download=False)
     colours, names = colour_labels(chest)
     assert colours.tolist() == (chest.labels.sum(1) > 0).long().tolist() and len(names) == 2
+
+
+def test_generated_medmnist_files_are_labelled_synthetic(tmp_path):
+    from alvae_utils.data import load_dataset, write_medmnist_npz
+
+    path = write_medmnist_npz(tmp_path / "chestmnist.npz", 20, 10, 10)
+    chest = load_dataset("chestmnist", "train", root=tmp_path, download=False)
+    assert chest.description.startswith("synthetic ChestMNIST-format data")
+    # The same arrays without the marker, as in a real MedMNIST file, read as the real dataset.
+    with np.load(path) as stored:
+        arrays = {key: stored[key] for key in stored.files if key != data.SYNTHETIC_MARKER}
+    np.savez(path, **arrays)
+    assert load_dataset("chestmnist", "train", root=tmp_path, download=False).description == "ChestMNIST (MedMNIST v2)"

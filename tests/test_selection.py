@@ -78,7 +78,7 @@ def test_kcenter_matches_brute_force_eq1(seed, n, d, n_labeled, budget, chunk_si
 @pytest.mark.parametrize("seed,n,d,n_labeled,budget,chunk_size", CASES)
 def test_medal_matches_brute_force_eq2(seed, n, d, n_labeled, budget, chunk_size):
     x, mask = random_problem(seed, n, d, n_labeled)
-    picks = medal_greedy(x, mask, budget)
+    picks = medal_greedy(x, mask, budget, chunk_size=chunk_size)
     assert picks.dtype == torch.int64
     assert picks.tolist() == brute_medal(x, mask, budget)
 
@@ -94,7 +94,7 @@ def test_greedy_heuristics_match_brute_force_on_real_digits(digits):
     mask = torch.zeros(len(digits), dtype=torch.bool)
     mask[::10] = True
     assert kcenter_greedy(digits, mask, 25, chunk_size=16).tolist() == brute_kcenter(digits, mask, 25)
-    assert medal_greedy(digits, mask, 25).tolist() == brute_medal(digits, mask, 25)
+    assert medal_greedy(digits, mask, 25, chunk_size=16).tolist() == brute_medal(digits, mask, 25)
     # In float32, as extracted features usually are, the picks are the same.
     assert kcenter_greedy(digits.float(), mask, 25).tolist() == brute_kcenter(digits, mask, 25)
 
@@ -107,9 +107,11 @@ def test_ties_go_to_the_lowest_index(greedy):
     assert greedy(x, mask, 3).tolist() == [2, 3, 1]
 
 
-def test_kcenter_is_independent_of_chunk_size():
+@pytest.mark.parametrize("greedy", [kcenter_greedy, medal_greedy])
+def test_picks_are_independent_of_chunk_size(greedy):
+    # chunk_size sets the distance blocks and the candidates kept up to date between refreshes.
     x, mask = random_problem(5, 700, 12, 150)
-    results = [kcenter_greedy(x, mask, 60, chunk_size=c).tolist() for c in (7, 64, 10_000)]
+    results = [greedy(x, mask, 200, chunk_size=c).tolist() for c in (7, 64, 10_000)]
     assert results[0] == results[1] == results[2]
 
 

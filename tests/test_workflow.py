@@ -1,0 +1,45 @@
+"""The papermill driver: which notebooks run, the ci sandbox, and failure reporting."""
+
+import pytest
+
+from alvae_utils import workflow
+from alvae_utils.config import get_profile
+from alvae_utils.data import load_dataset
+
+
+def test_jobs_run_per_dataset_notebooks_for_each_available_dataset_in_order():
+    jobs = workflow._jobs(get_profile("quick"), ["mnist"], only=None)
+    assert [name for name, _ in jobs] == list(workflow.NOTEBOOKS)
+    assert jobs[1] == ("02_active_learning", {"profile": "quick", "dataset": "mnist"})
+    both = workflow._jobs(get_profile("ci"), ["mnist-sample", "chestmnist"], only=["02_active_learning"])
+    assert [params["dataset"] for _, params in both] == ["mnist-sample", "chestmnist"]
+
+
+def test_ci_sandbox_keeps_out_of_the_users_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(workflow, "build_dir", lambda: tmp_path / "build")
+    env = workflow.ci_sandbox()
+    for name in ("ALVAE_DATA_ROOT", "ALVAE_RESULTS_ROOT", "ALVAE_FIGURES_DIR"):
+        assert env[name].startswith(str(tmp_path / "build" / "ci"))
+    assert env["ALVAE_OFFLINE"] == "1"
+    chest = load_dataset("chestmnist", "train", root=env["ALVAE_DATA_ROOT"], download=False)
+    ci = get_profile("ci")
+    assert len(chest) >= ci.experiment("chestmnist").pool_size and len(chest) >= ci.tsne.pool_size
+
+
+def test_unknown_notebook_is_rejected_before_running_anything():
+    with pytest.raises(ValueError, match="unknown notebook.*02_active_learnin"):
+        workflow.make_figures("ci", only=["02_active_learnin"])
+
+
+def test_a_failing_notebook_names_the_cell_and_the_executed_copy(tmp_path, monkeypatch):
+    import papermill
+
+    def fail(input_path, output_path, **kwargs):
+        raise papermill.PapermillExecutionError(3, 7, "x", "AssertionError", "reconstructions do not beat", [])
+
+    monkeypatch.setattr(papermill, "execute_notebook", fail)
+    monkeypatch.setattr(workflow, "build_dir", lambda: tmp_path / "build")
+    monkeypatch.setattr(workflow, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(workflow, "_available_datasets", lambda profile: (["mnist"], {}))
+    with pytest.raises(workflow.NotebookFailed, match=r"01_vae_training-mnist failed in cell 7: AssertionError"):
+        workflow.make_figures("quick")
