@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .data import DataCorruptedError, DataUnavailableError
     from .models import PretrainedWeightsUnavailable
-    from .workflow import NotebookFailed
+    from .workflow import NotebookFailed, NothingToRun
 
     user_errors = (ConfigError, ValueError, DataUnavailableError, DataCorruptedError, PretrainedWeightsUnavailable,
-                   NotebookFailed)
+                   NotebookFailed, NothingToRun)
     try:
         if args.command == "run":
             from .loop import run_sweep

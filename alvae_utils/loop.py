@@ -50,7 +50,7 @@ def get_or_train_vae(config: ExperimentConfig, pool: Dataset, device: torch.devi
     Returns (vae, per-epoch history, trained_now). The VAE sees labeled and
     unlabeled points alike: its features are task-agnostic.
     """
-    path = vae_checkpoint_path(config.dataset, config.pool_size, config.pool_seed, config.vae)
+    path = vae_checkpoint_path(config.dataset, config.pool_size, config.pool_seed, config.vae, pool.description)
     if path.exists():
         vae, history, _ = load_vae(path, device=device)
         return vae, history, False
@@ -91,7 +91,7 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
         raise ConfigError(f"pool has {len(pool)} images but the configuration says {config.pool_size}.")
     if method.use_vae and vae_features is None:
         raise ConfigError(f"method {method.label} needs the pool's VAE features; pass vae_features.")
-    record = store.record(config, method, seed)
+    record = store.record(config, method, seed, pool.description)
     rows, state = record.load()
     if state is not None and state.finished:
         return rows

@@ -3,11 +3,13 @@
 Layout under ``results_root()``::
 
     <profile>/<dataset>/<run_key>.csv         tidy rows, one per completed AL step
-    <profile>/<dataset>/<run_key>.state.json  config, method, seed, current labeled set
+    <profile>/<dataset>/<run_key>.state.json  config, data source, method, seed, current labeled set
     vae/<dataset>-<vae_key>.pt                 VAE checkpoints, shared by all profiles
 
-A run is identified by a hash of its full configuration, method and seed, so a
-changed setting can never be mixed into old results. Both files of a run are
+A run is identified by a hash of its full configuration, its data source, method
+and seed, so a changed setting can never be mixed into old results. The data
+source matters on its own: offline, ``mnist`` falls back to the embedded 5k
+sample, and those runs must not be resumed once the real MNIST files are in place. Both files of a run are
 rewritten atomically (temp file + ``os.replace``) after every step: a crash
 loses at most the step in progress, and a rerun resumes from the last
 completed step.
@@ -43,11 +45,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
 
 
-def run_key(config: ExperimentConfig, method: Method, seed: int) -> str:
-    """Hash of everything that determines a run's numbers."""
-    return config_hash(
-        {"schema": SCHEMA_VERSION, "experiment": asdict(config), "method": method.key_fields(), "seed": seed}
-    )
+def run_key(config: ExperimentConfig, method: Method, seed: int, data_description: str) -> str:
+    """Hash of everything that determines a run's numbers (``data_description``: the pool's source)."""
+    return config_hash({"schema": SCHEMA_VERSION, "experiment": asdict(config), "data": data_description,
+                        "method": method.key_fields(), "seed": seed})
 
 
 @dataclass
@@ -96,10 +97,10 @@ class ResultStore:
         self.profile = profile
         self.root = (root or results_root()) / profile
 
-    def record(self, config: ExperimentConfig, method: Method, seed: int) -> RunRecord:
-        key = run_key(config, method, seed)
+    def record(self, config: ExperimentConfig, method: Method, seed: int, data_description: str) -> RunRecord:
+        key = run_key(config, method, seed, data_description)
         header = {"schema": SCHEMA_VERSION, "profile": self.profile, "experiment": asdict(config),
-                  "method": method.key_fields(), "seed": seed}
+                  "data_description": data_description, "method": method.key_fields(), "seed": seed}
         return RunRecord(self.root / config.dataset, key, header)
 
     def load(self, experiments: Iterable[ExperimentConfig] | None = None) -> pd.DataFrame:
@@ -124,9 +125,9 @@ def load_results(directory: Path | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def vae_checkpoint_path(dataset: str, pool_size: int, pool_seed: int, vae: VAEConfig,
+def vae_checkpoint_path(dataset: str, pool_size: int, pool_seed: int, vae: VAEConfig, data_description: str,
                         root: Path | None = None) -> Path:
-    """Where the VAE for this pool and VAE configuration is cached (shared across profiles)."""
-    key = config_hash({"schema": SCHEMA_VERSION, "dataset": dataset, "pool_size": pool_size,
-                       "pool_seed": pool_seed, "vae": asdict(vae)})
+    """Where the VAE for this pool (its source included) and VAE configuration is cached (shared across profiles)."""
+    key = config_hash({"schema": SCHEMA_VERSION, "dataset": dataset, "data": data_description,
+                       "pool_size": pool_size, "pool_seed": pool_seed, "vae": asdict(vae)})
     return (root or results_root()) / "vae" / f"{dataset}-{key}.pt"

@@ -45,20 +45,26 @@ class Snapshot:
     overlap: int  # points picked by both selections
 
 
-def _load(profile: Profile) -> tuple[Dataset, bool]:
-    """The t-SNE pool: the paper's dataset, or the fallback when it cannot be had."""
+def tsne_pool(profile: Profile) -> tuple[Dataset, bool]:
+    """The t-SNE pool and whether it is the fallback: the paper's dataset, or the fallback when it cannot be had.
+
+    Raises DataUnavailableError, naming what to provide for either, when neither can be had.
+    """
     cfg = profile.tsne
-    for dataset, fell_back in ((cfg.dataset, False), (cfg.fallback_dataset, True)):
-        try:
-            pool, _ = load_experiment_data(dataset, cfg.pool_size, eval_size=1, seed=0)
-        except DataUnavailableError as error:
-            if fell_back:
-                raise
-            warnings.warn(f"{cfg.dataset} unavailable, using {cfg.fallback_dataset} for the t-SNE figures: {error}",
-                          stacklevel=2)
-            continue
-        return pool, fell_back
-    raise AssertionError("unreachable")
+    try:
+        pool, _ = load_experiment_data(cfg.dataset, cfg.pool_size, eval_size=1, seed=0)
+        return pool, False
+    except DataUnavailableError as error:
+        reason = error
+    try:
+        pool, _ = load_experiment_data(cfg.fallback_dataset, cfg.pool_size, eval_size=1, seed=0)
+    except DataUnavailableError as error:
+        raise DataUnavailableError(
+            f"the t-SNE experiment needs {cfg.dataset} (or, failing that, {cfg.fallback_dataset}) with "
+            f"{cfg.pool_size} training images.\n{cfg.dataset}: {reason}\n{cfg.fallback_dataset}: {error}") from None
+    warnings.warn(f"{cfg.dataset} unavailable, using {cfg.fallback_dataset} for the t-SNE figures: {reason}",
+                  stacklevel=2)
+    return pool, True
 
 
 def _vae_config(profile: Profile, dataset: str) -> VAEConfig:
@@ -69,7 +75,7 @@ def run_snapshot(profile: Profile, seed: int = 0, alpha: float = DEFAULT_ALPHA,
                  device: torch.device | None = None, progress: bool = True) -> Snapshot:
     """Compute (or load from cache) the snapshot for ``profile``."""
     cfg = profile.tsne
-    pool, fell_back = _load(profile)
+    pool, fell_back = tsne_pool(profile)
     train = replace(profile.experiments[0].train, initial_epochs=cfg.epochs, epoch_increment=0)
     vae_cfg = _vae_config(profile, pool.name)
     key = config_hash({"tsne": asdict(cfg), "train": asdict(train), "vae": asdict(vae_cfg), "dataset": pool.name,

@@ -190,26 +190,32 @@ def compare_variants(
     metric: str = "accuracy",
     alpha_level: float = 0.05,
 ) -> pd.DataFrame:
-    """:func:`paired_comparison` for every dataset in ``df`` and every pair present in it.
+    """:func:`paired_comparison` for every dataset (and data source) in ``df`` and every pair present in it.
 
     ``pairs`` defaults to :func:`variant_pairs` of the methods present (which
     includes the :data:`PAPER_PAIRS`); pairs whose methods are missing for a
-    dataset are skipped. The Holm adjustment is per comparison (dataset, pair,
-    metric), across its label counts. Returns the comparison columns prefixed
-    by ``dataset``, ``baseline``, ``treatment`` and ``metric``.
+    dataset are skipped. Runs on different sources of one dataset (MNIST and
+    its offline stand-in, the embedded sample) are never paired with each
+    other: each source is its own comparison. The Holm adjustment is per
+    comparison (dataset, source, pair, metric), across its label counts.
+    Returns the comparison columns prefixed by ``dataset``,
+    ``data_description``, ``baseline``, ``treatment`` and ``metric``.
     """
     if metric not in df.columns:
         raise ValueError(f"results table has no column {metric!r}.")
+    if "data_description" not in df.columns:
+        raise ValueError("results table lacks column 'data_description'; pass the table from alvae_utils.results.")
     tables = []
-    for dataset, rows in df.groupby("dataset", sort=True):
+    for (dataset, source), rows in df.groupby(["dataset", "data_description"], sort=True):
         present = set(rows["method"])
         chosen = variant_pairs(present) if pairs is None else pairs
         for baseline, treatment in chosen:
             if baseline not in present or treatment not in present or rows[metric].isna().all():
                 continue
             table = paired_comparison(rows, baseline, treatment, metric=metric, alpha_level=alpha_level)
-            tables.append(table.assign(dataset=dataset, baseline=baseline, treatment=treatment, metric=metric))
-    columns = ["dataset", "baseline", "treatment", "metric", *COMPARISON_COLUMNS]
+            tables.append(table.assign(dataset=dataset, data_description=source, baseline=baseline,
+                                       treatment=treatment, metric=metric))
+    columns = ["dataset", "data_description", "baseline", "treatment", "metric", *COMPARISON_COLUMNS]
     if not tables:
         return pd.DataFrame(columns=columns)
     return pd.concat(tables, ignore_index=True).loc[:, columns]

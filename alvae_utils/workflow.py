@@ -24,16 +24,23 @@ from pathlib import Path
 
 from .config import Profile, get_profile
 from .data import DataUnavailableError, load_experiment_data, write_medmnist_npz
+from .models import PretrainedWeightsUnavailable, check_pretrained_weights_available
 from .paths import REPO_ROOT, build_dir, figures_dir
+from .snapshot import tsne_pool
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "alvae"
 NOTEBOOKS: tuple[str, ...] = ("01_vae_training", "02_active_learning", "03_significance_tests", "04_tsne")
 PER_DATASET = frozenset({"01_vae_training", "02_active_learning"})
+TRAINS_TASK_MODEL = frozenset({"02_active_learning", "04_tsne"})  # these need ImageNet weights in `paper`
 
 
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message names the cell and the executed copy to open."""
+
+
+class NothingToRun(RuntimeError):
+    """No selected notebook can run; the message says which files to place where."""
 
 
 def ci_sandbox(results: str = "results", figures: str = "figures") -> dict[str, str]:
@@ -52,11 +59,10 @@ def ci_sandbox(results: str = "results", figures: str = "figures") -> dict[str, 
     return env
 
 
-def _jobs(profile: Profile, available: list[str], only: list[str] | None) -> list[tuple[str, dict]]:
+def _jobs(profile: Profile, available: list[str], notebooks: list[str]) -> list[tuple[str, dict]]:
+    """(notebook, parameters) in run order: the per-dataset notebooks once for each available dataset."""
     jobs = []
-    for notebook in NOTEBOOKS:
-        if only and notebook not in only:
-            continue
+    for notebook in notebooks:
         if notebook in PER_DATASET:
             jobs += [(notebook, {"profile": profile.name, "dataset": dataset}) for dataset in available]
         else:
@@ -77,22 +83,57 @@ def _available_datasets(profile: Profile) -> tuple[list[str], dict[str, str]]:
     return available, skipped
 
 
-def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]:
-    """Execute the notebooks for ``profile_name``; print and return the figures written."""
-    import papermill  # heavy; only needed here
+def _plan(profile: Profile, only: list[str] | None) -> tuple[list[tuple[str, dict]], dict[str, str]]:
+    """Check everything the selected notebooks need before any of them runs.
 
-    profile = get_profile(profile_name)
+    Returns the jobs that can run and, for what is skipped, why. Raises
+    NothingToRun when the ImageNet weights a pretrained profile needs are
+    missing, or when no notebook is left to run.
+    """
     unknown = sorted(set(only or ()) - set(NOTEBOOKS))
     if unknown:
         raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}.")
+    notebooks = [notebook for notebook in NOTEBOOKS if not only or notebook in only]
+    problems = []
+    if any(e.train.pretrained for e in profile.experiments) and set(notebooks) & TRAINS_TASK_MODEL:
+        try:
+            check_pretrained_weights_available()
+        except PretrainedWeightsUnavailable as error:
+            problems.append(str(error))
+    available, skipped = _available_datasets(profile) if set(notebooks) & PER_DATASET else ([], {})
+    if set(notebooks) & PER_DATASET and not available and "03_significance_tests" in notebooks:
+        notebooks.remove("03_significance_tests")  # it tests what 02 stores, and 02 cannot run
+    if "04_tsne" in notebooks:
+        try:
+            tsne_pool(profile)
+        except DataUnavailableError as error:
+            notebooks.remove("04_tsne")
+            skipped["04_tsne (Figs. 5-6)"] = str(error)
+    jobs = _jobs(profile, available, notebooks)
+    if problems or not jobs:
+        reasons = problems + [f"{name}: {reason}" for name, reason in skipped.items()]
+        raise NothingToRun(f"profile {profile.name!r} cannot run; nothing was started.\n\n" + "\n\n".join(reasons))
+    return jobs, skipped
+
+
+def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]:
+    """Execute the notebooks for ``profile_name``; print and return the figures written.
+
+    Everything the run needs (data files, and ImageNet weights for a pretrained
+    profile) is checked first. A dataset that cannot be had is skipped, with
+    what to provide; if nothing can run, NothingToRun says what is missing.
+    """
+    import papermill  # heavy; only needed here
+
+    profile = get_profile(profile_name)
     if profile.name == "ci":
         os.environ.update(ci_sandbox())
+    jobs, skipped = _plan(profile, only)
     out_dir = build_dir() / profile.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    available, skipped = _available_datasets(profile)
     started = time.time()
     timings = []
-    for notebook, parameters in _jobs(profile, available, only):
+    for notebook, parameters in jobs:
         suffix = f"-{parameters['dataset']}" if "dataset" in parameters else ""
         output = out_dir / f"{notebook}{suffix}.ipynb"
         print(f"[alvae] {notebook}{suffix} (profile {profile.name}) -> {output.relative_to(REPO_ROOT)}", flush=True)
@@ -114,8 +155,8 @@ def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]
     print(f"\n[alvae] profile {profile.name}: {len(written)} figure files written to {figures_dir()}")
     for path in written:
         print(f"  {path.name}")
-    for dataset, reason in skipped.items():
-        print(f"\n[alvae] skipped dataset {dataset!r}: {reason}")
+    for name, reason in skipped.items():
+        print(f"\n[alvae] skipped {name}: {reason}")
     return written
 
 

@@ -35,7 +35,7 @@ def _run(tmp_path, data, method, seed=0, config=CONFIG, vae_features=None):
     store = ResultStore("test", root=tmp_path)
     rows = loop.run_algorithm1(config, method, seed, pool, evaluation, store, vae_features=vae_features,
                                device=torch.device("cpu"), progress=False)
-    _, state = store.record(config, method, seed).load()
+    _, state = store.record(config, method, seed, pool.description).load()
     return rows, state
 
 
@@ -80,7 +80,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, data, vae_features, mon
     monkeypatch.setattr(loop, "train_task_model", crash_on_second_step)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "crashed", data, method, vae_features=vae_features)
-    partial, state = ResultStore("test", root=tmp_path / "crashed").record(CONFIG, method, 0).load()
+    crashed = ResultStore("test", root=tmp_path / "crashed")
+    partial, state = crashed.record(CONFIG, method, 0, data[0].description).load()
     assert len(partial) == 1 and state.completed_steps == 1 and not state.finished
 
     monkeypatch.setattr(loop, "train_task_model", real_train)
@@ -95,6 +96,23 @@ def test_finished_runs_are_loaded_not_recomputed(tmp_path, data, monkeypatch):
     monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("finished run was retrained"))
     again, _ = _run(tmp_path, data, Method("random"))
     pd.testing.assert_frame_equal(first, again, check_dtype=False)
+
+
+def test_runs_on_another_data_source_are_not_reused(tmp_path, data, monkeypatch):
+    """Offline, ``mnist`` falls back to the embedded sample; once real MNIST is in place nothing of it is reused."""
+    pool, evaluation = data
+    _run(tmp_path, data, Method("random"))
+
+    class Trained(Exception):
+        pass
+
+    def refuse(*args, **kwargs):
+        raise Trained
+
+    monkeypatch.setattr(loop, "train_task_model", refuse)
+    _run(tmp_path, data, Method("random"))  # same source: loaded from the store
+    with pytest.raises(Trained):
+        _run(tmp_path, (replace(pool, description="another source"), evaluation), Method("random"))
 
 
 def test_same_seed_same_numbers_on_cpu(tmp_path, data):

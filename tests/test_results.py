@@ -36,22 +36,24 @@ def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["rows.csv"]  # temp file cleaned up
 
 
-def test_run_keys_separate_configurations_methods_alphas_and_seeds():
+def test_run_keys_separate_configurations_sources_methods_alphas_and_seeds():
     keys = {
-        run_key(CONFIG, Method("coreset"), 0),
-        run_key(CONFIG, Method("coreset"), 1),
-        run_key(CONFIG, Method("coreset", True, 1.0), 0),
-        run_key(CONFIG, Method("coreset", True, 0.5), 0),
-        run_key(CONFIG, Method("medal"), 0),
-        run_key(ExperimentConfig("mnist-sample", 100, 50, 10, 5, 30), Method("coreset"), 0),
+        run_key(CONFIG, Method("coreset"), 0, "d"),
+        run_key(CONFIG, Method("coreset"), 1, "d"),
+        run_key(CONFIG, Method("coreset", True, 1.0), 0, "d"),
+        run_key(CONFIG, Method("coreset", True, 0.5), 0, "d"),
+        run_key(CONFIG, Method("medal"), 0, "d"),
+        run_key(ExperimentConfig("mnist-sample", 100, 50, 10, 5, 30), Method("coreset"), 0, "d"),
+        # Offline, "mnist" falls back to the embedded sample: those runs must not pass for real MNIST.
+        run_key(CONFIG, Method("coreset"), 0, "MNIST embedded 5k sample"),
     }
-    assert len(keys) == 6
-    assert run_key(CONFIG, Method("coreset"), 0) == run_key(CONFIG, Method("coreset"), 0)
+    assert len(keys) == 7
+    assert run_key(CONFIG, Method("coreset"), 0, "d") == run_key(CONFIG, Method("coreset"), 0, "d")
 
 
 def test_record_round_trip_and_resume_state(tmp_path):
     store = ResultStore("t", root=tmp_path)
-    record = store.record(CONFIG, Method("coreset"), 0)
+    record = store.record(CONFIG, Method("coreset"), 0, "d")
     rows, state = record.load()
     assert state is None and rows.empty
 
@@ -66,7 +68,7 @@ def test_record_round_trip_and_resume_state(tmp_path):
 
 def test_state_behind_rows_is_trusted_over_extra_rows(tmp_path):
     """A crash between writing rows and state must not skip the step whose state was lost."""
-    record = ResultStore("t", root=tmp_path).record(CONFIG, Method("coreset"), 0)
+    record = ResultStore("t", root=tmp_path).record(CONFIG, Method("coreset"), 0, "d")
     record.save(pd.DataFrame([_row(0)], columns=list(COLUMNS)), RunState(1, list(range(20)), 0.0, False))
     atomic_write_text(record.csv_path, pd.DataFrame([_row(0), _row(1)], columns=list(COLUMNS)).to_csv(index=False))
     rows, state = record.load()
@@ -77,7 +79,7 @@ def test_load_filters_to_current_configurations(tmp_path):
     store = ResultStore("t", root=tmp_path)
     old = ExperimentConfig("mnist-sample", 100, 50, 10, 5, 30)
     for config in (CONFIG, old):
-        record = store.record(config, Method("coreset"), 0)
+        record = store.record(config, Method("coreset"), 0, "d")
         record.save(pd.DataFrame([_row(0, config)], columns=list(COLUMNS)), RunState(1, [], 0.0, True))
     assert len(store.load()) == 2
     current = store.load([CONFIG])
@@ -86,9 +88,10 @@ def test_load_filters_to_current_configurations(tmp_path):
     assert load_results(tmp_path / "nothing").columns.tolist() == list(COLUMNS)
 
 
-def test_vae_checkpoint_path_depends_on_pool_and_vae_settings(tmp_path):
-    a = results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(), root=tmp_path)
-    assert a == results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(), root=tmp_path)
-    assert a != results.vae_checkpoint_path("mnist", 200, 0, VAEConfig(), root=tmp_path)
-    assert a != results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(epochs=3), root=tmp_path)
+def test_vae_checkpoint_path_depends_on_pool_source_and_vae_settings(tmp_path):
+    a = results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(), "d", root=tmp_path)
+    assert a == results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(), "d", root=tmp_path)
+    assert a != results.vae_checkpoint_path("mnist", 200, 0, VAEConfig(), "d", root=tmp_path)
+    assert a != results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(epochs=3), "d", root=tmp_path)
+    assert a != results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(), "other source", root=tmp_path)
     assert a.parent == tmp_path / "vae" and a.name.startswith("mnist-")

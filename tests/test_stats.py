@@ -197,6 +197,17 @@ def test_compare_variants_covers_datasets_and_skips_missing_pairs():
     assert compare_variants(df, metric="auc").empty
 
 
+def test_compare_variants_never_pairs_runs_of_different_data_sources():
+    sample = _results({n: 0.01 for n in LABELS})
+    real = _results({n: 0.05 for n in LABELS}, seed=3).assign(data_description="real")
+    table = compare_variants(pd.concat([sample, real], ignore_index=True))
+    assert sorted(table["data_description"].unique()) == ["real", "synthetic"]
+    for source, frame in (("synthetic", sample), ("real", real)):
+        expected = paired_comparison(frame, "coreset", "coreset+vae")
+        got = table[table["data_description"] == source].reset_index(drop=True).loc[:, expected.columns]
+        pd.testing.assert_frame_equal(got, expected)
+
+
 def test_significant_findings_sentences():
     df = _results({3000: 0.0, 6000: 0.0, 9000: 0.03}, noise=0.005)
     df["method"] = df["method"].str.replace("coreset", "lossprediction")

@@ -8,11 +8,40 @@ from alvae_utils.data import load_dataset
 
 
 def test_jobs_run_per_dataset_notebooks_for_each_available_dataset_in_order():
-    jobs = workflow._jobs(get_profile("quick"), ["mnist"], only=None)
+    jobs = workflow._jobs(get_profile("quick"), ["mnist"], list(workflow.NOTEBOOKS))
     assert [name for name, _ in jobs] == list(workflow.NOTEBOOKS)
     assert jobs[1] == ("02_active_learning", {"profile": "quick", "dataset": "mnist"})
-    both = workflow._jobs(get_profile("ci"), ["mnist-sample", "chestmnist"], only=["02_active_learning"])
+    both = workflow._jobs(get_profile("ci"), ["mnist-sample", "chestmnist"], ["02_active_learning"])
     assert [params["dataset"] for _, params in both] == ["mnist-sample", "chestmnist"]
+
+
+@pytest.fixture
+def offline_empty(tmp_path, monkeypatch):
+    """No network, an empty data root and an empty torch hub cache."""
+    monkeypatch.setenv("ALVAE_OFFLINE", "1")
+    monkeypatch.setenv("ALVAE_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path
+
+
+def test_quick_offline_plan_runs_mnist_from_the_sample_and_skips_chestmnist(offline_empty):
+    with pytest.warns(UserWarning, match="using mnist for the t-SNE figures"):
+        jobs, skipped = workflow._plan(get_profile("quick"), only=None)
+    assert [(name, params.get("dataset")) for name, params in jobs] == [
+        ("01_vae_training", "mnist"), ("02_active_learning", "mnist"), ("03_significance_tests", None),
+        ("04_tsne", None)]
+    assert list(skipped) == ["chestmnist"] and "chestmnist.npz" in skipped["chestmnist"]
+
+
+def test_paper_profile_offline_says_what_to_place_before_running_anything(offline_empty, monkeypatch):
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("a notebook was started"))
+    with pytest.raises(workflow.NothingToRun) as error:
+        workflow.make_figures("paper")
+    message = str(error.value)
+    for needed in ("resnet18-f37072fd.pth", "train-images-idx3-ubyte.gz", "chestmnist.npz", "04_tsne"):
+        assert needed in message
 
 
 def test_ci_sandbox_keeps_out_of_the_users_folders(tmp_path, monkeypatch):
@@ -40,6 +69,7 @@ def test_a_failing_notebook_names_the_cell_and_the_executed_copy(tmp_path, monke
     monkeypatch.setattr(papermill, "execute_notebook", fail)
     monkeypatch.setattr(workflow, "build_dir", lambda: tmp_path / "build")
     monkeypatch.setattr(workflow, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(workflow, "_available_datasets", lambda profile: (["mnist"], {}))
+    monkeypatch.setattr(workflow, "_plan", lambda profile, only: (
+        [("01_vae_training", {"profile": "quick", "dataset": "mnist"})], {}))
     with pytest.raises(workflow.NotebookFailed, match=r"01_vae_training-mnist failed in cell 7: AssertionError"):
         workflow.make_figures("quick")
