@@ -216,6 +216,12 @@ PAPER_METHODS = _methods("random", "coreset", "coreset+vae", "lossprediction", "
 _PAPER_TRAIN = TrainConfig(initial_epochs=10, epoch_increment=5, pretrained=True)
 _PAPER_VAE = VAEConfig(latent_dim=32, epochs=20)
 
+# Batch 16, not 64: with 100-400 labels a batch of 64 gives 2-7 SGD steps an epoch, too few for
+# BatchNorm's running statistics to settle, and eval-mode accuracy then stays near chance whatever
+# was labeled. With 16, training accuracy passes 99% from the first labeling step on, as in the paper.
+_QUICK_TRAIN = TrainConfig(batch_size=16, initial_epochs=4, epoch_increment=1)
+_QUICK_VAE = VAEConfig(latent_dim=32, epochs=10)
+
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
@@ -232,14 +238,8 @@ PROFILES: dict[str, Profile] = {
         name="quick",
         experiments=(
             # 3,000 + 1,000 fit in the 5,000-digit sample, so this runs offline.
-            ExperimentConfig(
-                "mnist", 3_000, 1_000, 100, 100, 400,
-                TrainConfig(initial_epochs=3, epoch_increment=1), VAEConfig(latent_dim=32, epochs=10),
-            ),
-            ExperimentConfig(
-                "chestmnist", 3_000, 1_000, 100, 100, 400,
-                TrainConfig(initial_epochs=3, epoch_increment=1), VAEConfig(latent_dim=32, epochs=10),
-            ),
+            ExperimentConfig("mnist", 3_000, 1_000, 100, 100, 400, _QUICK_TRAIN, _QUICK_VAE),
+            ExperimentConfig("chestmnist", 3_000, 1_000, 100, 100, 400, _QUICK_TRAIN, _QUICK_VAE),
         ),
         seeds=(0, 1, 2),
         methods=PAPER_METHODS,

@@ -74,3 +74,19 @@ def runtime_table(rows: pd.DataFrame) -> pd.DataFrame:
     table["total_seconds"] = table.sum(axis=1)
     table["runs"] = rows.groupby(["dataset", "method"])["seed"].nunique()
     return table.round(1)
+
+
+def significance_view(table: pd.DataFrame, decimals: int = 4) -> pd.DataFrame:
+    """A :func:`alvae_utils.stats.compare_variants` table laid out for reading.
+
+    One row per (dataset, "treatment vs baseline", n_labels). The data source
+    joins the dataset label only where one dataset has results from several
+    sources (MNIST and its offline stand-in), so the usual table stays narrow.
+    """
+    view = table.copy()
+    view["comparison"] = view["treatment"] + " vs " + view["baseline"]
+    several = view.groupby("dataset")["data_description"].transform("nunique") > 1
+    view["dataset"] = view["dataset"].where(~several, view["dataset"] + " [" + view["data_description"] + "]")
+    columns = ["n_pairs", "mean_baseline", "mean_treatment", "mean_diff", "ci_low", "ci_high", "d_z",
+               "p_ttest", "p_wilcoxon", "p_holm", "significant"]
+    return view.set_index(["dataset", "comparison", "n_labels"])[columns].round(decimals)

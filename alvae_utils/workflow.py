@@ -14,12 +14,17 @@ results and figures, so it never touches the user's ``data/``, ``results/`` or
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import shutil
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Profile, get_profile
@@ -70,25 +75,42 @@ def _jobs(profile: Profile, available: list[str], notebooks: list[str]) -> list[
     return jobs
 
 
-def _available_datasets(profile: Profile) -> tuple[list[str], dict[str, str]]:
-    """Datasets of the profile whose files can be had, and why the others cannot."""
-    available, skipped = [], {}
+@contextlib.contextmanager
+def _quietly() -> Iterator[None]:
+    """Silence the fallback warnings of a check; the plan printed afterwards says what will be used."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _available_datasets(profile: Profile) -> tuple[dict[str, str], dict[str, str]]:
+    """Datasets of the profile whose files can be had (with the data each will use), and why the others cannot."""
+    available, skipped = {}, {}
     for experiment in profile.experiments:
         try:
-            load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
-                                 seed=experiment.pool_seed)
-            available.append(experiment.dataset)
+            with _quietly():
+                pool, _ = load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
+                                               seed=experiment.pool_seed)
+            available[experiment.dataset] = pool.description
         except DataUnavailableError as error:
             skipped[experiment.dataset] = str(error)
     return available, skipped
 
 
-def _plan(profile: Profile, only: list[str] | None) -> tuple[list[tuple[str, dict]], dict[str, str]]:
+@dataclass
+class Plan:
+    """What ``make figures`` will run, on which data, and what it skips (with what to provide)."""
+
+    jobs: list[tuple[str, dict]]
+    data: dict[str, str]  # dataset (or "04_tsne") -> the data it will use
+    skipped: dict[str, str]  # dataset or notebook -> why it cannot run
+
+
+def _plan(profile: Profile, only: list[str] | None) -> Plan:
     """Check everything the selected notebooks need before any of them runs.
 
-    Returns the jobs that can run and, for what is skipped, why. Raises
-    NothingToRun when the ImageNet weights a pretrained profile needs are
-    missing, or when no notebook is left to run.
+    Raises NothingToRun when the ImageNet weights a pretrained profile needs
+    are missing, or when no notebook is left to run.
     """
     unknown = sorted(set(only or ()) - set(NOTEBOOKS))
     if unknown:
@@ -100,20 +122,22 @@ def _plan(profile: Profile, only: list[str] | None) -> tuple[list[tuple[str, dic
             check_pretrained_weights_available()
         except PretrainedWeightsUnavailable as error:
             problems.append(str(error))
-    available, skipped = _available_datasets(profile) if set(notebooks) & PER_DATASET else ([], {})
-    if set(notebooks) & PER_DATASET and not available and "03_significance_tests" in notebooks:
+    data, skipped = _available_datasets(profile) if set(notebooks) & PER_DATASET else ({}, {})
+    if set(notebooks) & PER_DATASET and not data and "03_significance_tests" in notebooks:
         notebooks.remove("03_significance_tests")  # it tests what 02 stores, and 02 cannot run
     if "04_tsne" in notebooks:
         try:
-            tsne_pool(profile)
+            with _quietly():
+                pool, fell_back = tsne_pool(profile)
+            data["04_tsne"] = pool.description + (f" ({profile.tsne.dataset} unavailable)" if fell_back else "")
         except DataUnavailableError as error:
             notebooks.remove("04_tsne")
             skipped["04_tsne (Figs. 5-6)"] = str(error)
-    jobs = _jobs(profile, available, notebooks)
+    jobs = _jobs(profile, [name for name in data if name != "04_tsne"], notebooks)
     if problems or not jobs:
         reasons = problems + [f"{name}: {reason}" for name, reason in skipped.items()]
         raise NothingToRun(f"profile {profile.name!r} cannot run; nothing was started.\n\n" + "\n\n".join(reasons))
-    return jobs, skipped
+    return Plan(jobs, data, skipped)
 
 
 def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]:
@@ -128,12 +152,17 @@ def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]
     profile = get_profile(profile_name)
     if profile.name == "ci":
         os.environ.update(ci_sandbox())
-    jobs, skipped = _plan(profile, only)
+    plan = _plan(profile, only)
+    print(f"[alvae] profile {profile.name}, data:", flush=True)
+    for name, source in plan.data.items():
+        print(f"  {name}: {source}")
+    for name in plan.skipped:
+        print(f"  {name}: skipped (why, and what to provide, at the end)")
     out_dir = build_dir() / profile.name
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     timings = []
-    for notebook, parameters in jobs:
+    for notebook, parameters in plan.jobs:
         suffix = f"-{parameters['dataset']}" if "dataset" in parameters else ""
         output = out_dir / f"{notebook}{suffix}.ipynb"
         print(f"[alvae] {notebook}{suffix} (profile {profile.name}) -> {output.relative_to(REPO_ROOT)}", flush=True)
@@ -155,7 +184,7 @@ def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]
     print(f"\n[alvae] profile {profile.name}: {len(written)} figure files written to {figures_dir()}")
     for path in written:
         print(f"  {path.name}")
-    for name, reason in skipped.items():
+    for name, reason in plan.skipped.items():
         print(f"\n[alvae] skipped {name}: {reason}")
     return written
 

@@ -240,3 +240,18 @@ def test_mean_curve_is_the_t_interval():
         assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high))
     with pytest.raises(ValueError, match="no column"):
         mean_curve(df, metric="f1")
+
+
+def test_significance_view_names_the_source_only_where_a_dataset_has_several():
+    from alvae_utils.report import significance_view
+
+    sample = _results({n: 0.01 for n in LABELS})
+    chest = _results({n: 0.0 for n in LABELS}, seed=2, dataset="chestmnist")
+    view = significance_view(compare_variants(pd.concat([sample, chest], ignore_index=True)))
+    assert list(view.index.names) == ["dataset", "comparison", "n_labels"]
+    assert set(view.index.get_level_values("dataset")) == {"mnist", "chestmnist"}
+    assert set(view.index.get_level_values("comparison")) == {"coreset+vae vs coreset"}
+    real = _results({n: 0.05 for n in LABELS}, seed=3).assign(data_description="real")
+    mixed = significance_view(compare_variants(pd.concat([sample, real], ignore_index=True)))
+    assert set(mixed.index.get_level_values("dataset")) == {"mnist [real]", "mnist [synthetic]"}
+    assert len(mixed) == 2 * len(LABELS)

@@ -4,7 +4,7 @@ import pytest
 
 from alvae_utils import workflow
 from alvae_utils.config import get_profile
-from alvae_utils.data import load_dataset
+from alvae_utils.data import FALLBACK_DESCRIPTION, load_dataset
 
 
 def test_jobs_run_per_dataset_notebooks_for_each_available_dataset_in_order():
@@ -25,12 +25,12 @@ def offline_empty(tmp_path, monkeypatch):
 
 
 def test_quick_offline_plan_runs_mnist_from_the_sample_and_skips_chestmnist(offline_empty):
-    with pytest.warns(UserWarning, match="using mnist for the t-SNE figures"):
-        jobs, skipped = workflow._plan(get_profile("quick"), only=None)
-    assert [(name, params.get("dataset")) for name, params in jobs] == [
+    plan = workflow._plan(get_profile("quick"), only=None)
+    assert [(name, params.get("dataset")) for name, params in plan.jobs] == [
         ("01_vae_training", "mnist"), ("02_active_learning", "mnist"), ("03_significance_tests", None),
         ("04_tsne", None)]
-    assert list(skipped) == ["chestmnist"] and "chestmnist.npz" in skipped["chestmnist"]
+    assert plan.data == {"mnist": FALLBACK_DESCRIPTION, "04_tsne": f"{FALLBACK_DESCRIPTION} (chestmnist unavailable)"}
+    assert list(plan.skipped) == ["chestmnist"] and "chestmnist.npz" in plan.skipped["chestmnist"]
 
 
 def test_paper_profile_offline_says_what_to_place_before_running_anything(offline_empty, monkeypatch):
@@ -69,7 +69,7 @@ def test_a_failing_notebook_names_the_cell_and_the_executed_copy(tmp_path, monke
     monkeypatch.setattr(papermill, "execute_notebook", fail)
     monkeypatch.setattr(workflow, "build_dir", lambda: tmp_path / "build")
     monkeypatch.setattr(workflow, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(workflow, "_plan", lambda profile, only: (
-        [("01_vae_training", {"profile": "quick", "dataset": "mnist"})], {}))
+    monkeypatch.setattr(workflow, "_plan", lambda profile, only: workflow.Plan(
+        [("01_vae_training", {"profile": "quick", "dataset": "mnist"})], {"mnist": "MNIST"}, {}))
     with pytest.raises(workflow.NotebookFailed, match=r"01_vae_training-mnist failed in cell 7: AssertionError"):
         workflow.make_figures("quick")
