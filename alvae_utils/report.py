@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from .stats import dataset_labels
+
 FAMILIES: tuple[str, ...] = ("coreset", "lossprediction", "medal")
 
 # The paper's figure numbers; other datasets/families get descriptive names.
@@ -83,10 +85,7 @@ def significance_view(table: pd.DataFrame, decimals: int = 4) -> pd.DataFrame:
     joins the dataset label only where one dataset has results from several
     sources (MNIST and its offline stand-in), so the usual table stays narrow.
     """
-    view = table.copy()
-    view["comparison"] = view["treatment"] + " vs " + view["baseline"]
-    several = view.groupby("dataset")["data_description"].transform("nunique") > 1
-    view["dataset"] = view["dataset"].where(~several, view["dataset"] + " [" + view["data_description"] + "]")
+    view = table.assign(dataset=dataset_labels(table), comparison=table["treatment"] + " vs " + table["baseline"])
     columns = ["n_pairs", "mean_baseline", "mean_treatment", "mean_diff", "ci_low", "ci_high", "d_z",
                "p_ttest", "p_wilcoxon", "p_holm", "significant"]
     return view.set_index(["dataset", "comparison", "n_labels"])[columns].round(decimals)

@@ -221,19 +221,31 @@ def compare_variants(
     return pd.concat(tables, ignore_index=True).loc[:, columns]
 
 
+def dataset_labels(table: pd.DataFrame) -> pd.Series:
+    """Per row, the dataset name, plus ``[data source]`` where that dataset has rows from several sources.
+
+    Keeps comparisons on MNIST and on its offline stand-in apart in text and tables.
+    """
+    several = table.groupby("dataset")["data_description"].transform("nunique") > 1
+    return table["dataset"].where(~several, table["dataset"] + " [" + table["data_description"] + "]")
+
+
 def significant_findings(table: pd.DataFrame, alpha_level: float = 0.05) -> list[str]:
     """One sentence per row of a :func:`compare_variants` table with unadjusted ``p_ttest < alpha_level``.
 
     Each sentence gives the mean difference in percentage points, both p-values
-    and whether the result survives the Holm adjustment, e.g.
+    and whether the result survives the Holm adjustment (the data source joins
+    the dataset name where a dataset has several, see :func:`dataset_labels`), e.g.
     ``"lossprediction+vae vs lossprediction on mnist at 21000 labels: Δaccuracy=+0.80 pp
     (5 pairs), p=0.03 (paired t-test), p_holm=0.2: not significant after Holm"``.
     """
-    needed = ["dataset", "baseline", "treatment", "metric", "n_labels", "n_pairs", "mean_diff", "p_ttest", "p_holm"]
+    needed = ["dataset", "data_description", "baseline", "treatment", "metric", "n_labels", "n_pairs", "mean_diff",
+              "p_ttest", "p_holm"]
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise ValueError(f"table lacks column(s) {missing}; pass the output of compare_variants.")
     lines = []
+    table = table.assign(dataset=dataset_labels(table))
     for row in table[table["p_ttest"] < alpha_level].itertuples(index=False):
         verdict = "significant" if row.p_holm < alpha_level else "not significant"
         lines.append(

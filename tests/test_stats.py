@@ -255,3 +255,10 @@ def test_significance_view_names_the_source_only_where_a_dataset_has_several():
     mixed = significance_view(compare_variants(pd.concat([sample, real], ignore_index=True)))
     assert set(mixed.index.get_level_values("dataset")) == {"mnist [real]", "mnist [synthetic]"}
     assert len(mixed) == 2 * len(LABELS)
+
+
+def test_findings_name_the_source_when_a_dataset_has_several():
+    sample = _results({n: 0.0 for n in LABELS})
+    real = _results({3000: 0.0, 6000: 0.0, 9000: 0.03}, noise=0.005, seed=3).assign(data_description="real")
+    lines = significant_findings(compare_variants(pd.concat([sample, real], ignore_index=True)))
+    assert lines and all(" on mnist [real] at " in line for line in lines)
