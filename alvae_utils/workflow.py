@@ -169,7 +169,8 @@ def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]
         tic = time.perf_counter()
         try:
             papermill.execute_notebook(NOTEBOOK_DIR / f"{notebook}.ipynb", output, parameters=parameters,
-                                       kernel_name=KERNEL_NAME, cwd=str(NOTEBOOK_DIR), progress_bar=False)
+                                       kernel_name=KERNEL_NAME, cwd=str(NOTEBOOK_DIR),
+                                       progress_bar={"unit": "cell", "leave": False})
         except papermill.PapermillExecutionError as error:
             raise NotebookFailed(
                 f"{notebook}{suffix} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
