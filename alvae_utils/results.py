@@ -9,10 +9,10 @@ Layout under ``results_root()``::
 A run is identified by a hash of its full configuration, its data source, method
 and seed, so a changed setting can never be mixed into old results. The data
 source matters on its own: offline, ``mnist`` falls back to the embedded 5k
-sample, and those runs must not be resumed once the real MNIST files are in place. Both files of a run are
-rewritten atomically (temp file + ``os.replace``) after every step: a crash
-loses at most the step in progress, and a rerun resumes from the last
-completed step.
+sample, and those runs must not be resumed once the real MNIST files are in
+place. Both files of a run are rewritten atomically (temp file +
+``os.replace``) after every step: a crash loses at most the step in progress,
+and a rerun resumes from the last completed step.
 """
 
 from __future__ import annotations
