@@ -122,8 +122,10 @@ def _plan(profile: Profile, only: list[str] | None) -> Plan:
             check_pretrained_weights_available()
         except PretrainedWeightsUnavailable as error:
             problems.append(str(error))
-    data, skipped = _available_datasets(profile) if set(notebooks) & PER_DATASET else ({}, {})
-    if set(notebooks) & PER_DATASET and not data and "03_significance_tests" in notebooks:
+    per_dataset = bool(set(notebooks) & PER_DATASET)
+    data, skipped = _available_datasets(profile) if per_dataset else ({}, {})
+    available = list(data)
+    if per_dataset and not available and "03_significance_tests" in notebooks:
         notebooks.remove("03_significance_tests")  # it tests what 02 stores, and 02 cannot run
     if "04_tsne" in notebooks:
         try:
@@ -133,7 +135,7 @@ def _plan(profile: Profile, only: list[str] | None) -> Plan:
         except DataUnavailableError as error:
             notebooks.remove("04_tsne")
             skipped["04_tsne (Figs. 5-6)"] = str(error)
-    jobs = _jobs(profile, [name for name in data if name != "04_tsne"], notebooks)
+    jobs = _jobs(profile, available, notebooks)
     if problems or not jobs:
         reasons = problems + [f"{name}: {reason}" for name, reason in skipped.items()]
         raise NothingToRun(f"profile {profile.name!r} cannot run; nothing was started.\n\n" + "\n\n".join(reasons))
