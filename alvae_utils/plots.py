@@ -31,17 +31,12 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .config import ConfigError  # noqa: E402
+from .features import FAMILIES  # noqa: E402
+from .methods import DEFAULT_ALPHA, Method  # noqa: E402
 from .paths import atomic_path, figures_dir  # noqa: E402
 from .stats import mean_curve  # noqa: E402
 
-# One colour per heuristic family in every figure; VAE variants (Eq. 6) use a darker shade, dashed.
-FAMILY_COLOURS: dict[str, str] = {
-    "random": "0.5",
-    "entropy": "tab:purple",
-    "coreset": "tab:blue",
-    "lossprediction": "tab:red",
-    "medal": "tab:green",
-}
 METRIC_LABELS: dict[str, str] = {
     "accuracy": "Validation accuracy",
     "medmnist_acc": "Validation accuracy (MedMNIST ACC)",
@@ -63,6 +58,7 @@ _STYLE = {
 }
 _ALT_LINESTYLES = ("-.", ":", (0, (5, 1, 1, 1)))
 _ALT_MARKERS = ("^", "D", "v")
+_FAMILY_MARKERS = ("s", "P", "*", "h")  # a family's variant at the default α, by registration order
 
 
 def _styled(function):
@@ -106,19 +102,35 @@ def _new_figure(figsize: tuple[float, float], ax: Axes | None = None) -> tuple[F
 def method_style(method: str) -> dict:
     """Line style of a method label, identical in every figure.
 
-    Family colour from :data:`FAMILY_COLOURS` (random grey); a ``+vae`` variant is
-    a darker shade, dashed; a variant with a non-default α (``"coreset+vae(α=0.5)"``)
-    gets another dash pattern and marker, fixed by its label.
+    The heuristic's colour (:mod:`alvae_utils.heuristics`; random grey); a feature-family
+    variant is a darker shade, dashed, with one marker per family; a variant with a
+    non-default α (``"coreset+vae(α=0.5)"``) gets another dash pattern and marker,
+    fixed by its label. A label that names no registered heuristic gets a colour fixed by its text.
     """
-    family = method.split("+", 1)[0]
     stable = zlib.crc32(method.encode())  # hash() is salted per process; crc32 is not
-    colour = FAMILY_COLOURS.get(family, plt.get_cmap("tab10")(stable % 10))
-    if "+vae" not in method:
+    try:
+        parsed = Method.parse(method)
+    except ConfigError:
+        return {"color": plt.get_cmap("tab10")(stable % 10), "linestyle": "-", "marker": "o"}
+    colour = parsed.spec.colour
+    if parsed.features is None:
         return {"color": colour, "linestyle": "-", "marker": "o"}
     darker = tuple(0.6 * channel for channel in to_rgb(colour))
-    if method.endswith("+vae"):
-        return {"color": darker, "linestyle": "--", "marker": "s"}
+    if parsed.alpha == DEFAULT_ALPHA:
+        marker = _FAMILY_MARKERS[list(FAMILIES).index(parsed.features) % len(_FAMILY_MARKERS)]
+        return {"color": darker, "linestyle": "--", "marker": marker}
     return {"color": darker, "linestyle": _ALT_LINESTYLES[stable % 3], "marker": _ALT_MARKERS[stable % 3]}
+
+
+def colour_labels(dataset) -> tuple[object, tuple[str, ...]]:
+    """One integer per image of a :class:`alvae_utils.data.Dataset` for colouring plots, with the colours' names.
+
+    Multi-class labels (N,): the class. Multi-label (N, C) (ChestMNIST): whether any
+    finding is present, since 2^C label combinations cannot be told apart by colour.
+    """
+    if dataset.labels.ndim == 1:
+        return dataset.labels, dataset.class_names
+    return (dataset.labels.sum(1) > 0).long(), ("no finding", "≥ 1 finding")
 
 
 def _joined(rows: pd.DataFrame, column: str) -> str:
@@ -182,7 +194,7 @@ def plot_vae_history(
     fig = Figure(figsize=(10, 3.2), layout="constrained")
     axes = fig.subplots(1, 3, sharex=True)
     panels = (("loss", "Loss (−ELBO, Eq. 5)"), ("reconstruction", "Reconstruction (BCE)"), ("kl", "KL divergence"))
-    for ax, (column, name) in zip(axes, panels):
+    for ax, (column, name) in zip(axes, panels, strict=True):
         ax.plot(epochs, table[column], marker="o", markersize=3)
         ax.set_title(name)
         ax.set_xlabel("Epoch")

@@ -1,10 +1,11 @@
-"""Resumable, atomic storage for Algorithm 1 runs and cached VAEs.
+"""Resumable, atomic storage of Algorithm 1 runs: their rows, state and carried model.
 
 Layout under ``results_root()``::
 
-    <profile>/<dataset>/<run_key>.csv         tidy rows, one per completed AL step
+    <profile>/<dataset>/<run_key>.csv         tidy rows, one per completed AL step (:data:`COLUMNS`)
     <profile>/<dataset>/<run_key>.state.json  config, data source, method, seed, current labeled set
-    vae/<dataset>-<vae_key>.pt                 VAE checkpoints, shared by all profiles
+    <profile>/<dataset>/<run_key>.model.pt    the model carried across steps (fine-tuning only)
+    vae/<dataset>-<vae_key>.pt                 VAE checkpoints, shared by all profiles (alvae_utils.vae)
 
 A run is identified by a hash of its full configuration, its data source, method
 and seed, so a changed setting can never be mixed into old results. The data
@@ -24,17 +25,39 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
+from torch import nn
 
-from .config import ExperimentConfig, Method, VAEConfig, config_hash
+from .config import SCHEMA_VERSION, ExperimentConfig, config_hash
+from .methods import Method
 from .paths import atomic_path, results_root
-
-SCHEMA_VERSION = 1  # bump when the meaning of stored numbers changes
 
 COLUMNS: tuple[str, ...] = (
     "profile", "dataset", "data_description", "method", "heuristic", "use_vae", "alpha", "seed",
     "step", "n_labels", "accuracy", "medmnist_acc", "auc", "train_accuracy", "epochs",
     "train_seconds", "select_seconds", "eval_seconds", "config_key", "run_key",
 )
+
+
+def step_row(*, profile: str, config: ExperimentConfig, method: Method, seed: int, step: int, n_labels: int,
+             data_description: str, metrics: dict[str, float], train_accuracy: float, epochs: int,
+             train_seconds: float, select_seconds: float, eval_seconds: float, run_key: str) -> dict[str, object]:
+    """One stored row (:data:`COLUMNS`, in order) for a completed Algorithm 1 step.
+
+    ``metrics`` holds ``accuracy``, ``medmnist_acc`` and ``auc`` (see
+    :func:`alvae_utils.metrics.evaluate`); times are wall-clock seconds;
+    ``select_seconds`` is the selection that produced this step's labels.
+    """
+    row = {
+        "profile": profile, "dataset": config.dataset, "data_description": data_description,
+        "method": method.label, "heuristic": method.heuristic, "use_vae": method.features == "vae",
+        "alpha": method.alpha if method.features else float("nan"), "seed": seed, "step": step,
+        "n_labels": n_labels, "accuracy": metrics["accuracy"], "medmnist_acc": metrics["medmnist_acc"],
+        "auc": metrics["auc"], "train_accuracy": train_accuracy, "epochs": epochs,
+        "train_seconds": train_seconds, "select_seconds": select_seconds, "eval_seconds": eval_seconds,
+        "config_key": config.key(), "run_key": run_key,
+    }
+    return {column: row[column] for column in COLUMNS}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -70,6 +93,7 @@ class RunRecord:
         self.header = header
         self.csv_path = directory / f"{key}.csv"
         self.state_path = directory / f"{key}.state.json"
+        self.model_path = directory / f"{key}.model.pt"
 
     def load(self) -> tuple[pd.DataFrame, RunState | None]:
         """Rows and state written so far; (empty, None) for a run never started."""
@@ -88,6 +112,22 @@ class RunRecord:
         atomic_write_text(self.csv_path, rows.to_csv(index=False))
         payload = {**self.header, **asdict(state)}
         atomic_write_text(self.state_path, json.dumps(payload))
+
+    def save_model(self, modules: dict[str, nn.Module | None]) -> None:
+        """Keep the modules a fine-tuned run carries to its next step (e.g. ``{"model": T, "lp": P}``).
+
+        Written atomically; ``None`` entries are stored as absent.
+        """
+        state = {name: None if module is None else module.state_dict() for name, module in modules.items()}
+        with atomic_path(self.model_path) as tmp:
+            torch.save(state, tmp)
+
+    def load_model(self, modules: dict[str, nn.Module | None], device: torch.device) -> None:
+        """Load what :meth:`save_model` kept into ``modules`` (same names; ``None`` entries are skipped)."""
+        state = torch.load(self.model_path, map_location=device, weights_only=True)
+        for name, module in modules.items():
+            if module is not None:
+                module.load_state_dict(state[name])
 
 
 class ResultStore:
@@ -123,11 +163,3 @@ def load_results(directory: Path | None = None) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=list(COLUMNS))
     return pd.concat(frames, ignore_index=True)
-
-
-def vae_checkpoint_path(dataset: str, pool_size: int, pool_seed: int, vae: VAEConfig, data_description: str,
-                        root: Path | None = None) -> Path:
-    """Where the VAE for this pool (its source included) and VAE configuration is cached (shared across profiles)."""
-    key = config_hash({"schema": SCHEMA_VERSION, "dataset": dataset, "data": data_description,
-                       "pool_size": pool_size, "pool_seed": pool_seed, "vae": asdict(vae)})
-    return (root or results_root()) / "vae" / f"{dataset}-{key}.pt"

@@ -9,7 +9,8 @@ long. ``labeled_mask`` is a bool (N,) tensor marking L; U is its complement.
 * :func:`random_select`, :func:`entropy_scores` + :func:`top_k_select` — baselines;
   :func:`top_k_select` also ranks loss prediction's predicted losses (Eq. 3–4).
 * :func:`augment_features` — Eq. 6's [T_f(u) ⁀ α·V(u)].
-* :func:`select` — dispatch by heuristic name (:data:`alvae_utils.config.HEURISTICS`).
+
+These are the algorithms; :mod:`alvae_utils.heuristics` registers each under its name.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from .config import HEURISTICS
 from .data import MULTICLASS, MULTILABEL
 
 
@@ -152,7 +152,9 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
 
     picks = torch.empty(budget, dtype=torch.long, device=x.device)  # positions in U, in pick order
     refreshed_at = 0  # picks[refreshed_at:i] are not yet applied outside the candidates
-    candidates = None
+    # Set at the first refresh (candidates is None until then).
+    candidates = cand_x = cand_norms = cand_dist = threshold = None
+    complete = False
     for i in range(budget):
         if candidates is not None:
             best = torch.argmax(cand_dist).view(1)  # first maximal = lowest index (candidates are sorted)
@@ -219,7 +221,9 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
     total = x.index_select(0, labeled).sum(0, dtype=torch.float64) - count * mean.double()
 
     picks = torch.empty(budget, dtype=torch.long, device=x.device)  # positions in U, in pick order
-    candidates = None
+    # Set at the first refresh (candidates is None until then).
+    candidates = cand_x = cand_base = threshold = refresh_centroid = None
+    complete = False
     for i in range(budget):
         centroid64 = total / count
         centroid = centroid64.to(x.dtype)
@@ -309,55 +313,27 @@ def top_k_select(scores: torch.Tensor, labeled_mask: torch.Tensor, budget: int) 
     return unlabeled.index_select(0, order)
 
 
-def augment_features(task_features: torch.Tensor, vae_features: torch.Tensor | None, alpha: float) -> torch.Tensor:
-    """Eq. 6's [T_f(u) ⁀ α·V(u)]: α scales the VAE block only.
+def augment_features(task_features: torch.Tensor, family_features: torch.Tensor | None,
+                     alpha: float) -> torch.Tensor:
+    """Eq. 6's [T_f(u) ⁀ α·V(u)]: α scales the feature family's block (V, the VAE means) only.
 
-    With ``vae_features=None`` or α = 0 the task features are returned
-    unchanged (the same tensor): a zero block adds nothing to any distance, and
-    returning the plain features makes α = 0 reproduce the plain heuristic bit
-    for bit. The VAE block is cast to the task features' dtype and device.
+    ``task_features`` (N, d) and ``family_features`` (N, k) give (N, d + k). With
+    ``family_features=None`` or α = 0 the task features are returned unchanged
+    (the same tensor): a zero block adds nothing to any distance, and returning
+    the plain features makes α = 0 reproduce the plain heuristic bit for bit.
+    The block is cast to the task features' dtype and device.
     """
     if not isinstance(task_features, torch.Tensor) or task_features.dim() != 2:
         raise ValueError("task_features must be a 2-D tensor (N, d).")
     alpha = float(alpha)
     if not alpha >= 0 or alpha == float("inf"):
         raise ValueError(f"α must be a finite number ≥ 0 (it scales the VAE features), got {alpha}.")
-    if vae_features is None or alpha == 0:
+    if family_features is None or alpha == 0:
         return task_features
-    if not isinstance(vae_features, torch.Tensor) or vae_features.dim() != 2:
-        raise ValueError("vae_features must be a 2-D tensor (N, latent_dim) of VAE means μ.")
-    if vae_features.shape[0] != task_features.shape[0]:
-        raise ValueError(f"task features have {task_features.shape[0]} rows but VAE features "
-                         f"{vae_features.shape[0]}; encode the same pool points in the same order.")
-    vae_block = vae_features.to(device=task_features.device, dtype=task_features.dtype)
-    return torch.cat([task_features, alpha * vae_block], dim=1)
-
-
-def select(heuristic: str, labeled_mask: torch.Tensor, budget: int, *, features: torch.Tensor | None = None,
-           logits: torch.Tensor | None = None, predicted_loss: torch.Tensor | None = None,
-           task: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Step 6 of Algorithm 1: β pool indices chosen by ``heuristic``, in pick order.
-
-    Needs ``generator`` (random), ``logits`` and ``task`` (entropy),
-    ``features`` (coreset, medal; already augmented by :func:`augment_features`
-    for the +VAE variants) or ``predicted_loss`` (lossprediction). Other
-    inputs are ignored.
-    """
-    if heuristic not in HEURISTICS:
-        raise ValueError(f"unknown heuristic {heuristic!r}; choose one of {', '.join(HEURISTICS)}.")
-    needed = {"random": {"generator": generator}, "entropy": {"logits": logits, "task": task},
-              "coreset": {"features": features}, "medal": {"features": features},
-              "lossprediction": {"predicted_loss": predicted_loss}}[heuristic]
-    missing = [name for name, value in needed.items() if value is None]
-    if missing:
-        raise ValueError(f"heuristic {heuristic!r} needs {' and '.join(missing)}; pass "
-                         f"{', '.join(f'{name}=...' for name in missing)} to select().")
-    if heuristic == "random":
-        return random_select(labeled_mask, budget, generator)
-    if heuristic == "entropy":
-        return top_k_select(entropy_scores(logits, task), labeled_mask, budget)
-    if heuristic == "coreset":
-        return kcenter_greedy(features, labeled_mask, budget)
-    if heuristic == "medal":
-        return medal_greedy(features, labeled_mask, budget)
-    return top_k_select(predicted_loss, labeled_mask, budget)
+    if not isinstance(family_features, torch.Tensor) or family_features.dim() != 2:
+        raise ValueError("family_features must be a 2-D tensor (N, k), e.g. the VAE means μ.")
+    if family_features.shape[0] != task_features.shape[0]:
+        raise ValueError(f"task features have {task_features.shape[0]} rows but the family features "
+                         f"{family_features.shape[0]}; encode the same pool points in the same order.")
+    block = family_features.to(device=task_features.device, dtype=task_features.dtype)
+    return torch.cat([task_features, alpha * block], dim=1)

@@ -20,13 +20,15 @@ run and AL step).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-# The paper's three heuristic / heuristic+VAE pairs.
+from .methods import variant_pairs
+
+# The paper's heuristic / heuristic+VAE pairs (MedAL's is defined in its text, Eq. 2).
 PAPER_PAIRS: tuple[tuple[str, str], ...] = (
     ("coreset", "coreset+vae"),
     ("lossprediction", "lossprediction+vae"),
@@ -173,17 +175,6 @@ def paired_comparison(
     return table.loc[:, list(COMPARISON_COLUMNS)]
 
 
-def variant_pairs(methods: Iterable[str]) -> list[tuple[str, str]]:
-    """(heuristic, VAE variant) pairs among ``methods``: each heuristic with every ``<heuristic>+vae…`` label.
-
-    Covers the :data:`PAPER_PAIRS` and variants with a non-default α such as
-    ``"coreset+vae(α=0.5)"``.
-    """
-    methods = sorted(set(methods))
-    return [(base, other) for base in methods if "+" not in base
-            for other in methods if other.startswith(f"{base}+vae")]
-
-
 def compare_variants(
     df: pd.DataFrame,
     pairs: Sequence[tuple[str, str]] | None = None,
@@ -192,8 +183,9 @@ def compare_variants(
 ) -> pd.DataFrame:
     """:func:`paired_comparison` for every dataset (and data source) in ``df`` and every pair present in it.
 
-    ``pairs`` defaults to :func:`variant_pairs` of the methods present (which
-    includes the :data:`PAPER_PAIRS`); pairs whose methods are missing for a
+    ``pairs`` defaults to :func:`alvae_utils.methods.variant_pairs` of the methods
+    present (each heuristic with each of its feature-family variants, which includes
+    the :data:`PAPER_PAIRS`); pairs whose methods are missing for a
     dataset are skipped. Runs on different sources of one dataset (MNIST and
     its offline stand-in, the embedded sample) are never paired with each
     other: each source is its own comparison. The Holm adjustment is per

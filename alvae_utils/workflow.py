@@ -20,6 +20,7 @@ import io
 import os
 import shutil
 import subprocess
+import itertools
 import sys
 import time
 import warnings
@@ -27,17 +28,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Profile, get_profile
-from .data import DataUnavailableError, load_experiment_data, write_medmnist_npz
+from .data import DataUnavailableError, load_experiment_data
+from .figures import figure_heuristics
+from .fixtures import write_medmnist_npz
 from .models import PretrainedWeightsUnavailable, check_pretrained_weights_available
+from .notebooks import NOTEBOOKS
 from .paths import REPO_ROOT, build_dir, figures_dir
-from .snapshot import tsne_pool
+from .profiles import Profile, get_profile
+from .tsne_experiment import tsne_pool
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "alvae"
-NOTEBOOKS: tuple[str, ...] = ("01_vae_training", "02_active_learning", "03_significance_tests", "04_tsne")
-PER_DATASET = frozenset({"01_vae_training", "02_active_learning"})
-TRAINS_TASK_MODEL = frozenset({"02_active_learning", "04_tsne"})  # these need ImageNet weights in `paper`
 
 
 class NotebookFailed(RuntimeError):
@@ -68,7 +69,7 @@ def _jobs(profile: Profile, available: list[str], notebooks: list[str]) -> list[
     """(notebook, parameters) in run order: the per-dataset notebooks once for each available dataset."""
     jobs = []
     for notebook in notebooks:
-        if notebook in PER_DATASET:
+        if NOTEBOOKS[notebook].per_dataset:
             jobs += [(notebook, {"profile": profile.name, "dataset": dataset}) for dataset in available]
         else:
             jobs.append((notebook, {"profile": profile.name}))
@@ -117,16 +118,18 @@ def _plan(profile: Profile, only: list[str] | None) -> Plan:
         raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}.")
     notebooks = [notebook for notebook in NOTEBOOKS if not only or notebook in only]
     problems = []
-    if any(e.train.pretrained for e in profile.experiments) and set(notebooks) & TRAINS_TASK_MODEL:
+    if any(e.train.pretrained for e in profile.experiments) \
+            and any(NOTEBOOKS[notebook].trains_task_model for notebook in notebooks):
         try:
             check_pretrained_weights_available()
         except PretrainedWeightsUnavailable as error:
             problems.append(str(error))
-    per_dataset = bool(set(notebooks) & PER_DATASET)
+    per_dataset = any(NOTEBOOKS[notebook].per_dataset for notebook in notebooks)
     data, skipped = _available_datasets(profile) if per_dataset else ({}, {})
     available = list(data)
-    if per_dataset and not available and "03_significance_tests" in notebooks:
-        notebooks.remove("03_significance_tests")  # it tests what 02 stores, and 02 cannot run
+    if per_dataset and not available:
+        # A notebook that analyses what a per-dataset notebook stores has nothing to analyse.
+        notebooks = [notebook for notebook in notebooks if NOTEBOOKS[notebook].reads_results_of not in notebooks]
     if "04_tsne" in notebooks:
         try:
             with _quietly():
@@ -162,8 +165,8 @@ def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]
         print(f"  {name}: skipped (why, and what to provide, at the end)")
     out_dir = build_dir() / profile.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     timings = []
+    written: list[Path] = []
     for notebook, parameters in plan.jobs:
         suffix = f"-{parameters['dataset']}" if "dataset" in parameters else ""
         output = out_dir / f"{notebook}{suffix}.ipynb"
@@ -181,15 +184,34 @@ def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]
         seconds = time.perf_counter() - tic
         timings.append({"notebook": notebook, "dataset": parameters.get("dataset", ""), "seconds": round(seconds, 1)})
         print(f"[alvae]   done in {seconds:.0f} s", flush=True)
+        written += figure_files(profile, notebook, parameters.get("dataset"))
     _write_timings(out_dir / "timings.csv", timings)
 
-    written = sorted(p for p in figures_dir().glob("*") if p.stat().st_mtime >= started)
     print(f"\n[alvae] profile {profile.name}: {len(written)} figure files written to {figures_dir()}")
     for path in written:
         print(f"  {path.name}")
     for name, reason in plan.skipped.items():
         print(f"\n[alvae] skipped {name}: {reason}")
     return written
+
+
+def figure_files(profile: Profile, notebook: str, dataset: str | None = None) -> list[Path]:
+    """The figure files that ``notebook`` writes for ``profile`` (and ``dataset``), as found in the figures folder.
+
+    Expands the notebook's patterns (:data:`alvae_utils.notebooks.NOTEBOOKS`) with
+    the dataset, the heuristics that have figures and the feature families of the
+    profile's methods.
+    """
+    labels = [method.label for method in profile.methods]
+    fields = {"dataset": [dataset or ""], "heuristic": figure_heuristics(labels),
+              "family": list(dict.fromkeys(m.features for m in profile.methods if m.features))}
+    found: list[Path] = []
+    for pattern in NOTEBOOKS[notebook].figures:
+        names = [name for name in fields if f"{{{name}}}" in pattern]
+        for values in itertools.product(*(fields[name] for name in names)):
+            expanded = pattern.format(**dict(zip(names, values, strict=True)))
+            found += sorted(set(figures_dir().glob(expanded)) - set(found))
+    return found
 
 
 def _write_timings(path: Path, rows: list[dict]) -> None:

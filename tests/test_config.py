@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import pytest
 
-from alvae_utils.config import (
-    DEFAULT_ALPHA, PROFILES, ConfigError, ExperimentConfig, Method, get_profile, with_overrides,
-)
+from alvae_utils.config import ConfigError, ExperimentConfig, with_overrides
+from alvae_utils.methods import DEFAULT_ALPHA, Method
+from alvae_utils.profiles import PROFILES, get_profile
 
 
 def test_paper_profile_pins_the_papers_settings():
@@ -30,6 +30,7 @@ def test_paper_profile_pins_the_papers_settings():
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_every_profile_validates(name):
     profile = get_profile(name)
+    profile.validate()
     assert len(profile.seeds) >= 2
     for experiment in profile.experiments:
         experiment.validate()
@@ -47,7 +48,7 @@ def test_quick_profile_has_at_least_three_seeds_and_fits_the_embedded_sample():
 def test_ci_profile_exercises_every_heuristic_and_the_multilabel_path():
     ci = get_profile("ci")
     assert {m.heuristic for m in ci.methods} == {"random", "entropy", "coreset", "medal", "lossprediction"}
-    assert {m.label for m in ci.methods if m.use_vae} == {"coreset+vae", "medal+vae", "lossprediction+vae"}
+    assert {m.label for m in ci.methods if m.features == "vae"} == {"coreset+vae", "medal+vae", "lossprediction+vae"}
     assert "chestmnist" in ci.datasets
 
 
@@ -81,16 +82,16 @@ def test_config_key_changes_with_any_setting():
 
 
 def test_method_parsing_and_validation():
-    assert Method.parse("coreset+vae") == Method("coreset", True, DEFAULT_ALPHA)
+    assert Method.parse("coreset+vae") == Method("coreset", "vae", DEFAULT_ALPHA)
     assert Method.parse("coreset+vae", alpha=0.5).label == "coreset+vae(α=0.5)"
     with pytest.raises(ConfigError, match="unknown heuristic 'badheuristic'; choose one of random"):
         Method.parse("badheuristic")
     with pytest.raises(ConfigError, match="has no VAE variant"):
         Method.parse("random+vae")
     with pytest.raises(ConfigError, match="α must be ≥ 0"):
-        Method("coreset", True, -1.0).validate()
+        Method("coreset", "vae", -1.0).validate()
     # α does not identify a plain run: it is unused there.
-    assert Method("coreset", False, 0.3).key_fields() == Method("coreset", False, 1.0).key_fields()
+    assert Method("coreset", None, 0.3).key_fields() == Method("coreset", None, 1.0).key_fields()
 
 
 def test_unknown_profile_lists_the_valid_ones():

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from alvae_utils import loop
-from alvae_utils.config import ConfigError, ExperimentConfig, Method, TrainConfig, VAEConfig
+from alvae_utils import vae as vae_module
+from alvae_utils.config import ConfigError, ExperimentConfig, TrainConfig, VAEConfig
+from alvae_utils.methods import Method
 from alvae_utils.data import load_experiment_data
 from alvae_utils.results import ResultStore
 
@@ -33,7 +35,7 @@ def vae_features(data):
 def _run(tmp_path, data, method, seed=0, config=CONFIG, vae_features=None):
     pool, evaluation = data
     store = ResultStore("test", root=tmp_path)
-    rows = loop.run_algorithm1(config, method, seed, pool, evaluation, store, vae_features=vae_features,
+    rows = loop.run_algorithm1(config, method, seed, pool, evaluation, store, family_features=vae_features,
                                device=torch.device("cpu"), progress=False)
     _, state = store.record(config, method, seed, pool.description).load()
     return rows, state
@@ -43,7 +45,7 @@ def _run(tmp_path, data, method, seed=0, config=CONFIG, vae_features=None):
                                    "lossprediction+vae"])
 def test_every_heuristic_runs_end_to_end(tmp_path, data, vae_features, label):
     method = Method.parse(label)
-    rows, state = _run(tmp_path, data, method, vae_features=vae_features if method.use_vae else None)
+    rows, state = _run(tmp_path, data, method, vae_features=vae_features if method.features else None)
     assert rows["n_labels"].tolist() == [10, 20, 30]
     assert rows["step"].tolist() == [0, 1, 2]
     assert rows["epochs"].tolist() == [1, 2, 3]
@@ -57,7 +59,7 @@ def test_every_heuristic_starts_from_the_same_initial_labels(tmp_path, data, vae
     firsts = set()
     for label in ["random", "coreset", "coreset+vae", "lossprediction"]:
         method = Method.parse(label)
-        _, state = _run(tmp_path, data, method, vae_features=vae_features if method.use_vae else None)
+        _, state = _run(tmp_path, data, method, vae_features=vae_features if method.features else None)
         firsts.add(tuple(state.labeled[:10]))
     assert len(firsts) == 1
     other_seed = loop.initial_labeled_indices(CONFIG.pool_size, 10, seed=1)
@@ -144,7 +146,7 @@ def test_fine_tune_mode_resumes_from_its_saved_model(tmp_path, data, monkeypatch
 
 def test_vae_method_without_features_is_rejected(tmp_path, data):
     with pytest.raises(ConfigError, match="needs the pool's VAE features"):
-        _run(tmp_path, data, Method("coreset", True))
+        _run(tmp_path, data, Method("coreset", "vae"))
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -165,22 +167,22 @@ def test_sweep_rejects_unknown_heuristic_and_negative_alpha(tmp_path, monkeypatc
     with pytest.raises(ConfigError, match="unknown heuristic"):
         loop.run_sweep("ci", "mnist-sample", methods=[Method("nope")], experiment=CONFIG, progress=False)
     with pytest.raises(ConfigError, match="α must be ≥ 0"):
-        loop.run_sweep("ci", "mnist-sample", methods=[Method("coreset", True, -0.5)], experiment=CONFIG,
+        loop.run_sweep("ci", "mnist-sample", methods=[Method("coreset", "vae", -0.5)], experiment=CONFIG,
                        progress=False)
 
 
 def test_sweep_trains_the_vae_once_and_reuses_it(tmp_path, monkeypatch):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     calls = {"n": 0}
-    real = loop.train_vae
+    real = vae_module.train_vae
 
     def counting(*args, **kwargs):
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "train_vae", counting)
+    monkeypatch.setattr(vae_module, "train_vae", counting)
     config = replace(CONFIG, max_labels=20)
-    methods = [Method("coreset", True), Method("lossprediction", True)]
+    methods = [Method("coreset", "vae"), Method("lossprediction", "vae")]
     rows = loop.run_sweep("ci", "mnist-sample", methods=methods, seeds=[0, 1], experiment=config, progress=False)
     assert calls["n"] == 1
     assert len(rows) == 2 * 2 * 2 and set(rows["method"]) == {"coreset+vae", "lossprediction+vae"}

@@ -112,7 +112,7 @@ def test_lp_module_with_zero_extra_features_is_bit_identical_to_plain():
     assert torch.equal(plain(stages), augmented(stages, zeros))
 
     optimizers = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (plain, augmented)]
-    for step in range(3):
+    for _ in range(3):
         stages, target = _stages(8), torch.rand(8)
         for module, optimizer, extra in [(plain, optimizers[0], None), (augmented, optimizers[1], zeros)]:
             optimizer.zero_grad()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from alvae_utils.config import ConfigError
-from alvae_utils.notebook import NOTEBOOK_PARAMETERS, ActiveLearningParameters, check_parameters
+from alvae_utils.notebooks import NOTEBOOKS, ActiveLearningParameters, check_parameters
 
 
 def _kernel_namespace(**values):
@@ -47,11 +47,18 @@ def test_wrong_types_and_values_are_rejected():
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-@pytest.mark.parametrize("name", sorted(NOTEBOOK_PARAMETERS))
+def test_the_notebook_table_lists_every_committed_notebook():
+    assert sorted(path.stem for path in NOTEBOOK_DIR.glob("*.ipynb")) == sorted(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_committed_notebook_is_clean_and_declares_what_the_package_checks(name):
     notebook = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
     code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
     assert all(not cell["outputs"] and cell["execution_count"] is None for cell in code), "commit notebooks clean"
+    # No traces of an execution either: papermill's and Jupyter's run metadata, widget state.
+    assert not {"papermill", "widgets"} & set(notebook["metadata"])
+    assert all(not {"papermill", "execution"} & set(cell.get("metadata", {})) for cell in notebook["cells"])
     tagged = [cell for cell in notebook["cells"] if "parameters" in cell.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
     source = "".join(tagged[0]["source"])
@@ -59,7 +66,7 @@ def test_committed_notebook_is_clean_and_declares_what_the_package_checks(name):
     assert all(isinstance(node, ast.AnnAssign) for node in tree.body), "the parameters cell only assigns"
     assert all("#" in line for line in source.splitlines()), "every parameter has a comment"
     declared = {node.target.id: (ast.unparse(node.annotation), ast.literal_eval(node.value)) for node in tree.body}
-    spec = NOTEBOOK_PARAMETERS[name]
+    spec = NOTEBOOKS[name].parameters
     expected = {f.name: (f.type if isinstance(f.type, str) else f.type.__name__, f.default) for f in fields(spec)}
     assert declared == expected
     assert notebook["metadata"]["kernelspec"]["name"] == "alvae"

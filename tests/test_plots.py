@@ -105,7 +105,7 @@ def test_reconstructions_two_rows_scaled_to_unit_range():
     assert len(fig.axes) == 10
     top, bottom = fig.axes[:5], fig.axes[5:]
     assert top[0].get_ylabel() == "original" and bottom[0].get_ylabel() == "reconstruction"
-    for original_ax, reconstruction_ax in zip(top, bottom):
+    for original_ax, reconstruction_ax in zip(top, bottom, strict=True):
         np.testing.assert_allclose(original_ax.get_images()[0].get_array(),
                                    reconstruction_ax.get_images()[0].get_array(), atol=1e-6)
     assert f"profile: quick · data: {DESCRIPTION}" in _texts(fig)

@@ -5,9 +5,12 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
-from alvae_utils import results
-from alvae_utils.config import ExperimentConfig, Method, VAEConfig
+from alvae_utils import results, vae
+from alvae_utils.config import ExperimentConfig, VAEConfig
+from alvae_utils.data import Dataset
+from alvae_utils.methods import Method
 from alvae_utils.results import COLUMNS, ResultStore, RunState, atomic_write_text, load_results, run_key
 
 CONFIG = ExperimentConfig("mnist-sample", 100, 50, 10, 10, 30)
@@ -40,8 +43,8 @@ def test_run_keys_separate_configurations_sources_methods_alphas_and_seeds():
     keys = {
         run_key(CONFIG, Method("coreset"), 0, "d"),
         run_key(CONFIG, Method("coreset"), 1, "d"),
-        run_key(CONFIG, Method("coreset", True, 1.0), 0, "d"),
-        run_key(CONFIG, Method("coreset", True, 0.5), 0, "d"),
+        run_key(CONFIG, Method("coreset", "vae", 1.0), 0, "d"),
+        run_key(CONFIG, Method("coreset", "vae", 0.5), 0, "d"),
         run_key(CONFIG, Method("medal"), 0, "d"),
         run_key(ExperimentConfig("mnist-sample", 100, 50, 10, 5, 30), Method("coreset"), 0, "d"),
         # Offline, "mnist" falls back to the embedded sample: those runs must not pass for real MNIST.
@@ -88,10 +91,15 @@ def test_load_filters_to_current_configurations(tmp_path):
     assert load_results(tmp_path / "nothing").columns.tolist() == list(COLUMNS)
 
 
+def _pool(name: str, size: int, description: str) -> Dataset:
+    return Dataset(name, torch.zeros(size, 1, 28, 28, dtype=torch.uint8), torch.zeros(size, dtype=torch.long),
+                   "multi-class", tuple("0123456789"), description)
+
+
 def test_vae_checkpoint_path_depends_on_pool_source_and_vae_settings(tmp_path):
-    a = results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(), "d", root=tmp_path)
-    assert a == results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(), "d", root=tmp_path)
-    assert a != results.vae_checkpoint_path("mnist", 200, 0, VAEConfig(), "d", root=tmp_path)
-    assert a != results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(epochs=3), "d", root=tmp_path)
-    assert a != results.vae_checkpoint_path("mnist", 100, 0, VAEConfig(), "other source", root=tmp_path)
+    a = vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(), 0, root=tmp_path)
+    assert a == vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(), 0, root=tmp_path)
+    assert a != vae.checkpoint_path(_pool("mnist", 200, "d"), VAEConfig(), 0, root=tmp_path)
+    assert a != vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(epochs=3), 0, root=tmp_path)
+    assert a != vae.checkpoint_path(_pool("mnist", 100, "other source"), VAEConfig(), 0, root=tmp_path)
     assert a.parent == tmp_path / "vae" and a.name.startswith("mnist-")

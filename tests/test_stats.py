@@ -228,7 +228,7 @@ def test_mean_curve_is_the_t_interval():
     df = _results({n: 0.01 for n in LABELS})
     df = pd.concat([df, pd.DataFrame(_rows("mnist", "random", {(0, 3000): 0.7}))], ignore_index=True)
     curve = mean_curve(df, level=0.9).set_index(["dataset", "method", "n_labels"])
-    for (dataset, method, n), row in curve.iterrows():
+    for (_, method, n), row in curve.iterrows():
         values = df[(df["method"] == method) & (df["n_labels"] == n)]["accuracy"].to_numpy()
         if method == "random":
             assert row["n"] == 1 and np.isnan(row["sd"]) and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
@@ -243,7 +243,7 @@ def test_mean_curve_is_the_t_interval():
 
 
 def test_significance_view_names_the_source_only_where_a_dataset_has_several():
-    from alvae_utils.report import significance_view
+    from alvae_utils.tables import significance_view
 
     sample = _results({n: 0.01 for n in LABELS})
     chest = _results({n: 0.0 for n in LABELS}, seed=2, dataset="chestmnist")

@@ -12,21 +12,16 @@ from scipy.stats import spearmanr
 
 from alvae_utils.config import TrainConfig, VAEConfig
 from alvae_utils.data import MULTICLASS, MULTILABEL, load_dataset
-from alvae_utils.training import (
-    build_task_model,
-    classification_metrics,
-    derive_seed,
+from alvae_utils.device import images_to_float
+from alvae_utils.metrics import classification_metrics, evaluate, multilabel_accuracy, per_sample_loss
+from alvae_utils.seeds import derive_seed
+from alvae_utils.training import build_task_model, predict, train_task_model
+from alvae_utils.vae import (
     encode_mu,
-    evaluate,
-    images_to_float,
+    load_vae,
     reconstruct,
     reconstruction_quality,
-    load_vae,
-    multilabel_accuracy,
-    per_sample_loss,
-    predict,
     save_vae,
-    train_task_model,
     train_vae,
 )
 

@@ -3,13 +3,14 @@
 import pytest
 
 from alvae_utils import workflow
-from alvae_utils.config import get_profile
+from alvae_utils.notebooks import NOTEBOOKS
+from alvae_utils.profiles import get_profile
 from alvae_utils.data import FALLBACK_DESCRIPTION, load_dataset
 
 
 def test_jobs_run_per_dataset_notebooks_for_each_available_dataset_in_order():
-    jobs = workflow._jobs(get_profile("quick"), ["mnist"], list(workflow.NOTEBOOKS))
-    assert [name for name, _ in jobs] == list(workflow.NOTEBOOKS)
+    jobs = workflow._jobs(get_profile("quick"), ["mnist"], list(NOTEBOOKS))
+    assert [name for name, _ in jobs] == list(NOTEBOOKS)
     assert jobs[1] == ("02_active_learning", {"profile": "quick", "dataset": "mnist"})
     both = workflow._jobs(get_profile("ci"), ["mnist-sample", "chestmnist"], ["02_active_learning"])
     assert [params["dataset"] for _, params in both] == ["mnist-sample", "chestmnist"]
@@ -73,3 +74,20 @@ def test_a_failing_notebook_names_the_cell_and_the_executed_copy(tmp_path, monke
         [("01_vae_training", {"profile": "quick", "dataset": "mnist"})], {"mnist": "MNIST"}, {}))
     with pytest.raises(workflow.NotebookFailed, match=r"01_vae_training-mnist failed in cell 7: AssertionError"):
         workflow.make_figures("quick")
+
+
+def test_figure_files_are_read_from_the_notebook_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALVAE_FIGURES_DIR", str(tmp_path))
+    names = ["fig1_mnist_coreset.png", "fig1_mnist_coreset.pdf", "fig1_mnist_coreset_auc.png",
+             "fig2_mnist_lossprediction.png", "al_chestmnist_coreset.png", "vae_mnist_loss.png",
+             "fig5_tsne_resnet.png", "fig6_tsne_resnet_vae.pdf", "notes.txt"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    quick = get_profile("quick")
+    found = {notebook: [path.name for path in workflow.figure_files(quick, notebook, "mnist")]
+             for notebook in NOTEBOOKS}
+    assert sorted(found["02_active_learning"]) == ["fig1_mnist_coreset.pdf", "fig1_mnist_coreset.png",
+                                                   "fig1_mnist_coreset_auc.png", "fig2_mnist_lossprediction.png"]
+    assert found["01_vae_training"] == ["vae_mnist_loss.png"]
+    assert found["03_significance_tests"] == []
+    assert sorted(found["04_tsne"]) == ["fig5_tsne_resnet.png", "fig6_tsne_resnet_vae.pdf"]

@@ -1,10 +1,16 @@
-"""Parameter checking for the notebooks.
+"""The notebook table: every numbered notebook, its parameters, how it runs and what it writes.
+
+One :class:`Notebook` entry per notebook declares its name, its parameters (a
+dataclass: names, types and defaults, mirrored by the notebook's ``parameters``
+cell), whether ``make figures`` runs it once per dataset, whether it trains the
+task model, whether it reads what another notebook stored, and the figure files
+it writes, as patterns. :mod:`alvae_utils.workflow` runs the table; adding a
+notebook is one entry here plus the ``.ipynb`` file.
 
 papermill only *warns* about a parameter the notebook does not declare, and
 then injects it as a stray variable. Each notebook therefore calls
 :func:`check_parameters` right after its ``parameters`` cell: any unknown name,
 wrong type or invalid value stops the notebook before expensive work starts.
-The declared names and types live here, next to the code that uses them.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from .config import PROFILES, ConfigError, get_profile
+from .config import ConfigError
+from .figures import TSNE_STEMS
+from .profiles import PROFILES, get_profile
 
 
 @dataclass(frozen=True)
@@ -50,12 +58,36 @@ class TSNEParameters:
     seed: int = 0
 
 
-NOTEBOOK_PARAMETERS: dict[str, type] = {
-    "01_vae_training": VAETrainingParameters,
-    "02_active_learning": ActiveLearningParameters,
-    "03_significance_tests": SignificanceParameters,
-    "04_tsne": TSNEParameters,
-}
+@dataclass(frozen=True)
+class Notebook:
+    """One numbered notebook in ``notebooks/``.
+
+    ``figures`` are glob patterns of the files it writes into the figures folder,
+    with ``{dataset}`` (per-dataset notebooks), ``{heuristic}`` (each heuristic of
+    the profile's methods that has figures, :func:`alvae_utils.figures.figure_heuristics`)
+    and ``{family}`` (each feature family of those methods) filled in.
+    """
+
+    name: str
+    parameters: type  # a frozen dataclass; its fields are the notebook's parameters
+    per_dataset: bool = False  # run once for each dataset of the profile
+    trains_task_model: bool = False  # needs the ImageNet weights under a pretrained profile
+    reads_results_of: str | None = None  # the notebook whose stored results it analyses
+    figures: tuple[str, ...] = ()
+
+
+_BOTH = ("png", "pdf")
+NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
+    Notebook("01_vae_training", VAETrainingParameters, per_dataset=True,
+             figures=tuple(f"vae_{{dataset}}_{part}.{ext}" for part in ("loss", "reconstructions", "latent")
+                           for ext in _BOTH)),
+    Notebook("02_active_learning", ActiveLearningParameters, per_dataset=True, trains_task_model=True,
+             figures=tuple(f"*_{{dataset}}_{{heuristic}}{metric}.{ext}" for metric in ("", "_auc") for ext in _BOTH)),
+    Notebook("03_significance_tests", SignificanceParameters, reads_results_of="02_active_learning"),
+    Notebook("04_tsne", TSNEParameters, trains_task_model=True,
+             figures=tuple(f"{stem}.{ext}" for stem in TSNE_STEMS for ext in _BOTH)),
+)}
+"""The notebooks, in run order."""
 
 # Names an IPython kernel defines on its own.
 _KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
@@ -71,9 +103,9 @@ def check_parameters(notebook: str, namespace: Mapping[str, object]):
     their own variables, checks the declared parameters only.
     """
     try:
-        spec = NOTEBOOK_PARAMETERS[notebook]
+        spec = NOTEBOOKS[notebook].parameters
     except KeyError:
-        raise ConfigError(f"unknown notebook {notebook!r}; known: {', '.join(NOTEBOOK_PARAMETERS)}.") from None
+        raise ConfigError(f"unknown notebook {notebook!r}; known: {', '.join(NOTEBOOKS)}.") from None
     declared = {f.name: f for f in fields(spec)}
     given = {name: value for name, value in namespace.items()
              if not name.startswith("_") and name not in _KERNEL_NAMES

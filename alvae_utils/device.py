@@ -1,0 +1,71 @@
+"""Where tensors live and how they are cut into batches.
+
+Data stay as uint8 tensors until a batch is taken: :func:`images_to_float` converts
+each batch to float in [0, 1] on the network's device. :func:`epoch_batches` gives a
+training epoch's seeded batch order; :func:`map_batches` is the one loop that runs a
+network over many images for inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+INFERENCE_BATCH = 1024
+"""Images per forward pass in inference: large, since no activations are kept for backward."""
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter."""
+    return next(module.parameters()).device
+
+
+def images_to_float(images: Tensor) -> Tensor:
+    """uint8 images → float32 in [0, 1]; float images are taken to be in [0, 1] already.
+
+    Raises TypeError for any other dtype.
+    """
+    if images.dtype == torch.uint8:
+        return images.float().div_(255)
+    if images.is_floating_point():
+        return images.float()
+    raise TypeError(f"images must be uint8 (0–255) or float in [0, 1], got {images.dtype}.")
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[Tensor]:
+    """Index batches of one epoch, in the order of a permutation drawn on the CPU.
+
+    Drawing on the CPU gives the same order on every device.
+    """
+    order = torch.randperm(n, generator=generator).to(device)
+    return iter(order.split(batch_size))
+
+
+@torch.no_grad()
+def map_batches(function: Callable[..., Tensor | tuple[Tensor, ...]], images: Tensor, *aligned: Tensor | None,
+                device: torch.device, batch_size: int = INFERENCE_BATCH) -> tuple[Tensor, ...]:
+    """Apply ``function`` to ``images`` (N, ...) batch by batch, under ``no_grad``, on ``device``.
+
+    ``function(x, *rows)`` gets a float batch ``x`` in [0, 1] and the matching rows of
+    each ``aligned`` tensor (N, ...) (``None`` passes through as ``None``); it returns
+    one tensor or a tuple of tensors, each with the batch as its first dimension.
+    Returns those outputs concatenated over all N images, as a tuple, on the images'
+    device. The caller sets eval mode.
+    """
+    for extra in aligned:
+        if extra is not None and extra.shape[0] != images.shape[0]:
+            raise ValueError(f"an aligned tensor has {extra.shape[0]} rows for {images.shape[0]} images.")
+    parts = []
+    for start in range(0, images.shape[0], batch_size):
+        rows = slice(start, start + batch_size)
+        batch = images_to_float(images[rows].to(device))
+        out = function(batch, *(None if extra is None else extra[rows].to(device) for extra in aligned))
+        parts.append(out if isinstance(out, tuple) else (out,))
+    return tuple(torch.cat(column).to(images.device) for column in zip(*parts, strict=True))

@@ -1,0 +1,95 @@
+"""Feature families: task-agnostic features that a method appends to the task model's (Eq. 6).
+
+A method is a heuristic plus, optionally, one feature family and its scale α
+(:mod:`alvae_utils.methods`). A family says
+
+* how it is fitted: ``fit(context)`` trains its encoder, or loads it from the family's own cache;
+* how it encodes images: ``encode(fitted, images)`` → (N, k) float features;
+* whether it is fitted once per pool (fitted before the runs start and shared by them)
+  or refitted at every Algorithm 1 step, and whether it reads the labels of L
+  (only a refitted family can: L grows at every step).
+
+The paper's VAE is the first entry. Adding a family is one :func:`register_family`
+call; every heuristic that accepts extra features (:mod:`alvae_utils.heuristics`)
+can then use it, under the method label ``<heuristic>+<family>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .config import ConfigError, VAEConfig
+from .data import Dataset
+from .registry import Registry
+from .vae import encode_mu, get_or_train_vae
+
+
+@dataclass(frozen=True)
+class FeatureContext:
+    """What a family's ``fit`` may use.
+
+    ``labeled`` and ``seed`` are set only for families refitted at every step:
+    ``labeled`` holds the pool indices of L (int64, (|L|,)) when the family uses
+    labels (read them as ``pool.labels[labeled]``); ``seed`` is derived from the
+    run's seed, the family and the step, so a resumed run refits identically.
+    """
+
+    pool: Dataset
+    vae: VAEConfig  # the experiment's VAE settings (used by VAE-based families)
+    pool_seed: int
+    device: torch.device
+    progress: bool = True
+    labeled: Tensor | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class FeatureFamily:
+    """One registered family of task-agnostic features."""
+
+    name: str  # method-label suffix: "coreset+<name>"; lower case, no "+" or "("
+    title: str  # for messages and figure titles, e.g. "VAE"
+    fit: Callable[[FeatureContext], object]  # trains the encoder, or loads it from the family's cache
+    encode: Callable[[object, Tensor], Tensor]  # (fitted, uint8 images (N, 1, 28, 28)) → (N, k) features
+    refit_each_step: bool = False  # False: fitted once per pool, before the runs start
+    uses_labels: bool = False  # reads the labels of L (requires refit_each_step)
+
+
+FAMILIES: Registry[FeatureFamily] = Registry("feature family")
+"""The registry, by name, in registration order; an unknown name raises ConfigError listing the known ones."""
+
+
+def register_family(family: FeatureFamily, replace: bool = False) -> FeatureFamily:
+    """Add ``family`` to :data:`FAMILIES` and return it.
+
+    Raises ConfigError for a malformed name, a family that uses labels but is
+    fitted only once, or a name already taken (unless ``replace``).
+    """
+    if family.uses_labels and not family.refit_each_step:
+        raise ConfigError(f"feature family {family.name!r} uses the labels of L, which grow at every step; "
+                          "set refit_each_step=True.")
+    return FAMILIES.add(family.name, family, replace)
+
+
+def get_family(name: str) -> FeatureFamily:
+    """The registered family ``name``; ConfigError listing the known ones otherwise."""
+    return FAMILIES[name]
+
+
+def pool_features(family: FeatureFamily, context: FeatureContext) -> Tensor:
+    """Fit ``family`` (or load it from its cache) and encode every pool image: (N, k) on the pool's device."""
+    return family.encode(family.fit(context), context.pool.images)
+
+
+VAE_FAMILY = register_family(FeatureFamily(
+    name="vae",
+    title="VAE",
+    # Trained once on the whole pool without labels, cached on disk (alvae_utils.vae).
+    fit=lambda context: get_or_train_vae(context.pool, context.vae, context.pool_seed, device=context.device,
+                                         progress=context.progress)[0],
+    encode=encode_mu,  # the posterior means μ, not sampled z
+))

@@ -1,0 +1,112 @@
+"""Methods: a selection heuristic plus, optionally, a feature family and its scale α (Eq. 6).
+
+A method's label names it everywhere (results, statistics, figures):
+``coreset``, ``coreset+vae`` (α = :data:`DEFAULT_ALPHA`) or ``coreset+vae(α=0.5)``.
+:meth:`Method.parse` reads any label back. Heuristics and families are looked up in
+their registries (:mod:`alvae_utils.heuristics`, :mod:`alvae_utils.features`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .config import ConfigError
+from .features import FeatureFamily, get_family
+from .heuristics import Heuristic, get_heuristic, with_variants
+
+DEFAULT_ALPHA: float = 1.0
+"""Scale α of the feature block in Eq. 6. The paper does not state its value; 1.0
+appends the VAE means unscaled. It multiplies the family's block only."""
+
+_LABEL = re.compile(r"^(?P<heuristic>[^+()]+)(?:\+(?P<family>[^+()]+)(?:\(α=(?P<alpha>[^()]+)\))?)?$")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A heuristic, optionally with the features of a registered family appended (scaled by α)."""
+
+    heuristic: str
+    features: str | None = None  # a feature family's name, e.g. "vae"; None: the plain heuristic
+    alpha: float = DEFAULT_ALPHA  # scale of the family's block; unused without a family
+
+    def validate(self) -> None:
+        """Raise ConfigError for an unknown heuristic or family, a heuristic without variants, or a bad α."""
+        heuristic = get_heuristic(self.heuristic)
+        if self.features is None:
+            return
+        family = get_family(self.features)
+        if heuristic.extra_features is None:
+            raise ConfigError(f"heuristic {self.heuristic!r} has no {family.title} variant; "
+                              f"add {family.title} features only to {', '.join(sorted(with_variants()))}.")
+        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ConfigError(f"α must be ≥ 0 and finite (it scales the {family.title} features), got {self.alpha}.")
+
+    @property
+    def spec(self) -> Heuristic:
+        """The registered heuristic."""
+        return get_heuristic(self.heuristic)
+
+    @property
+    def family(self) -> FeatureFamily | None:
+        """The registered feature family, or None for the plain heuristic."""
+        return None if self.features is None else get_family(self.features)
+
+    @property
+    def label(self) -> str:
+        """``coreset``, ``coreset+vae`` (α = default) or ``coreset+vae(α=0.5)``."""
+        if self.features is None:
+            return self.heuristic
+        if self.alpha == DEFAULT_ALPHA:
+            return f"{self.heuristic}+{self.features}"
+        return f"{self.heuristic}+{self.features}(α={self.alpha:g})"
+
+    @property
+    def base(self) -> Method:
+        """The plain heuristic this method extends (itself when it has no family)."""
+        return Method(self.heuristic)
+
+    def key_fields(self) -> dict[str, object]:
+        """What identifies the method in a run key (α only matters with a family).
+
+        The VAE family keeps the fields it had before families were a concept
+        (``use_vae``), so its stored runs keep their keys.
+        """
+        fields: dict[str, object] = {"heuristic": self.heuristic, "use_vae": self.features == "vae",
+                                     "alpha": self.alpha if self.features else None}
+        if self.features not in (None, "vae"):
+            fields["features"] = self.features
+        return fields
+
+    @classmethod
+    def parse(cls, text: str, alpha: float = DEFAULT_ALPHA) -> Method:
+        """A label → Method (validated): ``"coreset"``, ``"coreset+vae"`` (α = ``alpha``), ``"coreset+vae(α=0.5)"``."""
+        match = _LABEL.match(text.strip()) if isinstance(text, str) else None
+        if match is None:
+            raise ConfigError(f"cannot parse method {text!r}; write HEURISTIC, HEURISTIC+FAMILY or "
+                              "HEURISTIC+FAMILY(α=VALUE), e.g. coreset+vae.")
+        if match["alpha"] is not None:
+            try:
+                alpha = float(match["alpha"])
+            except ValueError:
+                raise ConfigError(f"cannot read α in method {text!r}; write e.g. coreset+vae(α=0.5).") from None
+        method = cls(match["heuristic"], match["family"], alpha)
+        method.validate()
+        return method
+
+
+def variant_pairs(labels: Iterable[str]) -> list[tuple[str, str]]:
+    """(plain heuristic, variant) label pairs among ``labels``: each heuristic with each of its ``+family`` variants.
+
+    Sorted by label; labels that are not methods of registered heuristics are skipped.
+    """
+    methods = {}
+    for label in sorted(set(labels)):
+        try:
+            methods[label] = Method.parse(label)
+        except ConfigError:
+            continue
+    return [(base, label) for base, plain in methods.items() if plain.features is None
+            for label, method in methods.items() if method.features is not None and method.base == plain]

@@ -1,0 +1,51 @@
+"""Tables for reading stored results: mean learning curves, runtimes and significance.
+
+Inputs are the tidy rows of :mod:`alvae_utils.results` (one per run and AL step)
+and the comparison tables of :mod:`alvae_utils.stats`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .stats import dataset_labels
+
+# Total runtimes reported in the paper (4× RTX 2080, 5 seeds, all methods of a heuristic's figure).
+PAPER_RUNTIME_SECONDS: dict[tuple[str, str], float] = {
+    ("mnist", "coreset"): 5113.0,
+    ("mnist", "lossprediction"): 4955.0,
+    ("chestmnist", "coreset"): 7085.0,
+    ("chestmnist", "lossprediction"): 7209.0,
+}
+
+
+def summary_table(rows: pd.DataFrame, metric: str = "accuracy", decimals: int = 4) -> pd.DataFrame:
+    """Mean of ``metric`` over seeds: one row per method, one column per label count."""
+    table = rows.pivot_table(index="method", columns="n_labels", values=metric, aggfunc="mean")
+    return table.round(decimals)
+
+
+def runtime_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Wall-clock seconds per method (summed over steps and seeds), split into train/select/eval.
+
+    Compare a heuristic figure's total with :data:`PAPER_RUNTIME_SECONDS` only as an
+    order of magnitude: the paper ran on 4 GPUs.
+    """
+    parts = ["train_seconds", "select_seconds", "eval_seconds"]
+    table = rows.groupby(["dataset", "method"])[parts].sum()
+    table["total_seconds"] = table.sum(axis=1)
+    table["runs"] = rows.groupby(["dataset", "method"])["seed"].nunique()
+    return table.round(1)
+
+
+def significance_view(table: pd.DataFrame, decimals: int = 4) -> pd.DataFrame:
+    """A :func:`alvae_utils.stats.compare_variants` table laid out for reading.
+
+    One row per (dataset, "treatment vs baseline", n_labels). The data source
+    joins the dataset label only where one dataset has results from several
+    sources (MNIST and its offline stand-in), so the usual table stays narrow.
+    """
+    view = table.assign(dataset=dataset_labels(table), comparison=table["treatment"] + " vs " + table["baseline"])
+    columns = ["n_pairs", "mean_baseline", "mean_treatment", "mean_diff", "ci_low", "ci_high", "d_z",
+               "p_ttest", "p_wilcoxon", "p_holm", "significant"]
+    return view.set_index(["dataset", "comparison", "n_labels"])[columns].round(decimals)

