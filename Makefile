@@ -13,31 +13,44 @@ KERNEL  := alvae
 LOCK    ?= requirements.lock
 PIP     := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: figures test lint unit-tests notebooks-ci setup lock lab clean-build
+.PHONY: figures test lint unit-tests notebooks-ci setup lock lab clean-build test-browser
 
+# Overrides pass through: make figures SET="train.initial_epochs=3 budget=200"
 figures: $(STAMP)
-	$(PY) -m alvae_utils figures --profile $(PROFILE)
+	$(PY) -m alvae_utils figures --profile $(PROFILE) $(if $(SET),--set $(SET))
 
 # Cheapest check first: lint, then unit tests, then the notebooks.
 test: lint unit-tests notebooks-ci
 
+# ruff, and committed notebooks exactly as the nbstripout filter leaves them (no outputs, no run metadata).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check alvae_utils tests benchmarks notebooks conftest.py
+	$(VENV)/bin/nbstripout --keep-id --verify notebooks/*.ipynb
 
 unit-tests: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore=tests/executed --ignore=tests/browser
 
-# papermill runs every notebook at the `ci` profile into build/ci/, then nbval
-# re-executes those copies from scratch and compares the outputs.
+# papermill runs every notebook at the `ci` profile into build/ci/; tests/executed checks
+# those copies (figures as images, progress as widgets); then nbval re-executes them from
+# scratch and compares the outputs.
 notebooks-ci: $(STAMP)
 	rm -rf build/ci
 	$(PY) -m alvae_utils figures --profile ci
+	$(PY) -m pytest tests/executed
 	$(PY) -m alvae_utils validate-notebooks
+
+# JupyterLab in headless Chromium (tests/browser): opens, parametrises and runs 02 on a copy.
+# Needs `apt-get install chromium chromium-driver`; skipped without them. Not part of `make test`.
+test-browser: $(STAMP)
+	$(PY) -m pytest tests/browser
 
 setup: $(STAMP)
 
+# Rooted at the repository, so figures/, build/ and results/ are in the file browser; opens notebooks/.
+# Containers often run as root, which Jupyter refuses without --allow-root.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Everything comes from the lock; the package itself is added with --no-deps so pip
 # cannot pull an unlocked version. `pip check` then fails if pyproject.toml gained a
@@ -48,6 +61,14 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PIP) install -q --no-deps -e .
 	$(PIP) check
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (alvae)"
+	# The git filter (.gitattributes) that strips outputs and run metadata from notebooks as they are
+	# staged, so they never reach a commit. --keep-id: JupyterLab needs the cell ids the notebooks carry.
+	if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean '"$(CURDIR)/$(PY)" -m nbstripout --keep-id'; \
+	  git config filter.nbstripout.smudge cat; \
+	  git config filter.nbstripout.required true; \
+	  git config diff.ipynb.textconv '"$(CURDIR)/$(PY)" -m nbstripout --keep-id -t'; \
+	fi
 	touch $(STAMP)
 
 # Re-resolve the lock in a throwaway venv: keep its torch/torchvision pins (edit those two

@@ -20,7 +20,8 @@ from .config import ConfigError
 from .features import FAMILIES
 from .heuristics import HEURISTICS, get_heuristic
 from .methods import DEFAULT_ALPHA, Method
-from .profiles import PROFILES, get_profile
+from .overrides import apply, parse_assignments
+from .profiles import PROFILES, Profile, get_profile
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,12 +34,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Run Algorithm 1 for every heuristic × seed and store the results under "
                     "results/<profile>/. Finished runs are skipped; interrupted ones resume.")
     run.add_argument("--profile", default="quick", choices=sorted(PROFILES),
-                     help="settings profile (default: quick); see alvae_utils/config.py")
+                     help="settings profile (default: quick); see alvae_utils/profiles.py")
     run.add_argument("--dataset", required=True,
                      help="dataset name (mnist, mnist-sample, fashionmnist, chestmnist, other MedMNIST 2D). "
                           "A dataset the profile does not list uses the profile's first experiment's settings.")
-    run.add_argument("--heuristic", nargs="+", required=True, metavar="H",
-                     help=f"one or more registered heuristics: {', '.join(HEURISTICS)}")
+    run.add_argument("--heuristic", nargs="+", metavar="H",
+                     help=f"one or more registered heuristics: {', '.join(HEURISTICS)} "
+                          "(default: the profile's methods, or --set methods=...)")
     run.add_argument("--features", metavar="FAMILY",
                      help=f"append this feature family's features (Eq. 6 / LP+VAE); one of {', '.join(FAMILIES)}")
     run.add_argument("--compare", action="store_true",
@@ -50,14 +52,16 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"α, the scale of the family's features in Eq. 6 (default {DEFAULT_ALPHA})")
     run.add_argument("--seed", nargs="+", type=int, default=None, metavar="S",
                      help="one or more seeds (default: the profile's seeds)")
-    run.add_argument("--pool-size", type=int, help="override: images in the pool")
-    run.add_argument("--eval-size", type=int, help="override: images of the evaluation split")
-    run.add_argument("--initial", type=int, help="override: ξ, the initial number of labels")
-    run.add_argument("--budget", type=int, help="override: β, labels added per step")
-    run.add_argument("--max-labels", type=int, help="override: η, the last label count")
-    run.add_argument("--fine-tune", action="store_true", help="fine-tune across steps instead of retraining")
+    _add_set_option(run)
+    run.add_argument("--pool-size", type=int, help="same as --set pool_size=N: images in the pool")
+    run.add_argument("--eval-size", type=int, help="same as --set eval_size=N: images of the evaluation split")
+    run.add_argument("--initial", type=int, help="same as --set initial_labels=N: ξ, the initial number of labels")
+    run.add_argument("--budget", type=int, help="same as --set budget=N: β, labels added per step")
+    run.add_argument("--max-labels", type=int, help="same as --set max_labels=N: η, the last label count")
+    run.add_argument("--fine-tune", action="store_true",
+                     help="same as --set train.fine_tune=true: fine-tune across steps instead of retraining")
     run.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
-                     help="ImageNet-pretrained ResNet-18 (default: the profile's choice)")
+                     help="same as --set train.pretrained=true/false: ImageNet-pretrained ResNet-18")
     run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -65,33 +69,54 @@ def _parser() -> argparse.ArgumentParser:
     figures.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     figures.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                          help="run only these notebooks (e.g. 02_active_learning)")
+    _add_set_option(figures)
     commands.add_parser("validate-notebooks",
                         help="nbval: re-execute build/ci/*.ipynb from scratch and compare outputs")
     return parser
 
 
+def _add_set_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                         help="override any setting of the profile by dotted key, e.g. train.initial_epochs=3 "
+                              "budget=500 vae.epochs=5 methods=coreset,coreset+vae seeds=0,1 "
+                              "(keys, types and ranges: alvae_utils/overrides.py; a wrong key lists the valid ones)")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """--set assignments plus the older shorthand options, checked."""
+    assignments = list(args.set)
+    shorthand = {"pool_size": getattr(args, "pool_size", None), "eval_size": getattr(args, "eval_size", None),
+                 "initial_labels": getattr(args, "initial", None), "budget": getattr(args, "budget", None),
+                 "max_labels": getattr(args, "max_labels", None), "train.pretrained": getattr(args, "pretrained", None),
+                 "train.fine_tune": True if getattr(args, "fine_tune", False) else None}
+    assignments += [f"{key}={value}" for key, value in shorthand.items() if value is not None]
+    return parse_assignments(assignments)
+
+
 def _experiment(args: argparse.Namespace):
-    profile = get_profile(args.profile)
+    """The profile with the overrides applied, and the experiment of ``--dataset``.
+
+    A dataset the profile does not list takes the settings of the profile's first experiment.
+    """
+    overrides = _overrides(args)
+    profile = apply(get_profile(args.profile), overrides)
     if args.dataset in profile.datasets:
-        experiment = profile.experiment(args.dataset)
-    else:
-        experiment = replace(profile.experiments[0], dataset=args.dataset)
-    overrides = {"pool_size": args.pool_size, "eval_size": args.eval_size, "initial_labels": args.initial,
-                 "budget": args.budget, "max_labels": args.max_labels}
-    experiment = replace(experiment, **{k: v for k, v in overrides.items() if v is not None})
-    train_changes = {}
-    if args.fine_tune:
-        train_changes["fine_tune"] = True
-    if args.pretrained is not None:
-        train_changes["pretrained"] = args.pretrained
-    if train_changes:
-        experiment = replace(experiment, train=replace(experiment.train, **train_changes))
+        return profile, profile.experiment(args.dataset)
+    experiment = replace(profile.experiments[0], dataset=args.dataset)
     experiment.validate()
     return profile, experiment
 
 
-def _methods(args: argparse.Namespace) -> list[Method]:
-    """Methods from --heuristic, --features/--vae and --compare/--compare-vae (validated against the registries)."""
+def _methods(args: argparse.Namespace, profile: Profile) -> list[Method]:
+    """Methods from --heuristic, --features/--vae and --compare/--compare-vae (validated against the registries).
+
+    Without --heuristic: the profile's methods (after ``--set methods=...``).
+    """
+    if not args.heuristic:
+        if args.features or args.vae or args.compare or args.compare_vae:
+            raise ConfigError("--features, --vae and --compare need --heuristic; or choose methods with "
+                              "--set methods=coreset,coreset+vae.")
+        return list(profile.methods)
     family = args.features
     if args.vae or args.compare_vae:
         if family not in (None, "vae"):
@@ -130,14 +155,14 @@ def main(argv: list[str] | None = None) -> int:
             from .loop import run_sweep
 
             profile, experiment = _experiment(args)
-            methods = _methods(args)
+            methods = _methods(args, profile)
             rows = run_sweep(profile, experiment.dataset, methods, args.seed, experiment=experiment,
                              device=args.device, progress=not args.no_progress)
             print(_summary(rows))
         elif args.command == "figures":
             from .workflow import make_figures
 
-            make_figures(args.profile, only=args.only)
+            make_figures(args.profile, only=args.only, overrides=_overrides(args))
         elif args.command == "validate-notebooks":
             from .workflow import validate_notebooks
 

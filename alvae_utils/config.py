@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 
 SCHEMA_VERSION = 1
 """Version of what determines stored numbers (run keys, cached VAEs). Bump it on purpose whenever a
@@ -26,21 +28,104 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: [low, high], either end open or absent."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '≥'} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+POSITIVE = Range(0, low_open=True)
+AT_LEAST_ONE = Range(1)
+AT_LEAST_TWO = Range(2)  # batches: BatchNorm cannot normalise a single sample
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1, low_open=True)
+
+
+def setting(default: object = MISSING, *, allowed: Range | None = None, help: str = ""):
+    """A dataclass field with its allowed range and a one-line description, read by :func:`check_settings`."""
+    metadata = {"range": allowed, "help": help}
+    if default is MISSING:
+        return field(metadata=metadata)
+    if is_dataclass(default):  # nested settings: a fresh default per instance
+        return field(default_factory=type(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def setting_type(owner: type, name: str) -> object:
+    """The annotated type of field ``name`` of dataclass ``owner`` (annotations are strings here)."""
+    return typing.get_type_hints(owner)[name]
+
+
+def check_value(owner: type, name: str, value: object, label: str | None = None, check_range: bool = True) -> object:
+    """``value`` checked against the type (and range) of field ``name`` of ``owner``; ints widen to float.
+
+    Raises ConfigError naming ``label`` (default ``name``), the value and what is allowed.
+    """
+    label = label or name
+    expected = setting_type(owner, name)
+    options = typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) else ()
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{label} cannot be None; give a value of type {_type_name(expected)}.")
+    base = next((option for option in options if option is not type(None)), expected)
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, base) or (base in (int, float) and isinstance(value, bool)):
+        raise ConfigError(f"{label} must be {_type_name(expected)}, got {type(value).__name__} {value!r}.")
+    allowed = next(f for f in fields(owner) if f.name == name).metadata.get("range")
+    if check_range and allowed is not None and (value != value or value not in allowed):  # value != value: NaN
+        raise ConfigError(f"{label} must be {allowed}, got {value!r}.")
+    return value
+
+
+def _type_name(expected: object) -> str:
+    options = typing.get_args(expected) or (expected,)
+    return " or ".join("None" if option is type(None) else option.__name__ for option in options)
+
+
+def check_settings(config: object, prefix: str = "") -> None:
+    """Check every field of a settings dataclass (and nested ones) against its type and range."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value):
+            check_settings(value, f"{prefix}{f.name}.")
+        else:
+            check_value(type(config), f.name, value, f"{prefix}{f.name}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Task-model training (paper, Experiments: SGD, lr 0.001, momentum 0.9)."""
 
-    lr: float = 1e-3
-    momentum: float = 0.9
-    batch_size: int = 64
-    initial_epochs: int = 10  # epochs on the initial labeled set ...
-    epoch_increment: int = 5  # ... plus this many after each labeling step
-    target_train_accuracy: float | None = None  # if set: train until reached (capped by max_epochs)
-    max_epochs: int = 200
-    pretrained: bool = False  # ImageNet weights for ResNet-18 (paper: True)
-    fine_tune: bool = False  # paper retrains from scratch at every step
-    lp_margin: float = 1.0  # ξ of Eq. 3
-    lp_weight: float = 1.0  # λ: total loss = task loss + λ · pair loss
-    lp_stop_gradient_epoch: int | None = None  # stop LP gradients into the backbone from this epoch
+    lr: float = setting(1e-3, allowed=POSITIVE, help="SGD learning rate")
+    momentum: float = setting(0.9, allowed=Range(0, 1, high_open=True), help="SGD momentum")
+    batch_size: int = setting(64, allowed=AT_LEAST_TWO, help="images per SGD step")
+    initial_epochs: int = setting(10, allowed=AT_LEAST_ONE, help="epochs on the initial labeled set ...")
+    epoch_increment: int = setting(5, allowed=NON_NEGATIVE, help="... plus this many after each labeling step")
+    target_train_accuracy: float | None = setting(
+        None, allowed=FRACTION, help="if set: train until reached (capped by max_epochs)")
+    max_epochs: int = setting(200, allowed=AT_LEAST_ONE, help="cap on epochs with target_train_accuracy")
+    pretrained: bool = setting(False, help="ImageNet weights for ResNet-18 (paper: true)")
+    fine_tune: bool = setting(False, help="carry the model across steps (paper: retrain from scratch)")
+    lp_margin: float = setting(1.0, allowed=NON_NEGATIVE, help="margin ξ of the pair loss, Eq. 3")
+    lp_weight: float = setting(1.0, allowed=NON_NEGATIVE, help="λ: total loss = task loss + λ · pair loss")
+    lp_stop_gradient_epoch: int | None = setting(
+        None, allowed=NON_NEGATIVE, help="stop the loss module's gradient into the backbone from this epoch")
 
     def epochs_for_step(self, step: int) -> int:
         """Epochs at AL step ``step`` (0 = the initial labeled set)."""
@@ -51,11 +136,11 @@ class TrainConfig:
 class VAEConfig:
     """VAE training (paper, Experiments: 20 epochs, Adam lr 1e-3, weight decay 5e-3)."""
 
-    latent_dim: int = 32
-    epochs: int = 20
-    lr: float = 1e-3
-    weight_decay: float = 5e-3
-    batch_size: int = 128
+    latent_dim: int = setting(32, allowed=AT_LEAST_ONE, help="size of μ, the VAE features")
+    epochs: int = setting(20, allowed=AT_LEAST_ONE, help="training epochs")
+    lr: float = setting(1e-3, allowed=POSITIVE, help="Adam learning rate")
+    weight_decay: float = setting(5e-3, allowed=NON_NEGATIVE, help="Adam weight decay")
+    batch_size: int = setting(128, allowed=AT_LEAST_TWO, help="images per Adam step")
 
 
 @dataclass(frozen=True)
@@ -67,18 +152,20 @@ class ExperimentConfig:
     label count on the curve, so the paper's MNIST curve is η = 21,000.)
     """
 
-    dataset: str
-    pool_size: int  # n images drawn from the training split (paper: 25k MNIST, 30k ChestMNIST)
-    eval_size: int | None  # images of the evaluation split used (None = all)
-    initial_labels: int  # ξ
-    budget: int  # β
-    max_labels: int  # η
-    train: TrainConfig = field(default_factory=TrainConfig)
-    vae: VAEConfig = field(default_factory=VAEConfig)
-    pool_seed: int = 0  # the pool is fixed per dataset; run seeds vary the initial labels
+    dataset: str = setting(help="dataset name")
+    pool_size: int = setting(
+        allowed=AT_LEAST_ONE, help="images drawn from the training split (paper: 25k MNIST, 30k ChestMNIST)")
+    eval_size: int | None = setting(allowed=AT_LEAST_ONE, help="images of the evaluation split used (None: all)")
+    initial_labels: int = setting(allowed=AT_LEAST_ONE, help="ξ, the initial number of labels")
+    budget: int = setting(allowed=AT_LEAST_ONE, help="β, labels added per step")
+    max_labels: int = setting(allowed=AT_LEAST_ONE, help="η, the last label count on the curve")
+    train: TrainConfig = setting(TrainConfig(), help="task-model training")
+    vae: VAEConfig = setting(VAEConfig(), help="VAE training")
+    pool_seed: int = setting(
+        0, allowed=NON_NEGATIVE, help="seed of the pool draw (fixed per dataset; run seeds vary the initial labels)")
 
     def validate(self) -> None:
-        """Raise ConfigError before any work if the numbers cannot form Algorithm 1."""
+        """Raise ConfigError before any work if the numbers cannot form Algorithm 1, or a setting is out of range."""
         if self.pool_size <= 0:
             raise ConfigError(f"pool_size must be positive, got {self.pool_size}.")
         if self.initial_labels <= 0 or self.initial_labels > self.pool_size:
@@ -103,6 +190,7 @@ class ExperimentConfig:
             raise ConfigError(
                 f"η={self.max_labels} exceeds the pool size {self.pool_size}; lower η or raise pool_size."
             )
+        check_settings(self)
 
     def label_counts(self) -> list[int]:
         """|L| at each recorded step: ξ, ξ+β, … ≤ η."""
@@ -123,14 +211,27 @@ def config_hash(obj: object) -> str:
 class TSNEConfig:
     """The t-SNE experiment of Figs. 5–6."""
 
-    dataset: str = "chestmnist"
-    fallback_dataset: str = "mnist"  # used (and said in the titles) when ChestMNIST is unavailable
-    pool_size: int = 32120  # ξ + 31,120 unlabeled, so a 5% sample is the paper's 1,556
-    initial_labels: int = 1000
-    unlabeled_fraction: float = 0.05
-    budget: int = 100
-    epochs: int = 10
-    perplexity: float = 30.0
+    dataset: str = setting("chestmnist", help="dataset of the snapshot (paper: ChestMNIST)")
+    fallback_dataset: str = setting("mnist", help="used, and said in the titles, when the dataset is unavailable")
+    pool_size: int = setting(32120, allowed=AT_LEAST_TWO,
+                             help="pool images: ξ + 31,120 unlabeled, so a 5% sample is the paper's 1,556")
+    initial_labels: int = setting(1000, allowed=AT_LEAST_ONE, help="labels the ResNet is trained on")
+    unlabeled_fraction: float = setting(0.05, allowed=FRACTION, help="share of the unlabeled points embedded")
+    budget: int = setting(100, allowed=AT_LEAST_ONE, help="points core-set picks")
+    epochs: int = setting(10, allowed=AT_LEAST_ONE, help="ResNet training epochs")
+    perplexity: float = setting(30.0, allowed=POSITIVE, help="t-SNE perplexity")
+
+    def validate(self) -> None:
+        """Raise ConfigError for a setting out of range, or more picks than sampled points."""
+        check_settings(self, "tsne.")
+        if self.initial_labels >= self.pool_size:
+            raise ConfigError(f"tsne.initial_labels={self.initial_labels} must be below "
+                              f"tsne.pool_size={self.pool_size}.")
+        sampled = round(self.unlabeled_fraction * (self.pool_size - self.initial_labels))
+        if self.budget > sampled:
+            raise ConfigError(f"tsne.budget={self.budget} exceeds the {sampled} sampled unlabeled points "
+                              "(tsne.unlabeled_fraction × (tsne.pool_size − tsne.initial_labels)); lower the budget "
+                              "or sample more.")
 
 
 def with_overrides(experiment: ExperimentConfig, **changes: object) -> ExperimentConfig:

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .config import ConfigError, ExperimentConfig
 from .data import Dataset, load_experiment_data
@@ -37,6 +36,7 @@ from .methods import Method
 from .metrics import evaluate
 from .models import LossPredictionModule, TaskModel, check_pretrained_weights_available
 from .profiles import Profile, get_profile
+from .progress import track
 from .results import ResultStore, RunState, step_row
 from .seeds import FEATURES, INITIAL_LABELS, MODEL, SELECT, TRAIN, derive_seed
 from .selection import augment_features
@@ -119,8 +119,8 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
 
     fine_tune = config.train.fine_tune
     model = lp_module = None
-    steps = tqdm(range(start, len(counts)), desc=f"{config.dataset} {method.label} seed {seed}",
-                 initial=start, total=len(counts), disable=not progress, leave=False)
+    steps = track(range(start, len(counts)), desc=f"{config.dataset} {method.label} seed {seed} steps",
+                  total=len(counts), initial=start, enabled=progress)
     for step in steps:
         if len(labeled) != counts[step]:
             raise RuntimeError(f"step {step}: |L| = {len(labeled)}, expected {counts[step]}")
@@ -194,11 +194,11 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
         context = FeatureContext(pool, experiment.vae, experiment.pool_seed, device, progress)
         fitted_once[family.name] = pool_features(family, context).to(device)
 
-    store = ResultStore(profile.name)
+    store = ResultStore(profile.name, overrides=profile.overrides)
     runs = list(itertools.product(methods, run_seeds))
     frames = [
         run_algorithm1(experiment, method, seed, pool, evaluation, store,
                        family_features=fitted_once.get(method.features), device=device, progress=progress)
-        for method, seed in tqdm(runs, desc=f"{profile.name}/{experiment.dataset} runs", disable=not progress)
+        for method, seed in track(runs, desc=f"{profile.name}/{experiment.dataset} runs", enabled=progress, leave=True)
     ]
     return pd.concat(frames, ignore_index=True)

@@ -15,14 +15,19 @@ wrong type or invalid value stops the notebook before expensive work starts.
 
 from __future__ import annotations
 
+import ast
 import types
-import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 
-from .config import ConfigError
+import pandas as pd
+
+from .config import AT_LEAST_ONE, NON_NEGATIVE, ConfigError, Range, check_value, setting
 from .figures import TSNE_STEMS
-from .profiles import PROFILES, get_profile
+from .overrides import apply, normalise, valid_keys
+from .paths import results_root
+from .profiles import PROFILES, Profile, get_profile
+from .results import ResultStore, stored_sets
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,8 @@ class VAETrainingParameters:
 
     profile: str = "quick"
     dataset: str = "mnist"
-    n_reconstructions: int = 10
+    overrides: dict = field(default_factory=dict)
+    n_reconstructions: int = setting(10, allowed=AT_LEAST_ONE, help="originals/reconstructions shown")
 
 
 @dataclass(frozen=True)
@@ -40,14 +46,17 @@ class ActiveLearningParameters:
 
     profile: str = "quick"
     dataset: str = "mnist"
+    overrides: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SignificanceParameters:
-    """03_significance_tests."""
+    """03_significance_tests. An empty ``profile`` analyses the one set of stored runs there is."""
 
-    profile: str = "quick"
-    alpha_level: float = 0.05
+    profile: str = ""
+    overrides: dict = field(default_factory=dict)
+    alpha_level: float = setting(0.05, allowed=Range(0, 1, low_open=True, high_open=True),
+                                 help="significance level of the Holm-adjusted p-values")
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,8 @@ class TSNEParameters:
     """04_tsne."""
 
     profile: str = "quick"
-    seed: int = 0
+    overrides: dict = field(default_factory=dict)
+    seed: int = setting(0, allowed=NON_NEGATIVE, help="seed of the initial labels, the sample and t-SNE")
 
 
 @dataclass(frozen=True)
@@ -74,18 +84,25 @@ class Notebook:
     trains_task_model: bool = False  # needs the ImageNet weights under a pretrained profile
     reads_results_of: str | None = None  # the notebook whose stored results it analyses
     figures: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()  # glob patterns of the override keys it uses (alvae_utils.overrides)
 
 
 _BOTH = ("png", "pdf")
+_DATA = ("pool_size", "eval_size", "pool_seed")
+_AL_RUNS = (*_DATA, "initial_labels", "budget", "max_labels", "train.*", "vae.*", "methods", "seeds")
 NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
     Notebook("01_vae_training", VAETrainingParameters, per_dataset=True,
              figures=tuple(f"vae_{{dataset}}_{part}.{ext}" for part in ("loss", "reconstructions", "latent")
-                           for ext in _BOTH)),
+                           for ext in _BOTH),
+             settings=(*_DATA, "vae.*")),
     Notebook("02_active_learning", ActiveLearningParameters, per_dataset=True, trains_task_model=True,
-             figures=tuple(f"*_{{dataset}}_{{heuristic}}{metric}.{ext}" for metric in ("", "_auc") for ext in _BOTH)),
-    Notebook("03_significance_tests", SignificanceParameters, reads_results_of="02_active_learning"),
+             figures=tuple(f"*_{{dataset}}_{{heuristic}}{metric}.{ext}" for metric in ("", "_auc") for ext in _BOTH),
+             settings=_AL_RUNS),
+    Notebook("03_significance_tests", SignificanceParameters, reads_results_of="02_active_learning",
+             settings=_AL_RUNS),
     Notebook("04_tsne", TSNEParameters, trains_task_model=True,
-             figures=tuple(f"{stem}.{ext}" for stem in TSNE_STEMS for ext in _BOTH)),
+             figures=tuple(f"{stem}.{ext}" for stem in TSNE_STEMS for ext in _BOTH),
+             settings=("tsne.*", "train.lr", "train.momentum", "train.batch_size", "train.pretrained", "vae.*")),
 )}
 """The notebooks, in run order."""
 
@@ -93,53 +110,115 @@ NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
 _KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 
 
+class NothingToAnalyse(RuntimeError):
+    """A notebook found no stored results to analyse; the message says which notebook to run first, and how."""
+
+
+def _parameter_cell_names(namespace: Mapping[str, object]) -> set[str]:
+    """Names assigned in the cells just before this one: the parameters cell and papermill's injected cell.
+
+    In a live kernel this is how a name added to the parameters cell by hand is
+    caught, even though the namespace also holds every later cell's variables.
+    """
+    history = namespace.get("In")
+    if not isinstance(history, list) or len(history) < 2:
+        return set()
+    cells = [history[-2]] + ([history[-3]] if len(history) >= 3 and history[-2].startswith("# Parameters") else [])
+    names = set()
+    for source in cells:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            names |= {target.id for target in targets if isinstance(target, ast.Name)}
+    return names
+
+
+def _unknown_parameters(notebook: str, unknown: list[str], declared: Iterable[str]) -> ConfigError:
+    hints = []
+    for name in unknown:
+        keys = [key for key in valid_keys() if key == name or key.endswith(f".{name}")]
+        if keys:
+            hints.append(f"{name} is a setting: put it in overrides, e.g. overrides = {{{keys[0]!r}: ...}}")
+    return ConfigError(
+        f"{notebook}: unknown parameter(s) {', '.join(unknown)}; this notebook takes {', '.join(declared)} "
+        f"(papermill -p NAME VALUE).{''.join(chr(10) + hint for hint in hints)}")
+
+
 def check_parameters(notebook: str, namespace: Mapping[str, object]):
     """Validate the notebook's parameters in ``namespace`` (its ``globals()``); return them as a dataclass.
 
     Call it directly after the ``parameters`` cell (and papermill's injected
-    cell), before anything else is defined. Unknown names are looked for only on
-    the first call in a kernel (no ``params`` yet), which is how papermill and
-    nbval run; re-running the cell interactively, after later cells defined
-    their own variables, checks the declared parameters only.
+    cell), before anything else is defined. Unknown names are those assigned in
+    those cells, and, on the first call in a kernel (no ``params`` yet, as under
+    papermill and nbval), any other name in the namespace; re-running the cell
+    interactively, after later cells defined their own variables, does not flag
+    those. Types and ranges come from the parameters dataclass; ``overrides`` are
+    checked against the settings the notebook uses (:mod:`alvae_utils.overrides`).
+    Raises ConfigError naming the parameter, the value and the fix.
     """
     try:
-        spec = NOTEBOOKS[notebook].parameters
+        entry = NOTEBOOKS[notebook]
     except KeyError:
         raise ConfigError(f"unknown notebook {notebook!r}; known: {', '.join(NOTEBOOKS)}.") from None
-    declared = {f.name: f for f in fields(spec)}
+    spec = entry.parameters
+    declared = [f.name for f in fields(spec)]
     given = {name: value for name, value in namespace.items()
              if not name.startswith("_") and name not in _KERNEL_NAMES
              and not isinstance(value, (types.ModuleType, types.FunctionType, type))}
-    unknown = sorted(set(given) - set(declared))
-    if unknown and "params" not in namespace:
-        raise ConfigError(
-            f"{notebook}: unknown parameter(s) {', '.join(unknown)}; "
-            f"this notebook takes {', '.join(declared)} (papermill -p NAME VALUE)."
-        )
-    hints = typing.get_type_hints(spec)
+    candidates = _parameter_cell_names(namespace) | (set() if "params" in namespace else set(given))
+    unknown = sorted(candidates - set(declared))
+    if unknown:
+        raise _unknown_parameters(notebook, unknown, declared)
     values = {}
     for name in declared:
         if name not in given:
             raise ConfigError(f"{notebook}: parameter {name!r} is missing; run the parameters cell first.")
-        value, expected = given[name], hints[name]
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ConfigError(
-                f"{notebook}: parameter {name!r} must be {expected.__name__}, got {type(value).__name__} {value!r}."
-            )
-        values[name] = value
+        values[name] = check_value(spec, name, given[name], label=f"{notebook}: parameter {name!r}")
+    values["overrides"] = normalise(values["overrides"], allowed=entry.settings, where=f"{notebook}: ")
     params = spec(**values)
-    _check_values(notebook, params)
+    if params.profile or not entry.reads_results_of:
+        if params.profile not in PROFILES:
+            raise ConfigError(f"{notebook}: unknown profile {params.profile!r}; choose one of {', '.join(PROFILES)}"
+                              + (" (or \"\" for the stored runs)." if entry.reads_results_of else "."))
+        profile = profile_of(params)  # raises when the overrides do not form a valid run
+        if getattr(params, "dataset", None) is not None:
+            profile.experiment(params.dataset)  # raises with the profile's datasets
     return params
 
 
-def _check_values(notebook: str, params) -> None:
-    if params.profile not in PROFILES:
-        raise ConfigError(f"{notebook}: unknown profile {params.profile!r}; choose one of {', '.join(PROFILES)}.")
-    dataset = getattr(params, "dataset", None)
-    if dataset is not None:
-        get_profile(params.profile).experiment(dataset)  # raises with the profile's datasets
-    alpha_level = getattr(params, "alpha_level", None)
-    if alpha_level is not None and not 0 < alpha_level < 1:
-        raise ConfigError(f"{notebook}: alpha_level must be in (0, 1), got {alpha_level}.")
+def profile_of(params) -> Profile:
+    """The profile a notebook runs: the named one with the notebook's overrides applied."""
+    return apply(get_profile(params.profile), params.overrides)
+
+
+def stored_runs(notebook: str, params) -> tuple[Profile, pd.DataFrame]:
+    """(profile, rows) of the stored runs a notebook such as 03 analyses.
+
+    With ``params.profile`` empty the profile and overrides follow what is stored,
+    when exactly one set of runs exists. Raises :class:`NothingToAnalyse` when no
+    run is stored, saying which notebook to run first with which parameters, and
+    ConfigError listing the sets when several exist.
+    """
+    source = NOTEBOOKS[notebook].reads_results_of
+    if not params.profile:
+        sets = stored_sets()
+        if not sets:
+            raise NothingToAnalyse(f"{notebook}: nothing to analyse, no runs are stored under {results_root()}. "
+                                   f"Run {source} first, e.g. with profile='ci', dataset='mnist-sample'.")
+        if len(sets) > 1:
+            listing = "\n".join(f"  profile={entry['profile']!r}, overrides={entry['overrides']!r}: "
+                                 f"{entry['runs']} runs" for entry in sets)
+            raise ConfigError(f"{notebook}: several sets of runs are stored; pick one with the parameters "
+                              f"profile (and overrides):\n{listing}")
+        params = replace(params, profile=sets[0]["profile"], overrides=sets[0]["overrides"])
+    profile = profile_of(params)
+    rows = ResultStore(profile.name).load(profile.experiments)
+    if rows.empty:
+        runs = "; ".join(f"profile={profile.name!r}, dataset={dataset!r}, overrides={dict(params.overrides)!r}"
+                         for dataset in profile.datasets)
+        raise NothingToAnalyse(f"{notebook}: nothing to analyse, no stored runs of profile {profile.label!r}. "
+                               f"Run {source} first with {runs}.")
+    return profile, rows

@@ -33,8 +33,17 @@ def results_root() -> Path:
 
 
 def figures_dir() -> Path:
-    """Where figures are written (``$ALVAE_FIGURES_DIR``, default ``figures/``)."""
-    return _env_path("ALVAE_FIGURES_DIR", REPO_ROOT / "figures")
+    """Where figures are written (``$ALVAE_FIGURES_DIR``, default ``build/figures/``).
+
+    The default keeps interactive runs away from the committed gallery
+    (:func:`gallery_dir`), which only ``make figures`` rewrites.
+    """
+    return _env_path("ALVAE_FIGURES_DIR", REPO_ROOT / "build" / "figures")
+
+
+def gallery_dir() -> Path:
+    """The committed figures shown in the README (``figures/``), written by ``make figures``."""
+    return REPO_ROOT / "figures"
 
 
 def build_dir() -> Path:

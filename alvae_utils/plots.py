@@ -3,10 +3,13 @@
 Every function returns a ``matplotlib.figure.Figure`` made without pyplot: no
 global figure state, nothing to close, and a notebook shows a figure exactly
 when it names it (the inline backend's implicit display of pyplot figures is
-not reproducible from run to run, which nbval would flag);
-:func:`save_figure` writes it as PNG and PDF. Each figure carries a provenance
-footer (profile, data source, seeds) so a figure always says what it was
-computed from. Outside Jupyter, and unless ``$MPLBACKEND`` chooses otherwise,
+not reproducible from run to run, which nbval would flag). Such a figure has no
+image representation of its own, so in a Jupyter kernel this module registers
+IPython's PNG formatter for figures (what ``%matplotlib inline`` does): naming a
+figure, or ``display(fig)``, shows it as an image in JupyterLab and in executed
+notebooks. :func:`save_figure` writes it as PNG and PDF. Each figure carries a
+provenance footer (profile, data source, seeds) so a figure always says what it
+was computed from. Outside Jupyter, and unless ``$MPLBACKEND`` chooses otherwise,
 the non-interactive Agg backend is used so that scripts and tests run headless.
 """
 
@@ -36,6 +39,22 @@ from .features import FAMILIES  # noqa: E402
 from .methods import DEFAULT_ALPHA, Method  # noqa: E402
 from .paths import atomic_path, figures_dir  # noqa: E402
 from .stats import mean_curve  # noqa: E402
+
+
+def _show_figures_as_png_in_jupyter() -> None:
+    """In an IPython kernel, display ``Figure`` objects as PNG images (``bbox_inches="tight"``)."""
+    if "ipykernel" not in sys.modules:
+        return
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("png")
+
+
+_show_figures_as_png_in_jupyter()
 
 METRIC_LABELS: dict[str, str] = {
     "accuracy": "Validation accuracy",

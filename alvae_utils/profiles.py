@@ -12,6 +12,7 @@ experiment of Figs. 5–6.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from .config import ConfigError, ExperimentConfig, TrainConfig, TSNEConfig, VAEConfig
@@ -28,6 +29,12 @@ class Profile:
     methods: tuple[Method, ...]
     tsne: TSNEConfig
     vae_figure_dataset: str = "mnist"
+    overrides: tuple[tuple[str, object], ...] = ()  # (key, value) applied by alvae_utils.overrides, sorted
+
+    @property
+    def label(self) -> str:
+        """The name, plus the overrides when there are any: ``"quick [budget=200, train.initial_epochs=3]"``."""
+        return f"{self.name} [{describe_overrides(self.overrides)}]" if self.overrides else self.name
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -49,6 +56,14 @@ class Profile:
             experiment.validate()
         for method in self.methods:
             method.validate()
+        self.tsne.validate()
+
+
+def describe_overrides(overrides: Mapping[str, object] | Iterable[tuple[str, object]]) -> str:
+    """``"budget=200, train.initial_epochs=3"`` (sorted by key; lists joined by commas); empty for none."""
+    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    return ", ".join(f"{key}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+                     for key, value in sorted(items))
 
 
 def _methods(*labels: str) -> tuple[Method, ...]:

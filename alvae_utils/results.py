@@ -30,6 +30,7 @@ from torch import nn
 
 from .config import SCHEMA_VERSION, ExperimentConfig, config_hash
 from .methods import Method
+from .overrides import LISTS
 from .paths import atomic_path, results_root
 
 COLUMNS: tuple[str, ...] = (
@@ -131,16 +132,24 @@ class RunRecord:
 
 
 class ResultStore:
-    """All runs of one profile: ``results_root()/<profile>/``."""
+    """All runs of one profile: ``results_root()/<profile>/``.
 
-    def __init__(self, profile: str, root: Path | None = None):
+    ``overrides`` (a profile's :attr:`~alvae_utils.profiles.Profile.overrides`) are
+    recorded in each run's state, except the choice of methods and seeds, which
+    picks runs without changing them; :func:`stored_sets` reads them back.
+    """
+
+    def __init__(self, profile: str, root: Path | None = None, overrides: Iterable[tuple[str, object]] = ()):
         self.profile = profile
         self.root = (root or results_root()) / profile
+        self.overrides = {key: list(value) if isinstance(value, tuple) else value
+                          for key, value in overrides if key not in LISTS}
 
     def record(self, config: ExperimentConfig, method: Method, seed: int, data_description: str) -> RunRecord:
         key = run_key(config, method, seed, data_description)
-        header = {"schema": SCHEMA_VERSION, "profile": self.profile, "experiment": asdict(config),
-                  "data_description": data_description, "method": method.key_fields(), "seed": seed}
+        header = {"schema": SCHEMA_VERSION, "profile": self.profile, "overrides": self.overrides,
+                  "experiment": asdict(config), "data_description": data_description,
+                  "method": method.key_fields(), "seed": seed}
         return RunRecord(self.root / config.dataset, key, header)
 
     def load(self, experiments: Iterable[ExperimentConfig] | None = None) -> pd.DataFrame:
@@ -153,6 +162,21 @@ class ResultStore:
         if experiments is not None:
             rows = rows[rows["config_key"].isin({e.key() for e in experiments})].reset_index(drop=True)
         return rows
+
+
+def stored_sets(root: Path | None = None) -> list[dict[str, object]]:
+    """The sets of stored runs: one entry per (profile, overrides), with its number of runs, sorted.
+
+    Each entry is ``{"profile": name, "overrides": {key: value}, "runs": n}``; runs
+    stored before overrides existed count as having none.
+    """
+    counts: dict[tuple[str, str], int] = {}
+    for path in sorted((root or results_root()).glob("*/*/*.state.json")):
+        header = json.loads(path.read_text(encoding="utf-8"))
+        identity = (header["profile"], json.dumps(header.get("overrides", {}), sort_keys=True))
+        counts[identity] = counts.get(identity, 0) + 1
+    return [{"profile": profile, "overrides": json.loads(overrides), "runs": runs}
+            for (profile, overrides), runs in sorted(counts.items())]
 
 
 def load_results(directory: Path | None = None) -> pd.DataFrame:

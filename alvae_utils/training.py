@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from .config import TrainConfig
 from .device import INFERENCE_BATCH, epoch_batches, images_to_float, map_batches, module_device
 from .metrics import check_task, correct_decisions, per_sample_loss
 from .models import MIN_BATCH, LossPredictionModule, TaskModel, pair_ranking_loss
+from .progress import bar as progress_bar
 from .seeds import seed_everything
 
 
@@ -105,7 +105,7 @@ def train_task_model(
     start = time.perf_counter()
     losses: list[float] = []
     accuracy = 0.0
-    bar = tqdm(total=epochs, desc="train", leave=False, disable=not progress)
+    bar = progress_bar(epochs, "train epochs", enabled=progress)
     for module in modules:
         module.train()
     epoch = 0

@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from .config import SCHEMA_VERSION, VAEConfig, config_hash
 from .data import Dataset
 from .device import default_device, epoch_batches, images_to_float, map_batches, module_device
 from .models import MIN_BATCH, VAE, vae_loss
 from .paths import atomic_path, results_root
+from .progress import track
 from .seeds import VAE as VAE_STREAM
 from .seeds import derive_seed, seed_everything
 
@@ -54,7 +54,7 @@ def train_vae(
     generator = torch.Generator().manual_seed(seed)
     history: list[dict] = []
     vae.train()
-    for epoch in tqdm(range(1, config.epochs + 1), desc="vae", leave=False, disable=not progress):
+    for epoch in track(range(1, config.epochs + 1), desc="VAE epochs", enabled=progress):
         sums = torch.zeros(3, device=device)
         seen = 0
         for index in epoch_batches(images.shape[0], config.batch_size, generator, device):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fnmatch
 import io
 import os
 import shutil
@@ -24,17 +25,20 @@ import itertools
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import ConfigError, config_hash
 from .data import DataUnavailableError, load_experiment_data
 from .figures import figure_heuristics
 from .fixtures import write_medmnist_npz
 from .models import PretrainedWeightsUnavailable, check_pretrained_weights_available
 from .notebooks import NOTEBOOKS
-from .paths import REPO_ROOT, build_dir, figures_dir
+from .overrides import apply
+from .paths import REPO_ROOT, build_dir, figures_dir, gallery_dir
 from .profiles import Profile, get_profile
+from .progress import follow
 from .tsne_experiment import tsne_pool
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -66,13 +70,19 @@ def ci_sandbox(results: str = "results", figures: str = "figures") -> dict[str, 
 
 
 def _jobs(profile: Profile, available: list[str], notebooks: list[str]) -> list[tuple[str, dict]]:
-    """(notebook, parameters) in run order: the per-dataset notebooks once for each available dataset."""
+    """(notebook, parameters) in run order: the per-dataset notebooks once for each available dataset.
+
+    Each notebook gets the profile's overrides that it uses (none: no ``overrides`` parameter).
+    """
     jobs = []
     for notebook in notebooks:
+        used = {key: list(value) if isinstance(value, tuple) else value for key, value in profile.overrides
+                if any(fnmatch.fnmatchcase(key, pattern) for pattern in NOTEBOOKS[notebook].settings)}
+        common = {"profile": profile.name, **({"overrides": used} if used else {})}
         if NOTEBOOKS[notebook].per_dataset:
-            jobs += [(notebook, {"profile": profile.name, "dataset": dataset}) for dataset in available]
+            jobs += [(notebook, {**common, "dataset": dataset}) for dataset in available]
         else:
-            jobs.append((notebook, {"profile": profile.name}))
+            jobs.append((notebook, common))
     return jobs
 
 
@@ -117,6 +127,12 @@ def _plan(profile: Profile, only: list[str] | None) -> Plan:
     if unknown:
         raise ValueError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}.")
     notebooks = [notebook for notebook in NOTEBOOKS if not only or notebook in only]
+    unused = [key for key, _ in profile.overrides
+              if not any(fnmatch.fnmatchcase(key, pattern) for notebook in notebooks
+                         for pattern in NOTEBOOKS[notebook].settings)]
+    if unused:
+        raise ConfigError(f"no selected notebook uses the setting(s) {', '.join(unused)}; "
+                          f"selected: {', '.join(notebooks)}.")
     problems = []
     if any(e.train.pretrained for e in profile.experiments) \
             and any(NOTEBOOKS[notebook].trains_task_model for notebook in notebooks):
@@ -145,41 +161,52 @@ def _plan(profile: Profile, only: list[str] | None) -> Plan:
     return Plan(jobs, data, skipped)
 
 
-def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]:
+def make_figures(profile_name: str, only: list[str] | None = None,
+                 overrides: Mapping[str, object] | None = None) -> list[Path]:
     """Execute the notebooks for ``profile_name``; print and return the figures written.
 
     Everything the run needs (data files, and ImageNet weights for a pretrained
     profile) is checked first. A dataset that cannot be had is skipped, with
     what to provide; if nothing can run, NothingToRun says what is missing.
+    ``overrides`` (:mod:`alvae_utils.overrides`) reach each notebook that uses them.
+
+    Figures go to the committed gallery (``figures/``) for a profile run as it is,
+    and to ``build/<profile>-<key>/figures/`` with overrides, so a tweaked run never
+    replaces the gallery; ``$ALVAE_FIGURES_DIR``, when set, wins. Executed notebooks
+    go to ``build/<profile>/`` (``build/<profile>-<key>/`` with overrides).
     """
     import papermill  # heavy; only needed here
 
-    profile = get_profile(profile_name)
+    profile = apply(get_profile(profile_name), overrides or {})
     if profile.name == "ci":
         os.environ.update(ci_sandbox())
+    tag = profile.name + (f"-{config_hash(profile.overrides)[:8]}" if profile.overrides else "")
+    out_dir = build_dir() / tag
+    if "ALVAE_FIGURES_DIR" not in os.environ:
+        os.environ["ALVAE_FIGURES_DIR"] = str(out_dir / "figures" if profile.overrides else gallery_dir())
     plan = _plan(profile, only)
-    print(f"[alvae] profile {profile.name}, data:", flush=True)
+    print(f"[alvae] profile {profile.label}, data:", flush=True)
     for name, source in plan.data.items():
         print(f"  {name}: {source}")
     for name in plan.skipped:
         print(f"  {name}: skipped (why, and what to provide, at the end)")
-    out_dir = build_dir() / profile.name
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = []
     written: list[Path] = []
     for notebook, parameters in plan.jobs:
         suffix = f"-{parameters['dataset']}" if "dataset" in parameters else ""
         output = out_dir / f"{notebook}{suffix}.ipynb"
-        print(f"[alvae] {notebook}{suffix} (profile {profile.name}) -> {output.relative_to(REPO_ROOT)}", flush=True)
+        print(f"[alvae] {notebook}{suffix} (profile {profile.name}) -> {_shown(output)}", flush=True)
         tic = time.perf_counter()
         try:
-            papermill.execute_notebook(NOTEBOOK_DIR / f"{notebook}.ipynb", output, parameters=parameters,
-                                       kernel_name=KERNEL_NAME, cwd=str(NOTEBOOK_DIR),
-                                       progress_bar={"unit": "cell", "leave": False})
+            with follow(out_dir / "progress.log"):  # runs and steps finished inside the kernel, as they finish
+                papermill.execute_notebook(NOTEBOOK_DIR / f"{notebook}.ipynb", output, parameters=parameters,
+                                           kernel_name=KERNEL_NAME, cwd=str(NOTEBOOK_DIR),
+                                           progress_bar={"unit": "cell", "leave": False})
         except papermill.PapermillExecutionError as error:
             raise NotebookFailed(
                 f"{notebook}{suffix} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
-                f"  the executed copy with the full traceback is {output.relative_to(REPO_ROOT)}"
+                f"  the executed copy with the full traceback is {_shown(output)}"
             ) from None
         seconds = time.perf_counter() - tic
         timings.append({"notebook": notebook, "dataset": parameters.get("dataset", ""), "seconds": round(seconds, 1)})
@@ -187,12 +214,17 @@ def make_figures(profile_name: str, only: list[str] | None = None) -> list[Path]
         written += figure_files(profile, notebook, parameters.get("dataset"))
     _write_timings(out_dir / "timings.csv", timings)
 
-    print(f"\n[alvae] profile {profile.name}: {len(written)} figure files written to {figures_dir()}")
+    print(f"\n[alvae] profile {profile.label}: {len(written)} figure files written to {figures_dir()}")
     for path in written:
         print(f"  {path.name}")
     for name, reason in plan.skipped.items():
         print(f"\n[alvae] skipped {name}: {reason}")
     return written
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository when it is inside it (shorter to read), else as it is."""
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
 
 
 def figure_files(profile: Profile, notebook: str, dataset: str | None = None) -> list[Path]:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "alvae_utils"
 LAYERS = [
-    {"paths", "config", "registry", "seeds", "device"},
+    {"paths", "config", "registry", "seeds", "device", "progress"},
     {"data", "fixtures", "models"},
-    {"metrics", "training", "vae", "selection", "heuristics", "features", "methods", "profiles", "results"},
+    {"metrics", "training", "vae", "selection", "heuristics", "features", "methods", "profiles", "overrides",
+     "results"},
     {"loop", "tsne", "tsne_experiment"},
     {"stats", "tables", "figures", "plots"},
     {"notebooks", "workflow", "cli", "__main__", "__init__"},

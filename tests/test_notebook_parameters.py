@@ -3,7 +3,7 @@
 import ast
 import json
 import types
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from alvae_utils.notebooks import NOTEBOOKS, ActiveLearningParameters, check_par
 
 def _kernel_namespace(**values):
     return {"__name__": "__main__", "_i1": "", "In": [], "Out": {}, "get_ipython": lambda: None,
-            "exit": None, "quit": None, "np": types.ModuleType("numpy"), **values}
+            "exit": None, "quit": None, "np": types.ModuleType("numpy"), "overrides": {}, **values}
 
 
 def test_valid_parameters_come_back_typed():
@@ -40,7 +40,7 @@ def test_wrong_types_and_values_are_rejected():
     with pytest.raises(ConfigError, match="has no experiment for dataset 'cifar10'"):
         check_parameters("01_vae_training", _kernel_namespace(profile="quick", dataset="cifar10",
                                                               n_reconstructions=4))
-    with pytest.raises(ConfigError, match="alpha_level must be in"):
+    with pytest.raises(ConfigError, match="'alpha_level' must be in"):
         check_parameters("03_significance_tests", _kernel_namespace(profile="quick", alpha_level=5.0))
 
 
@@ -67,6 +67,17 @@ def test_committed_notebook_is_clean_and_declares_what_the_package_checks(name):
     assert all("#" in line for line in source.splitlines()), "every parameter has a comment"
     declared = {node.target.id: (ast.unparse(node.annotation), ast.literal_eval(node.value)) for node in tree.body}
     spec = NOTEBOOKS[name].parameters
-    expected = {f.name: (f.type if isinstance(f.type, str) else f.type.__name__, f.default) for f in fields(spec)}
+    expected = {f.name: (f.type if isinstance(f.type, str) else f.type.__name__,
+                         f.default_factory() if f.default is MISSING else f.default) for f in fields(spec)}
     assert declared == expected
     assert notebook["metadata"]["kernelspec"]["name"] == "alvae"
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_papermill_reads_every_declared_parameter_with_its_type(name):
+    import papermill
+
+    inspected = papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"))
+    spec = NOTEBOOKS[name].parameters
+    assert {key: value["inferred_type_name"] for key, value in inspected.items()} == {
+        f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in fields(spec)}
