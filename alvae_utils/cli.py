@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 
 from .config import ConfigError
+from .device import resolve_device
 from .features import FAMILIES
 from .heuristics import HEURISTICS, get_heuristic
 from .methods import DEFAULT_ALPHA, Method
@@ -70,6 +70,19 @@ def _parser() -> argparse.ArgumentParser:
     figures.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                          help="run only these notebooks (e.g. 02_active_learning)")
     _add_set_option(figures)
+    results = commands.add_parser("results", help="list stored runs, or remove chosen ones",
+                                  description="List the stored runs (configuration, overrides, steps done, "
+                                              "damage) or remove chosen ones so that they are recomputed.")
+    actions = results.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="one line per stored run")
+    clean = actions.add_parser("clean", help="remove the chosen runs (all their files)")
+    for action in (listing, clean):
+        action.add_argument("--profile", help="only runs of this profile")
+        action.add_argument("--dataset", help="only runs on this dataset")
+        action.add_argument("--method", help="only runs of this method label, e.g. coreset+vae")
+    clean.add_argument("--run", nargs="+", metavar="KEY", default=[], help="only these run keys")
+    clean.add_argument("--unfinished", action="store_true", help="only runs not finished (incl. damaged)")
+    clean.add_argument("--damaged", action="store_true", help="only damaged runs")
     commands.add_parser("validate-notebooks",
                         help="nbval: re-execute build/ci/*.ipynb from scratch and compare outputs")
     return parser
@@ -94,16 +107,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _experiment(args: argparse.Namespace):
-    """The profile with the overrides applied, and the experiment of ``--dataset``.
-
-    A dataset the profile does not list takes the settings of the profile's first experiment.
-    """
-    overrides = _overrides(args)
-    profile = apply(get_profile(args.profile), overrides)
-    if args.dataset in profile.datasets:
-        return profile, profile.experiment(args.dataset)
-    experiment = replace(profile.experiments[0], dataset=args.dataset)
-    experiment.validate()
+    """The profile with the overrides applied, and the experiment of ``--dataset`` (adapted to its splits
+    when the profile does not list it; what was adapted is printed)."""
+    profile = apply(get_profile(args.profile), _overrides(args))
+    experiment, notes = profile.experiment_for(args.dataset)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     return profile, experiment
 
 
@@ -142,20 +151,51 @@ def _summary(rows) -> str:
     return table.round(4).to_string()
 
 
+def _results(args: argparse.Namespace) -> int:
+    """``results list`` and ``results clean``: the store's runs, filtered by the options."""
+    from .results import list_runs, remove_runs
+
+    runs = list_runs()
+    for column in ("profile", "dataset", "method"):
+        if getattr(args, column):
+            runs = runs[runs[column] == getattr(args, column)]
+    if args.action == "list":
+        print(runs.to_string(index=False) if len(runs) else "no stored runs match.")
+        return 0
+    if not (args.profile or args.dataset or args.method or args.run or args.unfinished or args.damaged):
+        raise ConfigError("results clean needs a choice of runs: --profile, --dataset, --method, --run KEY, "
+                          "--unfinished or --damaged (see `results list`).")
+    if args.run:
+        unknown = sorted(set(args.run) - set(runs["key"]))
+        if unknown:
+            raise ConfigError(f"no stored run has the key(s) {', '.join(unknown)}; see `results list`.")
+        runs = runs[runs["key"].isin(args.run)]
+    if args.damaged:
+        runs = runs[runs["status"].str.startswith("damaged")]
+    if args.unfinished:
+        runs = runs[runs["status"] != "finished"]
+    removed = remove_runs(runs["key"])
+    print(f"removed {len(runs)} run(s), {len(removed)} file(s).")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .data import DataCorruptedError, DataUnavailableError
     from .models import PretrainedWeightsUnavailable
+    from .notebooks import NothingToAnalyse
+    from .results import StoreDamaged
     from .workflow import NotebookFailed, NothingToRun
 
     user_errors = (ConfigError, ValueError, DataUnavailableError, DataCorruptedError, PretrainedWeightsUnavailable,
-                   NotebookFailed, NothingToRun)
+                   StoreDamaged, NotebookFailed, NothingToRun, NothingToAnalyse)
     try:
         if args.command == "run":
             from .loop import run_sweep
 
             profile, experiment = _experiment(args)
             methods = _methods(args, profile)
+            resolve_device(args.device)  # a wrong device fails here, before data or models are loaded
             rows = run_sweep(profile, experiment.dataset, methods, args.seed, experiment=experiment,
                              device=args.device, progress=not args.no_progress)
             print(_summary(rows))
@@ -163,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             from .workflow import make_figures
 
             make_figures(args.profile, only=args.only, overrides=_overrides(args))
+        elif args.command == "results":
+            return _results(args)
         elif args.command == "validate-notebooks":
             from .workflow import validate_notebooks
 

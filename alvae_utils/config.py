@@ -18,9 +18,11 @@ import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of what determines stored numbers (run keys, cached VAEs). Bump it on purpose whenever a
-change alters a run's numbers without changing its configuration, so old results are recomputed."""
+change alters a run's numbers without changing its configuration, so old results are recomputed.
+
+2: keys include the data's content fingerprint; one AUC rule for multi-class and multi-label data."""
 
 
 class ConfigError(ValueError):

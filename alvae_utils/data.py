@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import importlib.util
 import os
 import sys
@@ -76,6 +77,21 @@ class Dataset:
     def subset(self, indices: torch.Tensor) -> "Dataset":
         return Dataset(self.name, self.images[indices], self.labels[indices], self.task,
                        self.class_names, self.description)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """16-hex-digit SHA-256 of the images and labels, in order: what the data *is*, not what it is called.
+
+        Two files with the same name and shape but other content give other
+        fingerprints, so results and VAEs computed on one are never reused for the other.
+        Computed once per loaded dataset (cached on it).
+        """
+        digest = hashlib.sha256()
+        for tensor in (self.images, self.labels):
+            array = np.ascontiguousarray(tensor.cpu().numpy())
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()[:16]
 
 
 # torchvision class names of the IDX datasets.
@@ -329,6 +345,8 @@ def _load_medmnist(flag: str, split: str, root: Path, download: bool, why_not: s
             f"{info['python_class']} is not available: {path.name} missing from {root}; {why_not}.\n"
             f"Download\n  {info['url']}\n(MD5 {info['MD5']}) as {path.name} into {root}, "
             f"or set ALVAE_DATA_ROOT to a data root that holds {path.name}.")
+    stat = path.stat()
+    check_medmnist_file(path, flag, stat.st_size, stat.st_mtime_ns)  # the whole contract, once per file
     try:
         # download=False: with a file present medmnist would otherwise re-download
         # any file whose MD5 differs from the published one.
@@ -336,25 +354,92 @@ def _load_medmnist(flag: str, split: str, root: Path, download: bool, why_not: s
         images, labels = np.asarray(data.imgs), np.asarray(data.labels)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError) as error:
         raise _corrupted(path, f"{type(error).__name__}: {error}") from None
-    task, n_outputs = medmnist_task(flag), len(info["label"])
-    rgb = images.ndim == 4 and images.shape[-1] == 3
-    if images.shape[1:3] != (28, 28) or images.ndim != 3 + rgb or labels.shape != (
-            len(images), n_outputs if task == MULTILABEL else 1):
-        raise _corrupted(path, f"{split} images {images.shape} and labels {labels.shape} are not "
-                               f"28x28 {info['python_class']} arrays")
-    if labels.size and labels.max() >= (2 if task == MULTILABEL else n_outputs):
-        raise _corrupted(path, f"{split} labels reach {labels.max()}")
+    task = medmnist_task(flag)
+    rgb = images.ndim == 4
     if rgb:
         images = np.rint(images @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
     labels = labels.astype(np.int64)
     labels = labels if task == MULTILABEL else labels[:, 0]
     class_names = tuple(info["label"][key] for key in sorted(info["label"], key=int))
-    description = f"{info['python_class']} (MedMNIST v2{', converted to grayscale' if rgb else ''})"
+    grey = ", converted to grayscale" if rgb else ""
     with np.load(path) as stored:
-        if SYNTHETIC_MARKER in stored.files:
-            description = f"synthetic {info['python_class']}-format data (generated test fixture)"
+        synthetic = SYNTHETIC_MARKER in stored.files
+    if synthetic:
+        description = f"synthetic {info['python_class']}-format data (generated test fixture)"
+    elif _md5(path, path.stat().st_size, path.stat().st_mtime_ns) == info["MD5"]:
+        description = f"{info['python_class']} (MedMNIST v2, published file{grey})"
+    else:
+        description = f"{info['python_class']}-format local file (not the published MedMNIST v2 release{grey})"
     return Dataset(flag, torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).contiguous(),
                    torch.from_numpy(np.ascontiguousarray(labels)), task, class_names, description)
+
+
+MEDMNIST_SPLITS = ("train", "val", "test")
+
+
+@functools.lru_cache(maxsize=16)
+def check_medmnist_file(path: Path, flag: str, size: int, mtime_ns: int) -> None:
+    """Check a ``<flag>.npz`` against the whole MedMNIST 28×28 contract, before any split is used.
+
+    Every split must hold ``{split}_images`` as uint8 (N, 28, 28) — (N, 28, 28, 3) for the
+    RGB flags — and ``{split}_labels`` as integers (N, L) with 0/1 entries for multi-label
+    flags, or (N, 1) with classes 0 … C−1; all splits alike. Nothing is converted: a
+    float image file is ambiguous ([0, 1] or [0, 255]?), so it is refused with what to do.
+    ``size`` and ``mtime_ns`` (of the file) key the cache, so a replaced file is checked again.
+    Raises DataCorruptedError naming the file, the field, what was found and what was expected.
+    """
+    info = medmnist.INFO[flag]
+    task, n_outputs, channels = medmnist_task(flag), len(info["label"]), int(info["n_channels"])
+    image_shape = (28, 28) if channels == 1 else (28, 28, 3)
+    try:
+        with np.load(path) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as error:
+        raise _corrupted(path, f"{type(error).__name__}: {error}") from None
+
+    def violation(field: str, found: str, expected: str) -> DataCorruptedError:
+        return DataCorruptedError(
+            f"{path} does not follow the MedMNIST format of {flag}: {field} is {found}, expected {expected}. "
+            f"Rewrite the file in that format, or replace it with the published one ({info['url']}).")
+
+    for split in MEDMNIST_SPLITS:
+        for field in (f"{split}_images", f"{split}_labels"):
+            if field not in arrays:
+                raise violation(field, "missing", "one array per split (train, val, test) of images and labels")
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim >= 3 and images.shape[1] == images.shape[2] and images.shape[1] in (64, 128, 224):
+            side = images.shape[1]
+            raise DataCorruptedError(
+                f"{path} holds {side}×{side} images: it is MedMNIST+'s {flag}_{side}.npz, not the 28×28 file that "
+                f"alvae reads. Rename it to {flag}_{side}.npz and place the 28×28 {flag}.npz ({info['url']}) "
+                f"in {path.parent}.")
+        if images.shape[1:] != image_shape:
+            raise violation(f"{split}_images", f"of shape {images.shape}", f"(N, {', '.join(map(str, image_shape))})")
+        if images.dtype != np.uint8:
+            low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+            raise violation(f"{split}_images", f"{images.dtype} with values in [{low:g}, {high:g}]",
+                            "uint8 pixel values 0–255 (convert with np.rint(x * 255) for [0, 1] data, or "
+                            "np.rint(x) for [0, 255] data, then .astype(np.uint8))")
+        label_shape = (len(images), n_outputs if task == MULTILABEL else 1)
+        if labels.shape != label_shape:
+            raise violation(f"{split}_labels", f"of shape {labels.shape}",
+                            f"{label_shape}: one row per image of {split}_images")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise violation(f"{split}_labels", f"{labels.dtype}", "integer labels")
+        top = 1 if task == MULTILABEL else n_outputs - 1
+        if labels.size and (labels.min() < 0 or labels.max() > top):
+            raise violation(f"{split}_labels", f"in [{labels.min()}, {labels.max()}]",
+                            "0/1 per label" if task == MULTILABEL else f"classes 0 … {top}")
+
+
+@functools.lru_cache(maxsize=16)
+def _md5(path: Path, size: int, mtime_ns: int) -> str:
+    """MD5 of a file, cached per (path, size, modification time): once per file, not once per split."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _sample_file() -> Path:

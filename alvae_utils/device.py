@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from .config import ConfigError
+
 INFERENCE_BATCH = 1024
 """Images per forward pass in inference: large, since no activations are kept for backward."""
 
@@ -20,6 +22,31 @@ INFERENCE_BATCH = 1024
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(spec: str | torch.device | None) -> torch.device:
+    """The device to run on: ``None`` → :func:`default_device`; else ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises ConfigError, before any work, for a name torch does not know or a CUDA
+    device this machine does not have.
+    """
+    if spec is None:
+        return default_device()
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {spec!r}; use cpu, cuda or cuda:N (default: cuda when available).") \
+            from None
+    if device.type == "cuda":
+        available = torch.cuda.device_count()
+        if available == 0:
+            raise ConfigError(f"device {spec!r} asked for, but this machine has no CUDA device; use cpu.")
+        if device.index is not None and device.index >= available:
+            raise ConfigError(f"device {spec!r} asked for, but this machine has {available} CUDA device(s): "
+                              f"use cuda:0 … cuda:{available - 1}.")
+    elif device.type != "cpu":
+        raise ConfigError(f"device {spec!r} is not supported here; use cpu, cuda or cuda:N.")
+    return device
 
 
 def module_device(module: nn.Module) -> torch.device:

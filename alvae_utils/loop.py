@@ -29,7 +29,7 @@ import torch
 
 from .config import ConfigError, ExperimentConfig
 from .data import Dataset, load_experiment_data
-from .device import default_device
+from .device import default_device, resolve_device
 from .features import FeatureContext, pool_features
 from .heuristics import APPEND, LOSS_MODULE, select
 from .methods import Method
@@ -37,7 +37,7 @@ from .metrics import evaluate
 from .models import LossPredictionModule, TaskModel, check_pretrained_weights_available
 from .profiles import Profile, get_profile
 from .progress import track
-from .results import ResultStore, RunState, step_row
+from .results import ResultStore, RunState, data_fingerprint, run_provenance, step_row
 from .seeds import FEATURES, INITIAL_LABELS, MODEL, SELECT, TRAIN, derive_seed
 from .selection import augment_features
 from .training import build_task_model, predict, train_task_model
@@ -99,12 +99,13 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
     family = method.family
     if family is not None and not family.refit_each_step and family_features is None:
         raise ConfigError(f"method {method.label} needs the pool's {family.title} features; pass family_features.")
-    record = store.record(config, method, seed, pool.description)
+    device = device or default_device()
+    record = store.record(config, method, seed, pool.description, data_fingerprint(pool, evaluation),
+                          provenance=run_provenance(device))
     rows, state = record.load()
     if state is not None and state.finished:
         return rows
 
-    device = device or default_device()
     heuristic = method.spec
     counts = config.label_counts()
     pool_images, pool_labels = pool.images.to(device), pool.labels.to(device)
@@ -136,7 +137,7 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
                 device=device, with_loss_prediction=heuristic.trains_loss_module,
                 extra_dim=0 if extra_features is None else extra_features.shape[1])
             if fine_tune and step > 0:
-                record.load_model({"model": model, "lp": lp_module}, device)
+                record.load_model({"model": model, "lp": lp_module}, state, device)
         on_device = labeled.to(device)
         trained = train_task_model(
             model, pool_images[on_device], pool_labels[on_device], pool.task, config.train.epochs_for_step(step),
@@ -161,9 +162,8 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
                                   step_features, extra_features, generator)
             select_seconds = time.perf_counter() - started
             labeled = torch.cat([labeled, picked.cpu()])
-        if fine_tune:
-            record.save_model({"model": model, "lp": lp_module})
-        record.save(rows, RunState(step + 1, labeled.tolist(), select_seconds, finished))
+        record.commit_step(rows, RunState(step + 1, labeled.tolist(), select_seconds, finished),
+                           modules={"model": model, "lp": lp_module} if fine_tune else None)
     return rows
 
 
@@ -177,6 +177,7 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
     are fitted once here, before the runs, and cached by the family.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
+    device = resolve_device(device)
     experiment = experiment or profile.experiment(dataset)
     methods = list(methods or profile.methods)
     run_seeds = list(profile.seeds if seeds is None else seeds)
@@ -188,7 +189,6 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
 
     pool, evaluation = load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
                                             seed=experiment.pool_seed)
-    device = torch.device(device) if device else default_device()
     fitted_once = {}
     for family in dict.fromkeys(m.family for m in methods if m.family and not m.family.refit_each_step):
         context = FeatureContext(pool, experiment.vae, experiment.pool_seed, device, progress)

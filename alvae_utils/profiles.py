@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from .config import ConfigError, ExperimentConfig, TrainConfig, TSNEConfig, VAEConfig
+from .data import DATASETS, evaluation_split, split_sizes
 from .methods import Method
 
 
@@ -49,6 +50,32 @@ class Profile:
             f"profile {self.name!r} has no experiment for dataset {dataset!r}; "
             f"it defines {', '.join(self.datasets)}."
         )
+
+    def experiment_for(self, dataset: str) -> tuple[ExperimentConfig, list[str]]:
+        """The experiment of ``dataset``, also for a dataset the profile does not list; and what was adapted.
+
+        Another dataset takes the settings of the profile's first experiment, fitted to
+        its published splits: an evaluation size above the evaluation split becomes the
+        whole split, and a pool above the training split becomes the whole training
+        split. The returned notes say so; the run key records the sizes used.
+        Raises ConfigError (unknown dataset, or sizes that still cannot form a run).
+        """
+        if dataset in self.datasets:
+            return self.experiment(dataset), []
+        if dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}.")
+        experiment, notes = replace(self.experiments[0], dataset=dataset), []
+        sizes, eval_split = split_sizes(dataset), evaluation_split(dataset)
+        if experiment.eval_size is not None and experiment.eval_size > sizes[eval_split]:
+            notes.append(f"{dataset}'s {eval_split} split has {sizes[eval_split]} images, fewer than the profile's "
+                         f"eval_size={experiment.eval_size}: evaluating on the whole split.")
+            experiment = replace(experiment, eval_size=None)
+        if experiment.pool_size > sizes["train"]:
+            notes.append(f"{dataset}'s train split has {sizes['train']} images, fewer than the profile's "
+                         f"pool_size={experiment.pool_size}: the pool is the whole train split.")
+            experiment = replace(experiment, pool_size=sizes["train"])
+        experiment.validate()
+        return experiment, notes
 
     def validate(self) -> None:
         """Raise ConfigError if any experiment or method of the profile cannot run."""

@@ -18,20 +18,26 @@ and a rerun resumes from the last completed step.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import subprocess
+import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
+from . import __version__
 from .config import SCHEMA_VERSION, ExperimentConfig, config_hash
-from .methods import Method
+from .data import Dataset
+from .methods import DEFAULT_ALPHA, Method
 from .overrides import LISTS
-from .paths import atomic_path, results_root
+from .profiles import describe_overrides
+from .paths import REPO_ROOT, atomic_path, results_root
 
 COLUMNS: tuple[str, ...] = (
     "profile", "dataset", "data_description", "method", "heuristic", "use_vae", "alpha", "seed",
@@ -62,17 +68,57 @@ def step_row(*, profile: str, config: ExperimentConfig, method: Method, seed: in
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new file, never half of one."""
-    with atomic_path(path) as tmp, open(tmp, "x") as handle:
+    """Write ``text`` to ``path`` as UTF-8, so readers see the old or the new file, never half of one.
+
+    UTF-8 whatever the locale: labels such as ``coreset+vae(α=0.5)`` must survive a C or cp1252 locale.
+    """
+    with atomic_path(path) as tmp, open(tmp, "x", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def run_key(config: ExperimentConfig, method: Method, seed: int, data_description: str) -> str:
-    """Hash of everything that determines a run's numbers (``data_description``: the pool's source)."""
+def run_key(config: ExperimentConfig, method: Method, seed: int, data_description: str,
+            data_fingerprint: str = "") -> str:
+    """Hash of everything that determines a run's numbers.
+
+    ``data_description`` names the data's source; ``data_fingerprint`` hashes its
+    content (:func:`data_fingerprint`), so a replaced file of the same name and shape
+    gives a new key.
+    """
     return config_hash({"schema": SCHEMA_VERSION, "experiment": asdict(config), "data": data_description,
-                        "method": method.key_fields(), "seed": seed})
+                        "data_fingerprint": data_fingerprint, "method": method.key_fields(), "seed": seed})
+
+
+def data_fingerprint(pool: Dataset, evaluation: Dataset) -> str:
+    """The content of the data a run uses: the pool's and the evaluation set's fingerprints."""
+    return f"{pool.fingerprint}-{evaluation.fingerprint}"
+
+
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def run_provenance(device: torch.device) -> dict[str, object]:
+    """What produced a run, recorded in its state: alvae version, git commit, torch, device and threads."""
+    return {"alvae": __version__, "git_commit": _git_commit(), "torch": torch.__version__, "device": str(device),
+            "torch_threads": torch.get_num_threads()}
+
+
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"medmnist_acc", "auc", "alpha", "select_seconds"})
+"""Columns that may be NaN by design: ``medmnist_acc`` (multi-class data), ``auc`` (no class can be
+scored), ``alpha`` (no feature family) and ``select_seconds`` (lost when a run resumed from a damaged
+record). Every other column must hold a value, or the row is damaged."""
+
+
+class StoreDamaged(RuntimeError):
+    """A stored run cannot be read; the message names the file and how to recompute the run."""
 
 
 @dataclass
@@ -80,13 +126,24 @@ class RunState:
     """What a rerun needs to continue: completed steps and the labeled set for the next one."""
 
     completed_steps: int
-    labeled: list[int]  # pool indices of L for step ``completed_steps``
-    pending_select_seconds: float  # time of the selection that produced ``labeled``
+    labeled: list[int]  # pool indices of L for step ``completed_steps``, in the order they were labeled
+    pending_select_seconds: float  # time of the selection that produced ``labeled`` (NaN when lost)
     finished: bool
+    model_file: str | None = None  # fine-tuning: the file of the model carried into step ``completed_steps``
 
 
 class RunRecord:
-    """The stored rows and state of one (config, method, seed) run."""
+    """The stored rows, state and (fine-tuning) carried model of one (config, method, seed) run.
+
+    A step commits as one unit: the rows are rewritten, the carried model is written
+    to a file of its own step, and only then is the state — the commit point, which
+    names that file — replaced; the previous step's model file is removed last. A
+    crash anywhere in between leaves the previous commit intact, and whatever was
+    written ahead of it is ignored. On loading, the rows are checked against the
+    state (steps 0 … k−1 in order, this run's key, a value in every column outside
+    :data:`OPTIONAL_COLUMNS`); a damaged run resumes from its last valid step (a
+    fine-tuned one from the start, as earlier models are not kept), with a warning.
+    """
 
     def __init__(self, directory: Path, key: str, header: dict[str, object]):
         self.directory = directory
@@ -94,41 +151,107 @@ class RunRecord:
         self.header = header
         self.csv_path = directory / f"{key}.csv"
         self.state_path = directory / f"{key}.state.json"
-        self.model_path = directory / f"{key}.model.pt"
+
+    def model_path(self, step: int) -> Path:
+        """The file of the model carried out of ``step`` (fine-tuning)."""
+        return self.directory / f"{self.key}.model-step{step}.pt"
+
+    def read_state(self) -> dict[str, object] | None:
+        """The stored state as written (None for a run never started); StoreDamaged if unreadable."""
+        if not self.state_path.exists():
+            return None
+        try:
+            state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            int(state["completed_steps"]), list(state["labeled"]), bool(state["finished"])
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+            raise StoreDamaged(
+                f"{self.state_path} cannot be read ({type(error).__name__}: {error}). Remove the run with "
+                f"`python -m alvae_utils results clean --run {self.key}` and rerun to recompute it.") from None
+        return state
+
+    def _valid_rows(self, completed: int) -> pd.DataFrame:
+        """The leading rows that agree with a state of ``completed`` steps; warns about the first damaged one."""
+        if not self.csv_path.exists():
+            return pd.DataFrame(columns=list(COLUMNS))
+        try:
+            rows = pd.read_csv(self.csv_path, encoding="utf-8")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+            warnings.warn(f"{self.csv_path} cannot be read ({type(error).__name__}); the run starts again.",
+                          stacklevel=3)
+            return pd.DataFrame(columns=list(COLUMNS))
+        missing = [column for column in COLUMNS if column not in rows.columns]
+        if missing:
+            warnings.warn(f"{self.csv_path} lacks column(s) {missing}; the run starts again.", stacklevel=3)
+            return pd.DataFrame(columns=list(COLUMNS))
+        required = [column for column in COLUMNS if column not in OPTIONAL_COLUMNS]
+        valid = 0
+        for step, row in enumerate(rows.iloc[:completed].itertuples(index=False)):
+            values = row._asdict()
+            problem = ("step" if values["step"] != step else "run_key" if values["run_key"] != self.key
+                       else next((c for c in required if pd.isna(values[c])), None))
+            if problem:
+                warnings.warn(f"{self.csv_path}: row {step} is damaged ({problem}); the run resumes from step "
+                              f"{step}.", stacklevel=3)
+                break
+            valid += 1
+        return rows.iloc[:valid].loc[:, list(COLUMNS)]
 
     def load(self) -> tuple[pd.DataFrame, RunState | None]:
-        """Rows and state written so far; (empty, None) for a run never started."""
-        if not self.state_path.exists():
-            return pd.DataFrame(columns=list(COLUMNS)), None
-        state = json.loads(self.state_path.read_text())
-        rows = pd.read_csv(self.csv_path) if self.csv_path.exists() else pd.DataFrame(columns=list(COLUMNS))
-        # The state is written after the rows; trust whichever says less was done.
-        completed = min(int(state["completed_steps"]), len(rows))
-        rows = rows.iloc[:completed]
-        return rows, RunState(completed, list(state["labeled"]), float(state["pending_select_seconds"]),
-                              bool(state["finished"]) and completed == int(state["completed_steps"]))
+        """Valid rows and the state to resume from; (empty, None) for a run never started.
 
-    def save(self, rows: pd.DataFrame, state: RunState) -> None:
-        """Persist after a step: rows first, then the state that refers to them."""
-        atomic_write_text(self.csv_path, rows.to_csv(index=False))
-        payload = {**self.header, **asdict(state)}
-        atomic_write_text(self.state_path, json.dumps(payload))
-
-    def save_model(self, modules: dict[str, nn.Module | None]) -> None:
-        """Keep the modules a fine-tuned run carries to its next step (e.g. ``{"model": T, "lp": P}``).
-
-        Written atomically; ``None`` entries are stored as absent.
+        Raises StoreDamaged when the state file cannot be read.
         """
-        state = {name: None if module is None else module.state_dict() for name, module in modules.items()}
-        with atomic_path(self.model_path) as tmp:
-            torch.save(state, tmp)
+        state = self.read_state()
+        if state is None:
+            return pd.DataFrame(columns=list(COLUMNS)), None
+        stored = int(state["completed_steps"])
+        rows = self._valid_rows(stored)
+        completed = len(rows)
+        model_file = state.get("model_file")
+        fine_tune = bool(self.header["experiment"]["train"]["fine_tune"])
+        if fine_tune and completed and (model_file is None or not (self.directory / model_file).exists()
+                                        or completed < stored):
+            warnings.warn(f"{self.state_path}: the model carried into step {completed} is not stored; "
+                          "the fine-tuned run starts again.", stacklevel=2)
+            rows, completed = rows.iloc[:0], 0
+        if completed == stored:
+            return rows, RunState(completed, list(state["labeled"]), float(state["pending_select_seconds"]),
+                                  bool(state["finished"]), model_file)
+        # L only grows by appending picks, so L at an earlier step is a prefix of the stored one.
+        experiment = self.header["experiment"]
+        size = int(experiment["initial_labels"]) + completed * int(experiment["budget"])
+        return rows, RunState(completed, list(state["labeled"])[:size], float("nan"), False, None)
 
-    def load_model(self, modules: dict[str, nn.Module | None], device: torch.device) -> None:
-        """Load what :meth:`save_model` kept into ``modules`` (same names; ``None`` entries are skipped)."""
-        state = torch.load(self.model_path, map_location=device, weights_only=True)
+    def commit_step(self, rows: pd.DataFrame, state: RunState,
+                    modules: dict[str, nn.Module | None] | None = None) -> None:
+        """Persist one step as a unit: rows, then the carried model (``modules``, fine-tuning), then the state.
+
+        ``modules`` are saved by name (``None`` entries as absent) to the file of step
+        ``state.completed_steps − 1``; the state names it, and the previous model file
+        goes only after the state is committed.
+        """
+        previous = (self.read_state() or {}).get("model_file")
+        atomic_write_text(self.csv_path, rows.to_csv(index=False))
+        if modules is not None:
+            model_path = self.model_path(state.completed_steps - 1)
+            weights = {name: None if module is None else module.state_dict() for name, module in modules.items()}
+            with atomic_path(model_path) as tmp:
+                torch.save(weights, tmp)
+            state = replace(state, model_file=model_path.name)
+        atomic_write_text(self.state_path, json.dumps({**self.header, **asdict(state)}))
+        if previous and previous != state.model_file:
+            (self.directory / previous).unlink(missing_ok=True)
+
+    def load_model(self, modules: dict[str, nn.Module | None], state: RunState, device: torch.device) -> None:
+        """Load the model that ``state`` names into ``modules`` (same names; ``None`` entries are skipped)."""
+        weights = torch.load(self.directory / state.model_file, map_location=device, weights_only=True)
         for name, module in modules.items():
             if module is not None:
-                module.load_state_dict(state[name])
+                module.load_state_dict(weights[name])
+
+    def files(self) -> list[Path]:
+        """Every file of this run that exists."""
+        return sorted(path for path in self.directory.glob(f"{self.key}.*") if path.is_file())
 
 
 class ResultStore:
@@ -145,11 +268,14 @@ class ResultStore:
         self.overrides = {key: list(value) if isinstance(value, tuple) else value
                           for key, value in overrides if key not in LISTS}
 
-    def record(self, config: ExperimentConfig, method: Method, seed: int, data_description: str) -> RunRecord:
-        key = run_key(config, method, seed, data_description)
+    def record(self, config: ExperimentConfig, method: Method, seed: int, data_description: str,
+               data_fingerprint: str = "", provenance: dict[str, object] | None = None) -> RunRecord:
+        """The record of one run (see :func:`run_key`); ``provenance`` (:func:`run_provenance`) goes into its state."""
+        key = run_key(config, method, seed, data_description, data_fingerprint)
         header = {"schema": SCHEMA_VERSION, "profile": self.profile, "overrides": self.overrides,
                   "experiment": asdict(config), "data_description": data_description,
-                  "method": method.key_fields(), "seed": seed}
+                  "data_fingerprint": data_fingerprint, "method": method.key_fields(), "seed": seed,
+                  "produced_by": provenance or {}}
         return RunRecord(self.root / config.dataset, key, header)
 
     def load(self, experiments: Iterable[ExperimentConfig] | None = None) -> pd.DataFrame:
@@ -179,10 +305,54 @@ def stored_sets(root: Path | None = None) -> list[dict[str, object]]:
             for (profile, overrides), runs in sorted(counts.items())]
 
 
+def list_runs(root: Path | None = None) -> pd.DataFrame:
+    """One row per stored run: profile, dataset, method, seed, overrides, steps done of total, status, key.
+
+    ``status`` is ``finished``, ``in progress`` or ``damaged: …`` (a state that cannot
+    be read, or rows that disagree with it; such a run resumes from its last valid step).
+    """
+    entries = []
+    for state_path in sorted((root or results_root()).glob("*/*/*.state.json")):
+        key = state_path.name.removesuffix(".state.json")
+        entry = {"profile": state_path.parent.parent.name, "dataset": state_path.parent.name, "method": "",
+                 "seed": None, "overrides": "", "steps": "", "status": "", "key": key}
+        try:
+            header = json.loads(state_path.read_text(encoding="utf-8"))
+            record = RunRecord(state_path.parent, key, header)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                rows, state = record.load()
+            experiment = header["experiment"]
+            total = len(range(int(experiment["initial_labels"]), int(experiment["max_labels"]) + 1,
+                              int(experiment["budget"])))
+            method = header["method"]
+            label = Method(method["heuristic"], method.get("features") or ("vae" if method["use_vae"] else None),
+                           method["alpha"] if method["alpha"] is not None else DEFAULT_ALPHA).label
+            entry.update(method=label, seed=header["seed"], steps=f"{state.completed_steps}/{total}",
+                         overrides=describe_overrides(header.get("overrides", {})),
+                         status=("damaged: " + str(caught[0].message) if caught
+                                 else "finished" if state.finished else "in progress"))
+        except (OSError, ValueError, KeyError, TypeError, StoreDamaged) as error:
+            entry["status"] = f"damaged: {type(error).__name__}: {error}"
+        entries.append(entry)
+    return pd.DataFrame(entries, columns=["profile", "dataset", "method", "seed", "overrides", "steps", "status",
+                                          "key"])
+
+
+def remove_runs(keys: Iterable[str], root: Path | None = None) -> list[Path]:
+    """Delete every file of the runs with these keys (rows, state, carried models); returns the files removed."""
+    wanted, removed = set(keys), []
+    for path in sorted((root or results_root()).glob("*/*/*")):
+        if path.is_file() and path.name.split(".", 1)[0] in wanted:
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 def load_results(directory: Path | None = None) -> pd.DataFrame:
     """All result rows below ``directory`` (default: every profile in ``results_root()``)."""
     directory = directory or results_root()
-    frames = [pd.read_csv(path) for path in sorted(Path(directory).rglob("*.csv"))]
+    frames = [pd.read_csv(path, encoding="utf-8") for path in sorted(Path(directory).rglob("*.csv"))]
     frames = [frame for frame in frames if not frame.empty]
     if not frames:
         return pd.DataFrame(columns=list(COLUMNS))

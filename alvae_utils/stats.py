@@ -19,7 +19,6 @@ run and AL step).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,8 +36,13 @@ PAPER_PAIRS: tuple[tuple[str, str], ...] = (
 
 COMPARISON_COLUMNS: tuple[str, ...] = (
     "n_labels", "n_pairs", "mean_baseline", "mean_treatment", "mean_diff", "ci_low", "ci_high",
-    "d_z", "p_ttest", "p_wilcoxon", "p_holm", "significant",
+    "d_z", "p_ttest", "p_wilcoxon", "p_holm", "significant", "note",
 )
+
+# Why a label count has no t-test (the ``note`` column); such rows are left out of the Holm adjustment.
+NOTE_ONE_PAIR = "one pair: no test"
+NOTE_IDENTICAL = "identical results: no difference to test"
+NOTE_CONSTANT = "constant difference (sd = 0): t-test undefined"
 
 # Largest n for which the Wilcoxon p-value enumerates all 2**n sign flips (exact, also with ties).
 _EXACT_WILCOXON_MAX_N = 16
@@ -105,19 +109,22 @@ def _one_label_count(base: np.ndarray, treat: np.ndarray, level: float) -> dict[
     diff = treat - base
     n = len(diff)
     out = {"n_pairs": n, "mean_baseline": base.mean(), "mean_treatment": treat.mean(), "mean_diff": diff.mean(),
-           "ci_low": np.nan, "ci_high": np.nan, "d_z": np.nan, "p_ttest": np.nan, "p_wilcoxon": np.nan}
+           "ci_low": np.nan, "ci_high": np.nan, "d_z": np.nan, "p_ttest": np.nan, "p_wilcoxon": np.nan, "note": ""}
     if n < 2:
+        out["note"] = NOTE_ONE_PAIR
         return out
-    # Constant differences are sd = 0 up to rounding (a − b is not exact in floating point).
-    sd = 0.0 if np.allclose(diff, diff[0], rtol=1e-9, atol=1e-12) else diff.std(ddof=1)
+    out["p_wilcoxon"] = wilcoxon_p(diff)
+    # Constant differences are sd = 0 up to rounding (a − b is not exact in floating point). Their t statistic
+    # is ±inf or 0/0, and a p-value computed from the rounding residue (0, or 1e-29) would be meaningless.
+    if np.allclose(diff, diff[0], rtol=1e-9, atol=1e-12):
+        out["ci_low"] = out["ci_high"] = diff.mean()
+        out["note"] = NOTE_IDENTICAL if np.allclose(diff, 0, atol=1e-12) else NOTE_CONSTANT
+        return out
+    sd = diff.std(ddof=1)
     half = sps.t.ppf(0.5 + level / 2, df=n - 1) * sd / np.sqrt(n)
     out["ci_low"], out["ci_high"] = diff.mean() - half, diff.mean() + half
-    out["d_z"] = diff.mean() / sd if sd > 0 else np.nan
-    with warnings.catch_warnings():
-        # Identical runs (all differences zero) make t undefined: scipy warns and returns NaN, which we keep.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        out["p_ttest"] = float(sps.ttest_rel(treat, base).pvalue)
-    out["p_wilcoxon"] = wilcoxon_p(diff)
+    out["d_z"] = diff.mean() / sd
+    out["p_ttest"] = float(sps.ttest_rel(treat, base).pvalue)
     return out
 
 
@@ -138,12 +145,20 @@ def paired_comparison(
     * ``ci_low``, ``ci_high``: ``level`` t-confidence interval of the mean difference;
     * ``d_z``: Cohen's d_z, mean difference / sd of the differences (NaN if sd = 0 or n < 2);
     * ``p_ttest``: two-sided paired t-test, unadjusted (the primary test). NaN when
-      every difference is zero — e.g. the initial step, where both methods train on
-      the same labels — and such rows do not count in the Holm adjustment;
+      it is undefined: one pair, or differences that are all equal up to rounding —
+      all zero (e.g. the initial step, where both methods train on the same labels)
+      or a constant shift (accuracies are multiples of 1/n, so a constant +0.01 on 3
+      seeds happens). Such rows do not count in the Holm adjustment, are never
+      significant, and ``note`` says why;
     * ``p_wilcoxon``: Wilcoxon signed-rank check (see :func:`wilcoxon_p`: with 5 pairs
       it cannot go below 0.0625; all-zero differences give 1.0);
     * ``p_holm``: ``p_ttest`` Holm-adjusted across this comparison's label counts;
-    * ``significant``: ``p_holm < alpha_level``.
+    * ``significant``: ``p_holm < alpha_level``;
+    * ``note``: why a row has no t-test (:data:`NOTE_ONE_PAIR`, :data:`NOTE_IDENTICAL`,
+      :data:`NOTE_CONSTANT`), else empty.
+
+    Raises ValueError when the rows mix configurations (several ``config_key``):
+    compare one configuration at a time (:func:`compare_variants` does).
     """
     missing = [c for c in ("dataset", "method", "seed", "n_labels", metric) if c not in df.columns]
     if missing:
@@ -152,6 +167,9 @@ def paired_comparison(
     if len(datasets) != 1:
         raise ValueError(f"paired_comparison needs rows of exactly one dataset, got {sorted(map(str, datasets))}; "
                          "filter with df[df['dataset'] == name] or use compare_variants.")
+    if "config_key" in df.columns and df["config_key"].nunique() > 1:
+        raise ValueError(f"the rows mix configurations (config keys {sorted(map(str, df['config_key'].unique()))}); "
+                         "compare one at a time: filter with df[df['config_key'] == key] or use compare_variants.")
     absent = [m for m in (baseline, treatment) if m not in set(df["method"])]
     if absent:
         raise ValueError(f"method(s) {absent} not in the results (present: {sorted(df['method'].unique())}).")
@@ -188,38 +206,47 @@ def compare_variants(
     the :data:`PAPER_PAIRS`); pairs whose methods are missing for a
     dataset are skipped. Runs on different sources of one dataset (MNIST and
     its offline stand-in, the embedded sample) are never paired with each
-    other: each source is its own comparison. The Holm adjustment is per
-    comparison (dataset, source, pair, metric), across its label counts.
-    Returns the comparison columns prefixed by ``dataset``,
-    ``data_description``, ``baseline``, ``treatment`` and ``metric``.
+    other: each source is its own comparison, and so is each configuration
+    (``config_key``, when the table has it: one profile with several sets of
+    overrides, or several profiles). The Holm adjustment is per comparison
+    (dataset, source, configuration, pair, metric), across its label counts.
+    Returns the comparison columns prefixed by ``dataset``, ``data_description``,
+    (``config_key``,) ``baseline``, ``treatment`` and ``metric``.
     """
     if metric not in df.columns:
         raise ValueError(f"results table has no column {metric!r}.")
     if "data_description" not in df.columns:
         raise ValueError("results table lacks column 'data_description'; pass the table from alvae_utils.results.")
+    keys = ["dataset", "data_description"] + (["config_key"] if "config_key" in df.columns else [])
     tables = []
-    for (dataset, source), rows in df.groupby(["dataset", "data_description"], sort=True):
+    for identity, rows in df.groupby(keys, sort=True):
         present = set(rows["method"])
         chosen = variant_pairs(present) if pairs is None else pairs
         for baseline, treatment in chosen:
             if baseline not in present or treatment not in present or rows[metric].isna().all():
                 continue
             table = paired_comparison(rows, baseline, treatment, metric=metric, alpha_level=alpha_level)
-            tables.append(table.assign(dataset=dataset, data_description=source, baseline=baseline,
+            tables.append(table.assign(**dict(zip(keys, identity, strict=True)), baseline=baseline,
                                        treatment=treatment, metric=metric))
-    columns = ["dataset", "data_description", "baseline", "treatment", "metric", *COMPARISON_COLUMNS]
+    columns = [*keys, "baseline", "treatment", "metric", *COMPARISON_COLUMNS]
     if not tables:
         return pd.DataFrame(columns=columns)
     return pd.concat(tables, ignore_index=True).loc[:, columns]
 
 
 def dataset_labels(table: pd.DataFrame) -> pd.Series:
-    """Per row, the dataset name, plus ``[data source]`` where that dataset has rows from several sources.
+    """Per row, the dataset name, plus ``[data source]`` where that dataset has rows from several sources,
+    and ``[config <key>]`` where it has rows of several configurations.
 
-    Keeps comparisons on MNIST and on its offline stand-in apart in text and tables.
+    Keeps comparisons on MNIST and on its offline stand-in, or of two configurations, apart in text and tables.
     """
+    labels = table["dataset"].astype(str)
     several = table.groupby("dataset")["data_description"].transform("nunique") > 1
-    return table["dataset"].where(~several, table["dataset"] + " [" + table["data_description"] + "]")
+    labels = labels.where(~several, labels + " [" + table["data_description"].astype(str) + "]")
+    if "config_key" in table.columns:
+        configs = table.groupby("dataset")["config_key"].transform("nunique") > 1
+        labels = labels.where(~configs, labels + " [config " + table["config_key"].astype(str) + "]")
+    return labels
 
 
 def significant_findings(table: pd.DataFrame, alpha_level: float = 0.05) -> list[str]:

@@ -47,5 +47,5 @@ def significance_view(table: pd.DataFrame, decimals: int = 4) -> pd.DataFrame:
     """
     view = table.assign(dataset=dataset_labels(table), comparison=table["treatment"] + " vs " + table["baseline"])
     columns = ["n_pairs", "mean_baseline", "mean_treatment", "mean_diff", "ci_low", "ci_high", "d_z",
-               "p_ttest", "p_wilcoxon", "p_holm", "significant"]
+               "p_ttest", "p_wilcoxon", "p_holm", "significant", "note"]
     return view.set_index(["dataset", "comparison", "n_labels"])[columns].round(decimals)

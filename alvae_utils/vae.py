@@ -141,12 +141,13 @@ def load_vae(path: str | os.PathLike, device: torch.device | str | None = None) 
 
 
 def checkpoint_path(pool: Dataset, config: VAEConfig, pool_seed: int, root: Path | None = None) -> Path:
-    """Where the VAE of this pool (its name, size, seed and source) and VAE configuration is cached.
+    """Where the VAE of this pool (its name, size, seed, source and content) and VAE configuration is cached.
 
     Shared by every profile and notebook with the same pool and settings.
     """
     key = config_hash({"schema": SCHEMA_VERSION, "dataset": pool.name, "data": pool.description,
-                       "pool_size": len(pool), "pool_seed": pool_seed, "vae": asdict(config)})
+                       "fingerprint": pool.fingerprint, "pool_size": len(pool), "pool_seed": pool_seed,
+                       "vae": asdict(config)})
     return (root or results_root()) / "vae" / f"{pool.name}-{key}.pt"
 
 

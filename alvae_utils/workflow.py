@@ -53,6 +53,23 @@ class NothingToRun(RuntimeError):
     """No selected notebook can run; the message says which files to place where."""
 
 
+def kernel_problem() -> str | None:
+    """Why the notebooks' Jupyter kernel cannot be started, with the fix; None when it can."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    except NoSuchKernel:
+        return (f"no Jupyter kernel named {KERNEL_NAME!r} is registered, and the notebooks run on it. Fix: "
+                f"`make setup`, or `{sys.executable} -m ipykernel install --sys-prefix --name {KERNEL_NAME} "
+                f'--display-name "Python (alvae)"` in the environment that has alvae installed.')
+    interpreter = spec.argv[0] if spec.argv else ""
+    if interpreter not in ("python", "python3", "{python}") and not shutil.which(interpreter):
+        return (f"the Jupyter kernel {KERNEL_NAME!r} ({spec.resource_dir}) starts {interpreter}, which does not "
+                "exist. Fix: `make setup` (it registers the kernel again).")
+    return None
+
+
 def ci_sandbox(results: str = "results", figures: str = "figures") -> dict[str, str]:
     """Environment of the ``ci`` profile, with its generated ChestMNIST file in place."""
     base = build_dir() / "ci"
@@ -133,7 +150,7 @@ def _plan(profile: Profile, only: list[str] | None) -> Plan:
     if unused:
         raise ConfigError(f"no selected notebook uses the setting(s) {', '.join(unused)}; "
                           f"selected: {', '.join(notebooks)}.")
-    problems = []
+    problems = [problem for problem in (kernel_problem(),) if problem]
     if any(e.train.pretrained for e in profile.experiments) \
             and any(NOTEBOOKS[notebook].trains_task_model for notebook in notebooks):
         try:
@@ -247,7 +264,7 @@ def figure_files(profile: Profile, notebook: str, dataset: str | None = None) ->
 
 
 def _write_timings(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as handle:
+    with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["notebook", "dataset", "seconds"])
         writer.writeheader()
         writer.writerows(rows)
@@ -259,6 +276,9 @@ def validate_notebooks() -> int:
     The fresh results root turns caching off, so every number is recomputed:
     a pass shows that a seeded rerun reproduces the executed notebooks.
     """
+    problem = kernel_problem()
+    if problem:
+        raise NothingToRun(problem)
     executed = sorted((build_dir() / "ci").glob("*.ipynb"))
     if not executed:
         raise FileNotFoundError("no executed notebooks in build/ci/; run `make notebooks-ci` (papermill pass) first.")

@@ -250,4 +250,45 @@ def test_generated_medmnist_files_are_labelled_synthetic(tmp_path):
     with np.load(path) as stored:
         arrays = {key: stored[key] for key in stored.files if key != data.SYNTHETIC_MARKER}
     np.savez(path, **arrays)
-    assert load_dataset("chestmnist", "train", root=tmp_path, download=False).description == "ChestMNIST (MedMNIST v2)"
+    assert load_dataset("chestmnist", "train", root=tmp_path, download=False).description \
+        == "ChestMNIST-format local file (not the published MedMNIST v2 release)"
+
+
+def _medmnist_arrays(flag: str, n: int = 12) -> dict:
+    path = write_medmnist_npz(f"/tmp/alvae-contract-{flag}.npz", n_train=n, n_val=n, n_test=n, flag=flag)
+    with np.load(path) as stored:
+        return {key: stored[key] for key in stored.files if key != data.SYNTHETIC_MARKER}
+
+
+@pytest.mark.parametrize("flag, damage, message", [
+    ("pathmnist", lambda a: a.update(train_images=a["train_images"].astype(np.float32) / 255),
+     r"train_images is float32 with values in \[0, 0.98\d*\], expected uint8 pixel values 0–255"),
+    ("chestmnist", lambda a: a.update(val_images=a["val_images"].astype(np.float32)),
+     r"val_images is float32 with values in \[\d+, \d+\], expected uint8"),
+    ("chestmnist", lambda a: a.update(test_labels=a["test_labels"][:-1]),
+     r"test_labels is of shape \(11, 14\), expected \(12, 14\): one row per image"),
+    ("chestmnist", lambda a: a.update(train_labels=a["train_labels"] * 2),
+     r"train_labels is in \[0, 2\], expected 0/1 per label"),
+    ("pathmnist", lambda a: a.update(val_labels=a["val_labels"] + 9),
+     r"val_labels is in \[9, \d+\], expected classes 0 … 8"),
+    ("chestmnist", lambda a: a.pop("val_labels"), "val_labels is missing"),
+    ("pathmnist", lambda a: a.update(train_images=a["train_images"][..., 0]),
+     r"train_images is of shape \(12, 28, 28\), expected \(N, 28, 28, 3\)"),
+])
+def test_a_file_that_breaks_the_medmnist_contract_is_refused_at_load(tmp_path, flag, damage, message):
+    arrays = _medmnist_arrays(flag)
+    damage(arrays)
+    np.savez(tmp_path / f"{flag}.npz", **arrays)
+    with pytest.raises(DataCorruptedError, match=message) as error:
+        load_experiment_data(flag, 5, 5, seed=0, root=tmp_path, download=False)
+    assert str(tmp_path / f"{flag}.npz") in str(error.value)
+
+
+def test_a_64_pixel_file_under_the_28_pixel_name_is_named_as_the_size_variant(tmp_path):
+    arrays = _medmnist_arrays("chestmnist")
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_images"] = np.repeat(np.repeat(arrays[f"{split}_images"], 2, axis=1), 2, axis=2)
+        arrays[f"{split}_images"] = np.pad(arrays[f"{split}_images"], ((0, 0), (4, 4), (4, 4)))
+    np.savez(tmp_path / "chestmnist.npz", **arrays)
+    with pytest.raises(DataCorruptedError, match=r"holds 64×64 images: it is MedMNIST\+'s chestmnist_64.npz"):
+        load_dataset("chestmnist", "train", root=tmp_path, download=False)

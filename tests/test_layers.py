@@ -6,23 +6,28 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "alvae_utils"
 LAYERS = [
-    {"paths", "config", "registry", "seeds", "device", "progress"},
+    {"__init__", "paths", "config", "registry", "seeds", "device", "progress"},
     {"data", "fixtures", "models"},
     {"metrics", "training", "vae", "selection", "heuristics", "features", "methods", "profiles", "overrides",
      "results"},
     {"loop", "tsne", "tsne_experiment"},
     {"stats", "tables", "figures", "plots"},
-    {"notebooks", "workflow", "cli", "__main__", "__init__"},
+    {"notebooks", "workflow", "cli", "__main__"},
 ]
 
 
 def _imports(module: Path) -> set[str]:
-    """Package modules that ``module`` imports (relative imports), at any depth of the file."""
+    """Package modules that ``module`` imports (relative imports), at any depth of the file.
+
+    ``from . import __version__`` imports the package itself (``__init__``).
+    """
+    modules = {path.stem for path in PACKAGE.glob("*.py")}
     found = set()
     for node in ast.walk(ast.parse(module.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found |= {node.module} if node.module else {alias.name for alias in node.names}
-    return found
+            names = {node.module} if node.module else {alias.name for alias in node.names}
+            found |= {name if name in modules else "__init__" for name in names}
+    return found - {module.stem}
 
 
 def test_every_module_has_a_layer():

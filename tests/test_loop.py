@@ -11,7 +11,7 @@ from alvae_utils import vae as vae_module
 from alvae_utils.config import ConfigError, ExperimentConfig, TrainConfig, VAEConfig
 from alvae_utils.methods import Method
 from alvae_utils.data import load_experiment_data
-from alvae_utils.results import ResultStore
+from alvae_utils.results import ResultStore, data_fingerprint
 
 TIMINGS = ["train_seconds", "select_seconds", "eval_seconds"]
 CONFIG = ExperimentConfig(
@@ -37,7 +37,7 @@ def _run(tmp_path, data, method, seed=0, config=CONFIG, vae_features=None):
     store = ResultStore("test", root=tmp_path)
     rows = loop.run_algorithm1(config, method, seed, pool, evaluation, store, family_features=vae_features,
                                device=torch.device("cpu"), progress=False)
-    _, state = store.record(config, method, seed, pool.description).load()
+    _, state = store.record(config, method, seed, pool.description, data_fingerprint(pool, evaluation)).load()
     return rows, state
 
 
@@ -83,7 +83,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, data, vae_features, mon
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "crashed", data, method, vae_features=vae_features)
     crashed = ResultStore("test", root=tmp_path / "crashed")
-    partial, state = crashed.record(CONFIG, method, 0, data[0].description).load()
+    partial, state = crashed.record(CONFIG, method, 0, data[0].description, data_fingerprint(*data)).load()
     assert len(partial) == 1 and state.completed_steps == 1 and not state.finished
 
     monkeypatch.setattr(loop, "train_task_model", real_train)

@@ -10,7 +10,7 @@ from alvae_utils.config import ConfigError
 from alvae_utils.notebooks import NothingToAnalyse, check_parameters, stored_runs
 from alvae_utils.plots import plot_learning_curves
 from alvae_utils.profiles import get_profile
-from alvae_utils.results import ResultStore, load_results, stored_sets
+from alvae_utils.results import load_results, stored_sets
 
 SMALL = ["pool_size=60", "eval_size=40", "initial_labels=10", "budget=10", "max_labels=20"]
 
@@ -71,7 +71,8 @@ def test_a_notebook_rejects_a_setting_it_does_not_use_and_lists_the_ones_it_does
 
 
 def test_a_setting_typed_into_the_parameters_cell_of_a_live_kernel_points_to_overrides():
-    parameters_cell = 'profile: str = "ci"\ndataset: str = "mnist-sample"\noverrides: dict = {}\ninitial_epochs: int = 2'
+    parameters_cell = ('profile: str = "ci"\ndataset: str = "mnist-sample"\noverrides: dict = {}\n'
+                       "initial_epochs: int = 2")
     namespace = _namespace(profile="ci", dataset="mnist-sample", overrides={}, initial_epochs=2, params=object(),
                            rows=[1], In=["", parameters_cell, "params = check_parameters(...)"])
     with pytest.raises(ConfigError, match=r"unknown parameter\(s\) initial_epochs.*\n"

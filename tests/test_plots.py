@@ -172,3 +172,25 @@ def test_backend_is_agg_headless_unless_mplbackend_is_set(variable, expected):
     backend = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                              check=True).stdout.strip()
     assert backend.lower() == expected
+
+
+def test_learning_curves_say_how_many_seeds_stand_behind_each_point(results):
+    """core-set on 3 seeds, a variant on 1, random with one seed interrupted after two steps."""
+    partial = results[~((results["method"] == "random") & (results["seed"] == 2) & (results["step"] >= 2))]
+    single = partial[~((partial["method"] == "coreset+vae") & (partial["seed"] > 0))]
+    single = single.assign(method=single["method"].replace({"coreset+vae": "coreset+vae(α=0.5)"}))
+    fig = plots.plot_learning_curves(single, "mnist", ["coreset", "coreset+vae(α=0.5)", "random"])
+    ax = fig.axes[0]
+    footer = fig.get_supxlabel()
+    assert "seeds: coreset 3, coreset+vae(α=0.5) 1, random 3; open markers: fewer than 3" in footer
+    assert "· 3 seeds" not in footer
+    assert ax.get_legend().get_title().get_text() == "mean, 95% t-interval where ≥ 2 seeds"
+    open_points = [collection for collection in ax.collections if collection.get_offsets().shape[0]
+                   and collection.get_facecolors().tolist() == [[1.0, 1.0, 1.0, 1.0]]]
+    marked = sorted(tuple(point) for collection in open_points for point in collection.get_offsets().tolist())
+    single_seed = [(100.0 * (step + 1)) for step in range(4)]
+    random_tail = [300.0, 400.0]
+    assert sorted(x for x, _ in marked) == sorted(single_seed + random_tail)
+    # No band is drawn for the single seed: its interval is all NaN.
+    variant_band = ax.collections[1]
+    assert all(len(path.vertices) == 0 for path in variant_band.get_paths()) or not variant_band.get_paths()

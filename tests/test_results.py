@@ -60,8 +60,8 @@ def test_record_round_trip_and_resume_state(tmp_path):
     rows, state = record.load()
     assert state is None and rows.empty
 
-    frame = pd.DataFrame([_row(0), _row(1)], columns=list(COLUMNS))
-    record.save(frame, RunState(2, list(range(30)), 0.25, False))
+    frame = pd.DataFrame([_row(0, run_key=record.key), _row(1, run_key=record.key)], columns=list(COLUMNS))
+    record.commit_step(frame, RunState(2, list(range(30)), 0.25, False))
     rows, state = record.load()
     assert state == RunState(2, list(range(30)), 0.25, False)
     assert rows["accuracy"].tolist() == [0.5, 0.6]
@@ -72,8 +72,10 @@ def test_record_round_trip_and_resume_state(tmp_path):
 def test_state_behind_rows_is_trusted_over_extra_rows(tmp_path):
     """A crash between writing rows and state must not skip the step whose state was lost."""
     record = ResultStore("t", root=tmp_path).record(CONFIG, Method("coreset"), 0, "d")
-    record.save(pd.DataFrame([_row(0)], columns=list(COLUMNS)), RunState(1, list(range(20)), 0.0, False))
-    atomic_write_text(record.csv_path, pd.DataFrame([_row(0), _row(1)], columns=list(COLUMNS)).to_csv(index=False))
+    record.commit_step(pd.DataFrame([_row(0, run_key=record.key)], columns=list(COLUMNS)),
+                       RunState(1, list(range(20)), 0.0, False))
+    atomic_write_text(record.csv_path, pd.DataFrame([_row(0, run_key=record.key), _row(1, run_key=record.key)],
+                                                    columns=list(COLUMNS)).to_csv(index=False))
     rows, state = record.load()
     assert len(rows) == 1 and state.completed_steps == 1 and not state.finished
 
@@ -83,7 +85,8 @@ def test_load_filters_to_current_configurations(tmp_path):
     old = ExperimentConfig("mnist-sample", 100, 50, 10, 5, 30)
     for config in (CONFIG, old):
         record = store.record(config, Method("coreset"), 0, "d")
-        record.save(pd.DataFrame([_row(0, config)], columns=list(COLUMNS)), RunState(1, [], 0.0, True))
+        record.commit_step(pd.DataFrame([_row(0, config, run_key=record.key)], columns=list(COLUMNS)),
+                           RunState(1, [], 0.0, True))
     assert len(store.load()) == 2
     current = store.load([CONFIG])
     assert current["config_key"].unique().tolist() == [CONFIG.key()]

@@ -262,3 +262,39 @@ def test_findings_name_the_source_when_a_dataset_has_several():
     real = _results({3000: 0.0, 6000: 0.0, 9000: 0.03}, noise=0.005, seed=3).assign(data_description="real")
     lines = significant_findings(compare_variants(pd.concat([sample, real], ignore_index=True)))
     assert lines and all(" on mnist [real] at " in line for line in lines)
+
+
+def test_a_constant_difference_never_yields_a_p_value_from_rounding():
+    """+0.01 on each of 3 seeds: accuracies are multiples of 1/n, so this happens; t is undefined (sd = 0)."""
+    base = {(seed, n): (0.1, 0.7, 0.33)[seed] + 0.05 * i for seed in range(3) for i, n in enumerate(LABELS)}
+    treat = {key: value + 0.01 for key, value in base.items()}
+    df = pd.DataFrame(_rows("mnist", "coreset", base) + _rows("mnist", "coreset+vae", treat))
+    assert (df.loc[df["method"] == "coreset+vae", "accuracy"].to_numpy()
+            - df.loc[df["method"] == "coreset", "accuracy"].to_numpy()).std() > 0, "rounding makes sd ≠ 0"
+    table = compare_variants(df)
+    assert table["p_ttest"].isna().all() and table["p_holm"].isna().all() and not table["significant"].any()
+    assert (table["note"] == "constant difference (sd = 0): t-test undefined").all()
+    assert table["mean_diff"].tolist() == pytest.approx([0.01] * 3)
+    assert table["p_wilcoxon"].tolist() == pytest.approx([0.25] * 3)
+    assert significant_findings(table) == []
+
+
+def test_one_pair_gives_no_test_and_says_so():
+    df = _results({n: 0.02 for n in LABELS})
+    table = paired_comparison(df[df["seed"] == 0], "coreset", "coreset+vae")
+    assert table["p_ttest"].isna().all() and (table["note"] == "one pair: no test").all()
+
+
+def test_rows_of_two_configurations_are_never_merged():
+    ci = _results({n: 0.01 for n in LABELS}).assign(config_key="ci")
+    quick = _results({n: 0.02 for n in LABELS}, seed=3).assign(config_key="quick")
+    quick["n_labels"] *= 10  # other label counts: nothing duplicates, so only the key tells them apart
+    mixed = pd.concat([ci, quick], ignore_index=True)
+    with pytest.raises(ValueError, match=r"mix configurations \(config keys \['ci', 'quick'\]\)"):
+        paired_comparison(mixed, "coreset", "coreset+vae")
+    table = compare_variants(mixed)
+    assert table.groupby("config_key")["n_labels"].apply(list).to_dict() == {
+        "ci": list(LABELS), "quick": [10 * n for n in LABELS]}
+    expected = paired_comparison(ci, "coreset", "coreset+vae")
+    got = table[table["config_key"] == "ci"].reset_index(drop=True).loc[:, expected.columns]
+    pd.testing.assert_frame_equal(got, expected)  # Holm over the 3 label counts of one configuration

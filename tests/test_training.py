@@ -216,8 +216,12 @@ def test_multiclass_metrics_match_brute_force():
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     assert metrics["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == labels))
     assert metrics["auc"] == pytest.approx(np.mean([_auc_by_pairs(probs[:, k], labels == k) for k in range(4)]))
+    # One rule for multi-class and multi-label: classes absent from the evaluation set are left out of the mean.
     missing_class = classification_metrics(torch.from_numpy(logits), torch.from_numpy(labels % 3), MULTICLASS)
-    assert math.isnan(missing_class["auc"])
+    assert missing_class["auc"] == pytest.approx(np.mean([_auc_by_pairs(probs[:, k], labels % 3 == k)
+                                                          for k in range(3)]))
+    one_class = classification_metrics(torch.from_numpy(logits), torch.zeros(80, dtype=torch.long), MULTICLASS)
+    assert math.isnan(one_class["auc"])  # class 0 is all positives, the others all negatives: nothing to rank
 
 
 def test_vae_learns_and_beats_the_mean_image():

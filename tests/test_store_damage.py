@@ -1,0 +1,134 @@
+"""The results store detects damage, resumes from the last valid step, and commits each step as one unit."""
+
+import json
+import os
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+
+from alvae_utils import loop
+from alvae_utils.cli import main
+from alvae_utils.config import ExperimentConfig, TrainConfig, VAEConfig
+from alvae_utils.data import load_experiment_data
+from alvae_utils.methods import Method
+from alvae_utils.results import ResultStore, StoreDamaged, data_fingerprint, list_runs
+
+CONFIG = ExperimentConfig(
+    dataset="mnist-sample", pool_size=80, eval_size=40, initial_labels=10, budget=10, max_labels=20,
+    train=TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10), vae=VAEConfig(latent_dim=4, epochs=1),
+)
+FINE_TUNE = replace(CONFIG, train=replace(CONFIG.train, fine_tune=True))
+TIMINGS = ["train_seconds", "select_seconds", "eval_seconds"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_experiment_data(CONFIG.dataset, CONFIG.pool_size, CONFIG.eval_size, seed=0)
+
+
+CORESET = Method("coreset")
+
+
+def _run(root, data, config=CONFIG, method=CORESET):
+    store = ResultStore("t", root=root)
+    rows = loop.run_algorithm1(config, method, 0, *data, store, device=torch.device("cpu"), progress=False)
+    return rows, store.record(config, method, 0, data[0].description, data_fingerprint(*data))
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a.drop(columns=TIMINGS).reset_index(drop=True),
+                                  b.drop(columns=TIMINGS).reset_index(drop=True), check_dtype=False)
+
+
+def test_a_results_file_cut_inside_its_last_row_is_recomputed(tmp_path, data, monkeypatch):
+    reference, record = _run(tmp_path, data)
+    text = record.csv_path.read_text(encoding="utf-8")
+    record.csv_path.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1], encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"row 1 is damaged .*; the run resumes from step 1"):
+        rows, state = record.load()
+    assert len(rows) == 1 and state.completed_steps == 1 and not state.finished
+    assert len(state.labeled) == 20, "L at step 1 is the prefix of the stored L"
+    calls = {"n": 0}
+    real = loop.train_task_model
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_task_model", counting)
+    with pytest.warns(UserWarning, match="row 1 is damaged"):
+        resumed, _ = _run(tmp_path, data)
+    assert calls["n"] == 1, "only the damaged step is recomputed"
+    _same(resumed, reference)
+    assert pd.isna(resumed["select_seconds"].iloc[1]), "the lost selection time is not invented"
+
+
+@pytest.mark.parametrize("config", [CONFIG, FINE_TUNE], ids=["retrain", "fine-tune"])
+def test_a_failed_write_at_any_boundary_resumes_to_the_uninterrupted_numbers(tmp_path, data, monkeypatch, config):
+    reference, _ = _run(tmp_path / "reference", data, config)
+    real_replace = os.replace
+    writes_per_run = 2 * (3 if config.train.fine_tune else 2)  # rows, (model), state per step; 2 steps
+    for failing in range(1, writes_per_run + 1):
+        calls = {"n": 0}
+
+        def flaky(src, dst, _failing=failing, _calls=calls):
+            _calls["n"] += 1
+            if _calls["n"] == _failing:
+                raise OSError(f"simulated failure of write {_failing}")
+            return real_replace(src, dst)
+
+        root = tmp_path / f"fail-{failing}"
+        monkeypatch.setattr(os, "replace", flaky)
+        with pytest.raises(OSError, match=f"write {failing}"):
+            _run(root, data, config)
+        monkeypatch.setattr(os, "replace", real_replace)
+        resumed, record = _run(root, data, config)
+        _same(resumed, reference)
+        assert record.load()[1].finished
+        models = sorted(path.name for path in root.rglob("*.pt"))
+        assert models == ([f"{record.key}.model-step1.pt"] if config.train.fine_tune else []), models
+
+
+def test_a_fine_tuned_run_whose_model_is_lost_starts_again(tmp_path, data):
+    reference, record = _run(tmp_path, data, FINE_TUNE)
+    state = json.loads(record.state_path.read_text(encoding="utf-8"))
+    state.update(completed_steps=1, finished=False, labeled=state["labeled"][:20])
+    record.state_path.write_text(json.dumps(state), encoding="utf-8")
+    (record.directory / state["model_file"]).unlink()
+    with pytest.warns(UserWarning, match="the model carried into step 1 is not stored; the fine-tuned run starts"):
+        resumed, _ = _run(tmp_path, data, FINE_TUNE)
+    _same(resumed, reference)
+
+
+def test_an_unreadable_state_is_named_with_the_fix(tmp_path, data, capsys, monkeypatch):
+    _, record = _run(tmp_path, data)
+    record.state_path.write_text('{"completed_steps": 2, "label', encoding="utf-8")
+    with pytest.raises(StoreDamaged, match=rf"{record.state_path.name} cannot be read \(JSONDecodeError.*Remove the "
+                                           rf"run with `python -m alvae_utils results clean --run {record.key}`"):
+        _run(tmp_path, data)
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    assert main(["results", "list"]) == 0
+    assert "damaged: JSONDecodeError" in capsys.readouterr().out
+
+
+def test_results_list_and_clean(tmp_path, data, capsys, monkeypatch):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    _run(tmp_path, data, CONFIG, Method("coreset"))
+    _, unfinished = _run(tmp_path, data, CONFIG, Method("random"))
+    state = json.loads(unfinished.state_path.read_text(encoding="utf-8"))
+    unfinished.state_path.write_text(json.dumps({**state, "finished": False, "completed_steps": 1,
+                                                 "labeled": state["labeled"][:20]}), encoding="utf-8")
+    runs = list_runs(tmp_path)
+    assert runs.set_index("method")["status"].to_dict() == {"coreset": "finished", "random": "in progress"}
+    assert runs.set_index("method")["steps"].to_dict() == {"coreset": "2/2", "random": "1/2"}
+    assert main(["results", "list", "--method", "random"]) == 0
+    out = capsys.readouterr().out
+    assert "random" in out and "coreset" not in out
+    assert main(["results", "clean"]) == 2
+    assert "needs a choice of runs" in capsys.readouterr().err
+    assert main(["results", "clean", "--unfinished"]) == 0
+    assert "removed 1 run(s), 2 file(s)." in capsys.readouterr().out
+    assert list_runs(tmp_path)["method"].tolist() == ["coreset"]
+    assert main(["results", "clean", "--run", "nope"]) == 2
