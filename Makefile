@@ -12,12 +12,15 @@ KERNEL  := alvae
 # pinned (README, "Why torch is pinned"). Refresh with `make lock`.
 LOCK    ?= requirements.lock
 PIP     := $(PY) -m pip --disable-pip-version-check
+# The notebook filter: no outputs, and no run metadata (papermill's, Jupyter's timings); cell ids stay.
+NBSTRIPOUT := --keep-id --extra-keys "metadata.papermill cell.metadata.papermill cell.metadata.execution"
 
 .PHONY: figures test lint unit-tests notebooks-ci setup lock lab clean-build test-browser
 
 # Overrides pass through: make figures SET="train.initial_epochs=3 budget=200"
+# (each word is quoted for the shell, so labels such as coreset+vae(α=0.5) pass as they are).
 figures: $(STAMP)
-	$(PY) -m alvae_utils figures --profile $(PROFILE) $(if $(SET),--set $(SET))
+	$(PY) -m alvae_utils figures --profile $(PROFILE) $(if $(SET),--set $(foreach word,$(SET),'$(word)'))
 
 # Cheapest check first: lint, then unit tests, then the notebooks.
 test: lint unit-tests notebooks-ci
@@ -25,7 +28,7 @@ test: lint unit-tests notebooks-ci
 # ruff, and committed notebooks exactly as the nbstripout filter leaves them (no outputs, no run metadata).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check alvae_utils tests benchmarks notebooks conftest.py
-	$(VENV)/bin/nbstripout --keep-id --verify notebooks/*.ipynb
+	$(VENV)/bin/nbstripout $(NBSTRIPOUT) --verify notebooks/*.ipynb
 
 unit-tests: $(STAMP)
 	$(PY) -m pytest tests --ignore=tests/executed --ignore=tests/browser
@@ -64,10 +67,10 @@ $(STAMP): pyproject.toml $(LOCK)
 	# The git filter (.gitattributes) that strips outputs and run metadata from notebooks as they are
 	# staged, so they never reach a commit. --keep-id: JupyterLab needs the cell ids the notebooks carry.
 	if git rev-parse --git-dir >/dev/null 2>&1; then \
-	  git config filter.nbstripout.clean '"$(CURDIR)/$(PY)" -m nbstripout --keep-id'; \
+	  git config filter.nbstripout.clean '"$(CURDIR)/$(PY)" -m nbstripout $(NBSTRIPOUT)'; \
 	  git config filter.nbstripout.smudge cat; \
 	  git config filter.nbstripout.required true; \
-	  git config diff.ipynb.textconv '"$(CURDIR)/$(PY)" -m nbstripout --keep-id -t'; \
+	  git config diff.ipynb.textconv '"$(CURDIR)/$(PY)" -m nbstripout $(NBSTRIPOUT) -t'; \
 	fi
 	touch $(STAMP)
 

@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--vae", action="store_true", help="run the VAE-augmented variant (same as --features vae)")
     run.add_argument("--compare-vae", action="store_true",
                      help="run both the plain and the VAE variant (same as --features vae --compare)")
-    run.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+    run.add_argument("--alpha", type=float, default=None,
                      help=f"α, the scale of the family's features in Eq. 6 (default {DEFAULT_ALPHA})")
     run.add_argument("--seed", nargs="+", type=int, default=None, metavar="S",
                      help="one or more seeds (default: the profile's seeds)")
@@ -122,10 +122,15 @@ def _methods(args: argparse.Namespace, profile: Profile) -> list[Method]:
     Without --heuristic: the profile's methods (after ``--set methods=...``).
     """
     if not args.heuristic:
-        if args.features or args.vae or args.compare or args.compare_vae:
-            raise ConfigError("--features, --vae and --compare need --heuristic; or choose methods with "
+        if args.features or args.vae or args.compare or args.compare_vae or args.alpha is not None:
+            raise ConfigError("--features, --vae, --compare and --alpha need --heuristic; or choose methods with "
                               "--set methods=coreset,coreset+vae.")
         return list(profile.methods)
+    if any(key == "methods" for key, _ in profile.overrides):
+        raise ConfigError("--heuristic and --set methods=... both choose the methods; give one of them.")
+    if args.alpha is not None and not (args.features or args.vae or args.compare_vae):
+        raise ConfigError("--alpha scales a feature family's features; give --features FAMILY (or --vae) too.")
+    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
     family = args.features
     if args.vae or args.compare_vae:
         if family not in (None, "vae"):
@@ -140,7 +145,7 @@ def _methods(args: argparse.Namespace, profile: Profile) -> list[Method]:
             methods.append(Method(heuristic))
             if get_heuristic(heuristic).extra_features is None:
                 continue  # no variant to compare against
-        method = Method(heuristic, family, args.alpha)
+        method = Method(heuristic, family, alpha)
         method.validate()
         methods.append(method)
     return methods
@@ -180,6 +185,9 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # labels such as coreset+vae(α=0.5) print in any locale
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     from .data import DataCorruptedError, DataUnavailableError
     from .models import PretrainedWeightsUnavailable

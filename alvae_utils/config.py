@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
@@ -90,7 +91,9 @@ def check_value(owner: type, name: str, value: object, label: str | None = None,
     if not isinstance(value, base) or (base in (int, float) and isinstance(value, bool)):
         raise ConfigError(f"{label} must be {_type_name(expected)}, got {type(value).__name__} {value!r}.")
     allowed = next(f for f in fields(owner) if f.name == name).metadata.get("range")
-    if check_range and allowed is not None and (value != value or value not in allowed):  # value != value: NaN
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{label} must be a finite number, got {value!r}.")
+    if check_range and allowed is not None and value not in allowed:
         raise ConfigError(f"{label} must be {allowed}, got {value!r}.")
     return value
 

@@ -69,6 +69,8 @@ def register_family(family: FeatureFamily, replace: bool = False) -> FeatureFami
     Raises ConfigError for a malformed name, a family that uses labels but is
     fitted only once, or a name already taken (unless ``replace``).
     """
+    if not callable(family.fit) or not callable(family.encode) or not isinstance(family.title, str):
+        raise ConfigError(f"feature family {family.name!r}: fit and encode must be callable and title a string.")
     if family.uses_labels and not family.refit_each_step:
         raise ConfigError(f"feature family {family.name!r} uses the labels of L, which grow at every step; "
                           "set refit_each_step=True.")
@@ -81,8 +83,25 @@ def get_family(name: str) -> FeatureFamily:
 
 
 def pool_features(family: FeatureFamily, context: FeatureContext) -> Tensor:
-    """Fit ``family`` (or load it from its cache) and encode every pool image: (N, k) on the pool's device."""
-    return family.encode(family.fit(context), context.pool.images)
+    """Fit ``family`` (or load it from its cache) and encode every pool image: (N, k) float32 on the pool's device.
+
+    Raises ValueError naming the family when its features are not a finite (N, k ≥ 1) tensor.
+    """
+    return checked_features(family.name, family.encode(family.fit(context), context.pool.images), len(context.pool))
+
+
+def checked_features(name: str, features: object, n: int) -> Tensor:
+    """``features`` as float32 if they are a finite (n, k ≥ 1) tensor, else ValueError naming the family."""
+    if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[0] != n or features.shape[1] < 1:
+        found = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+        raise ValueError(f"feature family {name!r} gave {found} for {n} pool images; its encode must return a "
+                         f"tensor ({n}, k) with k ≥ 1, one row per image in pool order.")
+    if not features.is_floating_point() and features.dtype not in (torch.int64, torch.int32, torch.uint8):
+        raise ValueError(f"feature family {name!r} gave {features.dtype} features; return real numbers.")
+    features = features.detach().to(torch.float32)
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError(f"feature family {name!r} gave NaN or infinite features; check its fit and encode.")
+    return features
 
 
 VAE_FAMILY = register_family(FeatureFamily(

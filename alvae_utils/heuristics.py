@@ -73,6 +73,10 @@ def register_heuristic(heuristic: Heuristic, replace: bool = False) -> Heuristic
     Raises ConfigError for a malformed name, an unknown input, predicted losses
     without the loss-prediction module, or a name already taken (unless ``replace``).
     """
+    if not callable(heuristic.select) or not isinstance(heuristic.trains_loss_module, bool) \
+            or not isinstance(heuristic.title, str) or not isinstance(heuristic.needs, tuple):
+        raise ConfigError(f"heuristic {heuristic.name!r}: select must be callable, needs a tuple, title a string and "
+                          "trains_loss_module a bool.")
     unknown = sorted(set(heuristic.needs) - set(INPUTS))
     if unknown:
         raise ConfigError(f"heuristic {heuristic.name!r} needs unknown input(s) {unknown}; choose from {INPUTS}.")
@@ -116,7 +120,32 @@ def select(heuristic: str, labeled_mask: Tensor, budget: int, **inputs: object) 
         raise ValueError(f"heuristic {heuristic!r} needs {' and '.join(missing)}; pass "
                          f"{', '.join(f'{name}=...' for name in missing)} to select().")
     given = SelectionInputs(**{name: inputs.get(name) for name in spec.needs})
-    return spec.select(given, labeled_mask, budget)
+    return checked_picks(heuristic, spec.select(given, labeled_mask, budget), labeled_mask, budget)
+
+
+def checked_picks(heuristic: str, picks: object, labeled_mask: Tensor, budget: int) -> Tensor:
+    """``picks`` if they are β distinct unlabeled pool indices (1-D int64), else ValueError naming the heuristic.
+
+    A registered function that returns anything else would corrupt the labeled set that
+    is stored and resumed from, so nothing it returns is used unchecked.
+    """
+    problem = None
+    if not isinstance(picks, Tensor) or picks.dim() != 1 or picks.dtype != torch.int64:
+        shape = tuple(picks.shape) if isinstance(picks, Tensor) else type(picks).__name__
+        dtype = picks.dtype if isinstance(picks, Tensor) else ""
+        problem = f"{shape} {dtype}".strip() + ", not a 1-D int64 tensor of pool indices"
+    elif len(picks) != budget:
+        problem = f"{len(picks)} indices, not β = {budget}"
+    elif len(picks) and (int(picks.min()) < 0 or int(picks.max()) >= len(labeled_mask)):
+        problem = f"indices in [{int(picks.min())}, {int(picks.max())}], outside the pool 0 … {len(labeled_mask) - 1}"
+    elif len(torch.unique(picks)) != len(picks):
+        problem = "the same index more than once"
+    elif bool(labeled_mask[picks.to(labeled_mask.device)].any()):
+        problem = "points that are already labeled"
+    if problem:
+        raise ValueError(f"heuristic {heuristic!r} returned {problem}; its selection function must return β "
+                         "distinct unlabeled pool indices. Nothing of this step was stored.")
+    return picks
 
 
 register_heuristic(Heuristic(

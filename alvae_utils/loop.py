@@ -61,7 +61,7 @@ def _step_family_features(method: Method, config: ExperimentConfig, pool: Datase
     context = FeatureContext(pool, config.vae, config.pool_seed, device, progress,
                              labeled=labeled.clone() if family.uses_labels else None,
                              seed=derive_seed(FEATURES, family.name, seed, step))
-    return pool_features(family, context).to(device)
+    return pool_features(family, context).to(device)  # checked: finite (N, k) float32
 
 
 def _select_step(method: Method, budget: int, labeled: torch.Tensor, pool_images: torch.Tensor, task: str,
@@ -181,6 +181,9 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
     experiment = experiment or profile.experiment(dataset)
     methods = list(methods or profile.methods)
     run_seeds = list(profile.seeds if seeds is None else seeds)
+    bad = [seed for seed in run_seeds if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0]
+    if bad or not run_seeds or len(set(run_seeds)) != len(run_seeds):
+        raise ConfigError(f"seeds must be distinct integers ≥ 0, at least one; got {run_seeds}.")
     experiment.validate()
     for method in methods:
         method.validate()

@@ -61,7 +61,9 @@ class Method:
             return self.heuristic
         if self.alpha == DEFAULT_ALPHA:
             return f"{self.heuristic}+{self.features}"
-        return f"{self.heuristic}+{self.features}(α={self.alpha:g})"
+        alpha = float(self.alpha) + 0.0  # -0 → 0
+        text = f"{alpha:g}" if float(f"{alpha:g}") == alpha else repr(alpha)  # short, and exact: parses back
+        return f"{self.heuristic}+{self.features}(α={text})"
 
     @property
     def base(self) -> Method:
@@ -75,7 +77,7 @@ class Method:
         (``use_vae``), so its stored runs keep their keys.
         """
         fields: dict[str, object] = {"heuristic": self.heuristic, "use_vae": self.features == "vae",
-                                     "alpha": self.alpha if self.features else None}
+                                     "alpha": float(self.alpha) + 0.0 if self.features else None}
         if self.features not in (None, "vae"):
             fields["features"] = self.features
         return fields

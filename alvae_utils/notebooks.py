@@ -88,13 +88,14 @@ class Notebook:
 
 
 _BOTH = ("png", "pdf")
-_DATA = ("pool_size", "eval_size", "pool_seed")
-_AL_RUNS = (*_DATA, "initial_labels", "budget", "max_labels", "train.*", "vae.*", "methods", "seeds")
+# All experiment keys, also where only the pool matters: the experiment is checked as a whole (η ≤ pool).
+_EXPERIMENT = ("pool_size", "eval_size", "pool_seed", "initial_labels", "budget", "max_labels")
+_AL_RUNS = (*_EXPERIMENT, "train.*", "vae.*", "methods", "seeds")
 NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
     Notebook("01_vae_training", VAETrainingParameters, per_dataset=True,
              figures=tuple(f"vae_{{dataset}}_{part}.{ext}" for part in ("loss", "reconstructions", "latent")
                            for ext in _BOTH),
-             settings=(*_DATA, "vae.*")),
+             settings=(*_EXPERIMENT, "vae.*")),
     Notebook("02_active_learning", ActiveLearningParameters, per_dataset=True, trains_task_model=True,
              figures=tuple(f"*_{{dataset}}_{{heuristic}}{metric}.{ext}" for metric in ("", "_auc") for ext in _BOTH),
              settings=_AL_RUNS),
@@ -203,6 +204,9 @@ def stored_runs(notebook: str, params) -> tuple[Profile, pd.DataFrame]:
     ConfigError listing the sets when several exist.
     """
     source = NOTEBOOKS[notebook].reads_results_of
+    if not params.profile and params.overrides:
+        raise ConfigError(f"{notebook}: overrides {dict(params.overrides)!r} given without a profile; name the "
+                          "profile too, or leave both empty to analyse the one set of runs that is stored.")
     if not params.profile:
         sets = stored_sets()
         if not sets:
@@ -216,6 +220,12 @@ def stored_runs(notebook: str, params) -> tuple[Profile, pd.DataFrame]:
         params = replace(params, profile=sets[0]["profile"], overrides=sets[0]["overrides"])
     profile = profile_of(params)
     rows = ResultStore(profile.name).load(profile.experiments)
+    chosen = dict(profile.overrides)
+    if "methods" in chosen:
+        rows = rows[rows["method"].isin(chosen["methods"])]
+    if "seeds" in chosen:
+        rows = rows[rows["seed"].isin(chosen["seeds"])]
+    rows = rows.reset_index(drop=True)
     if rows.empty:
         runs = "; ".join(f"profile={profile.name!r}, dataset={dataset!r}, overrides={dict(params.overrides)!r}"
                          for dataset in profile.datasets)

@@ -62,6 +62,8 @@ def describe_keys(patterns: Iterable[str] = ("*",)) -> str:
 
 def _from_text(key: str, text: str) -> object:
     """A value for ``key`` read from command-line text (types from the configuration)."""
+    if key != key.strip(".") or ".." in key:
+        raise ConfigError(f"unknown setting {key!r}; valid keys:\n{describe_keys()}")
     if key in LISTS:
         return [part.strip() for part in text.split(",") if part.strip()]
     owner, name = _owner(key)
@@ -91,6 +93,8 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, object]:
         key, sep, text = assignment.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"cannot read {assignment!r}; write KEY=VALUE, e.g. train.initial_epochs=3.")
+        if key.strip() in parsed:
+            raise ConfigError(f"{key.strip()} is set twice ({assignment!r}); give each setting once.")
         parsed[key.strip()] = _from_text(key.strip(), text)
     return normalise(parsed)
 
@@ -134,7 +138,7 @@ def _list(key: str, value: object) -> tuple:
             Method.parse(label)  # raises for an unknown heuristic or family
         return items
     for seed in items:
-        if isinstance(seed, str) and seed.strip().isdigit():
+        if isinstance(seed, str) and seed.strip().isascii() and seed.strip().isdecimal():
             continue
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"seeds must be integers ≥ 0, got {seed!r}.")

@@ -187,6 +187,9 @@ def plot_learning_curves(
     rows = df[df["dataset"] == dataset]
     if rows.empty:
         raise ValueError(f"no results for dataset {dataset!r}; present: {sorted(df['dataset'].unique())}.")
+    if "config_key" in rows.columns and rows["config_key"].nunique() > 1:
+        raise ValueError(f"the rows of {dataset!r} mix configurations (config keys "
+                         f"{sorted(map(str, rows['config_key'].unique()))}); plot one at a time.")
     curve = mean_curve(rows[rows["method"].isin(list(methods))], metric)
     present = [m for m in methods if m in set(curve["method"])]
     if not present:
@@ -211,7 +214,7 @@ def plot_learning_curves(
     interval = "95% t-interval" if (curve["n"] >= 2).all() else "95% t-interval where ≥ 2 seeds"
     ax.legend(title=f"mean, {interval}", title_fontsize=8)
     plotted = rows[rows["method"].isin(present)]
-    seeds = plotted.groupby("method")["seed"].nunique()
+    seeds = plotted.dropna(subset=[metric]).groupby("method")["seed"].nunique()
     if (curve["n"] == most).all():
         seed_text: int | str = most
     else:

@@ -22,6 +22,13 @@ from typing import TypeVar
 from tqdm.auto import tqdm
 
 LOG_VARIABLE = "ALVAE_PROGRESS_LOG"
+SWITCH_VARIABLE = "ALVAE_PROGRESS"
+"""``ALVAE_PROGRESS=0`` hides every bar. nbval sets it: it reads a cell's messages only after the
+cell ends, and the widget traffic of a long cell would overflow the kernel's message queue."""
+
+
+def _shown(enabled: bool) -> bool:
+    return enabled and os.environ.get(SWITCH_VARIABLE, "1").strip().lower() not in {"0", "off", "false", "no"}
 
 Item = TypeVar("Item")
 
@@ -72,7 +79,7 @@ def follow(path: Path, prefix: str = "  ", interval: float = 0.5) -> Iterator[No
 
 def bar(total: int, desc: str, enabled: bool = True, initial: int = 0, leave: bool = False) -> tqdm:
     """A bar to advance by hand (``bar.update(1)``): a widget in a notebook, text in a terminal."""
-    return tqdm(total=total, desc=desc, initial=initial, leave=leave, disable=not enabled)
+    return tqdm(total=total, desc=desc, initial=initial, leave=leave, disable=not _shown(enabled))
 
 
 def track(items: Iterable[Item], desc: str, total: int | None = None, enabled: bool = True, initial: int = 0,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Generic, TypeVar
 
 from .config import ConfigError
 
 Entry = TypeVar("Entry")
+_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 
 class Registry(dict[str, Entry], Generic[Entry]):
@@ -14,7 +16,7 @@ class Registry(dict[str, Entry], Generic[Entry]):
 
     ``registry[name]`` raises ConfigError listing the registered names when
     ``name`` is unknown; :meth:`add` checks the name, which becomes part of
-    method labels (lower case, without ``+ ( ) =`` or spaces).
+    method labels, figure file names and command lines (``[a-z][a-z0-9_-]*``).
     """
 
     def __init__(self, kind: str):
@@ -26,9 +28,9 @@ class Registry(dict[str, Entry], Generic[Entry]):
 
     def add(self, name: str, entry: Entry, replace: bool = False) -> Entry:
         """Register ``entry`` as ``name`` and return it; ConfigError for a bad or taken name (unless ``replace``)."""
-        if not isinstance(name, str) or not name or not name.islower() or any(c in name for c in "+()= "):
-            raise ConfigError(f"{self.kind} name {name!r} must be lower case, without '+', '(', ')', '=' or "
-                              "spaces: it becomes part of method labels.")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ConfigError(f"{self.kind} name {name!r} must be lower case letters, digits, '_' or '-', starting "
+                              "with a letter: it becomes part of method labels, file names and command lines.")
         if name in self and not replace:
             raise ConfigError(f"{self.kind} {name!r} is already registered; pass replace=True to redefine it.")
         self[name] = entry

@@ -162,7 +162,16 @@ class RunRecord:
             return None
         try:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
-            int(state["completed_steps"]), list(state["labeled"]), bool(state["finished"])
+            completed, labeled = int(state["completed_steps"]), list(state["labeled"])
+            experiment = state["experiment"]
+            counts = list(range(int(experiment["initial_labels"]), int(experiment["max_labels"]) + 1,
+                                int(experiment["budget"])))
+            if not 0 <= completed <= len(counts):
+                raise ValueError(f"completed_steps={completed} is not between 0 and {len(counts)}")
+            expected = counts[min(completed, len(counts) - 1)]
+            if len(labeled) != expected or len(set(labeled)) != len(labeled):
+                raise ValueError(f"the labeled set holds {len(labeled)} entries ({len(set(labeled))} distinct) "
+                                 f"where step {completed} needs {expected} distinct ones")
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
             raise StoreDamaged(
                 f"{self.state_path} cannot be read ({type(error).__name__}: {error}). Remove the run with "
@@ -183,6 +192,9 @@ class RunRecord:
         if missing:
             warnings.warn(f"{self.csv_path} lacks column(s) {missing}; the run starts again.", stacklevel=3)
             return pd.DataFrame(columns=list(COLUMNS))
+        if len(rows) < completed:
+            warnings.warn(f"{self.csv_path} has {len(rows)} rows where the state says {completed} steps; the run "
+                          f"resumes from step {len(rows)} at the latest.", stacklevel=3)
         required = [column for column in COLUMNS if column not in OPTIONAL_COLUMNS]
         valid = 0
         for step, row in enumerate(rows.iloc[:completed].itertuples(index=False)):
@@ -209,8 +221,9 @@ class RunRecord:
         completed = len(rows)
         model_file = state.get("model_file")
         fine_tune = bool(self.header["experiment"]["train"]["fine_tune"])
-        if fine_tune and completed and (model_file is None or not (self.directory / model_file).exists()
-                                        or completed < stored):
+        done = completed == stored and bool(state["finished"])  # a finished run carries no model further
+        if fine_tune and completed and not done and (model_file is None or completed < stored
+                                                     or not (self.directory / model_file).exists()):
             warnings.warn(f"{self.state_path}: the model carried into step {completed} is not stored; "
                           "the fine-tuned run starts again.", stacklevel=2)
             rows, completed = rows.iloc[:0], 0
@@ -258,15 +271,16 @@ class ResultStore:
     """All runs of one profile: ``results_root()/<profile>/``.
 
     ``overrides`` (a profile's :attr:`~alvae_utils.profiles.Profile.overrides`) are
-    recorded in each run's state, except the choice of methods and seeds, which
-    picks runs without changing them; :func:`stored_sets` reads them back.
+    recorded in each run's state, except those that do not change an Algorithm 1 run:
+    the choice of methods and seeds (which picks runs) and ``tsne.*``; :func:`stored_sets`
+    reads them back.
     """
 
     def __init__(self, profile: str, root: Path | None = None, overrides: Iterable[tuple[str, object]] = ()):
         self.profile = profile
         self.root = (root or results_root()) / profile
         self.overrides = {key: list(value) if isinstance(value, tuple) else value
-                          for key, value in overrides if key not in LISTS}
+                          for key, value in overrides if key not in LISTS and not key.startswith("tsne.")}
 
     def record(self, config: ExperimentConfig, method: Method, seed: int, data_description: str,
                data_fingerprint: str = "", provenance: dict[str, object] | None = None) -> RunRecord:
@@ -298,7 +312,7 @@ def stored_sets(root: Path | None = None) -> list[dict[str, object]]:
     """
     counts: dict[tuple[str, str], int] = {}
     for path in sorted((root or results_root()).glob("*/*/*.state.json")):
-        header = json.loads(path.read_text(encoding="utf-8"))
+        header = RunRecord(path.parent, path.name.removesuffix(".state.json"), {}).read_state()  # names damage
         identity = (header["profile"], json.dumps(header.get("overrides", {}), sort_keys=True))
         counts[identity] = counts.get(identity, 0) + 1
     return [{"profile": profile, "overrides": json.loads(overrides), "runs": runs}
@@ -343,17 +357,27 @@ def remove_runs(keys: Iterable[str], root: Path | None = None) -> list[Path]:
     """Delete every file of the runs with these keys (rows, state, carried models); returns the files removed."""
     wanted, removed = set(keys), []
     for path in sorted((root or results_root()).glob("*/*/*")):
-        if path.is_file() and path.name.split(".", 1)[0] in wanted:
+        if path.is_file() and path.name.lstrip(".").split(".", 1)[0] in wanted:  # leftover ".<key>.….tmp" too
             path.unlink()
             removed.append(path)
     return removed
 
 
 def load_results(directory: Path | None = None) -> pd.DataFrame:
-    """All result rows below ``directory`` (default: every profile in ``results_root()``)."""
-    directory = directory or results_root()
-    frames = [pd.read_csv(path, encoding="utf-8") for path in sorted(Path(directory).rglob("*.csv"))]
-    frames = [frame for frame in frames if not frame.empty]
+    """The valid rows of every stored run below ``directory`` (default: every profile in ``results_root()``).
+
+    Rows are read through each run's state (:meth:`RunRecord.load`): rows beyond what the
+    state committed, damaged rows, files without a state and leftover temporary files are
+    never read as results.
+    """
+    directory = Path(directory or results_root())
+    frames = []
+    for state_path in sorted(directory.rglob("*.state.json")):
+        record = RunRecord(state_path.parent, state_path.name.removesuffix(".state.json"), {})
+        record.header = record.read_state()  # StoreDamaged, naming the file, when unreadable
+        rows, _ = record.load()
+        if not rows.empty:
+            frames.append(rows)
     if not frames:
         return pd.DataFrame(columns=list(COLUMNS))
     return pd.concat(frames, ignore_index=True)

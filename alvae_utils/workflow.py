@@ -38,7 +38,7 @@ from .notebooks import NOTEBOOKS
 from .overrides import apply
 from .paths import REPO_ROOT, build_dir, figures_dir, gallery_dir
 from .profiles import Profile, get_profile
-from .progress import follow
+from .progress import SWITCH_VARIABLE, follow
 from .tsne_experiment import tsne_pool
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -282,7 +282,9 @@ def validate_notebooks() -> int:
     executed = sorted((build_dir() / "ci").glob("*.ipynb"))
     if not executed:
         raise FileNotFoundError("no executed notebooks in build/ci/; run `make notebooks-ci` (papermill pass) first.")
-    env = {**os.environ, **ci_sandbox(results="results-nbval", figures="figures-nbval")}
+    # No progress bars: nbval reads a cell's messages only once it ends, and a long cell's widget
+    # traffic would overflow the kernel's queue. Bars are not compared anyway (conftest.py).
+    env = {**os.environ, **ci_sandbox(results="results-nbval", figures="figures-nbval"), SWITCH_VARIABLE: "0"}
     for name in ("ALVAE_RESULTS_ROOT", "ALVAE_FIGURES_DIR"):
         shutil.rmtree(env[name], ignore_errors=True)
     command = [sys.executable, "-m", "pytest", "--nbval", "--nbval-kernel-name", KERNEL_NAME,

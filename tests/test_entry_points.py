@@ -80,13 +80,17 @@ record = ResultStore("ci", root=__import__("pathlib").Path({str(tmp_path)!r})).r
     experiment, Method("coreset", "vae", 0.5), 0, "MNIST, \\u03b1-test")
 rows = pd.DataFrame([dict.fromkeys(COLUMNS, 0) | {{"method": Method("coreset", "vae", 0.5).label,
                                                     "run_key": record.key}}])
-record.commit_step(rows, RunState(1, [1, 2], 0.0, False))
+record.commit_step(rows, RunState(1, list(range(20)), 0.0, False))
 print(record.load()[0]["method"].tolist() == ["coreset+vae(\\u03b1=0.5)"])
 """
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": "ascii"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "True"
+    listing = subprocess.run([sys.executable, "-m", "alvae_utils", "results", "list"], capture_output=True,
+                             env={**env, "ALVAE_RESULTS_ROOT": str(tmp_path)}, cwd=paths.REPO_ROOT)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    assert b"coreset+vae(\\u03b1=0.5)" in listing.stdout  # printed, escaped, under an ASCII locale
 
 
 def test_a_dataset_outside_the_profile_adapts_to_its_small_splits(capsys):
@@ -99,3 +103,11 @@ def test_a_dataset_outside_the_profile_adapts_to_its_small_splits(capsys):
     assert get_profile("quick").experiment_for("mnist") == (get_profile("quick").experiment("mnist"), [])
     with pytest.raises(ConfigError, match="unknown dataset 'cifar10'"):
         get_profile("quick").experiment_for("cifar10")
+
+
+@pytest.mark.parametrize("seeds", [["-1"], ["0", "0"]])
+def test_cli_seeds_are_checked_before_any_work(tmp_path, monkeypatch, capsys, seeds):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    assert main(["run", "--dataset", "mnist-sample", "--profile", "ci", "--heuristic", "random", "--seed", *seeds]) == 2
+    assert "seeds must be distinct integers ≥ 0" in capsys.readouterr().err
+    assert not any(tmp_path.rglob("*.csv"))

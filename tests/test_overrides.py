@@ -176,3 +176,44 @@ def test_make_figures_shows_the_kernels_progress_lines_as_they_come(tmp_path, mo
     out = capsys.readouterr().out
     assert "  ci/mnist-sample runs: 1/2\n  ci/mnist-sample runs: 2/2\n" in out
     assert json.loads(json.dumps(True))  # the log is plain text; nothing else to parse
+
+
+@pytest.mark.parametrize("assignments, message", [
+    (["budget=5", "budget=20"], "budget is set twice"),
+    (["train.lr=inf"], "train.lr must be a finite number"),
+    (["seeds=²"], "seeds must be integers ≥ 0"),
+    ([".budget=20"], "unknown setting '.budget'"),
+])
+def test_ambiguous_or_unusable_assignments_are_refused(assignments, message):
+    with pytest.raises(ConfigError, match=message):
+        overrides.apply(get_profile("ci"), overrides.parse_assignments(assignments))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--heuristic", "coreset", "--set", "methods=random"], "both choose the methods"),
+    (["--heuristic", "coreset", "--alpha", "0.5"], "--alpha scales a feature family's features"),
+])
+def test_cli_options_that_contradict_each_other_are_refused(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    assert main(["run", "--dataset", "mnist-sample", "--profile", "ci", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_01_takes_a_smaller_pool_with_its_last_label_count():
+    params = check_parameters("01_vae_training", _namespace(profile="quick", dataset="mnist", n_reconstructions=3,
+                                                            overrides={"pool_size": 200, "max_labels": 200}))
+    assert notebooks.profile_of(params).experiment("mnist").pool_size == 200
+
+
+def test_03_honours_methods_and_seeds_and_tsne_settings_do_not_split_the_stored_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    for extra in ([], ["tsne.budget=5"]):
+        assert main(["run", "--dataset", "mnist-sample", "--profile", "ci", "--no-progress", "--heuristic", "random",
+                     "coreset", "--seed", "0", "1", "--set", *SMALL, *extra]) == 0
+    assert [entry["runs"] for entry in stored_sets(tmp_path)] == [4]
+    changes = {**{key: int(value) for key, value in (item.split("=") for item in SMALL)},
+               "methods": ["coreset"], "seeds": [1]}
+    _, rows = stored_runs("03_significance_tests", notebooks.SignificanceParameters(profile="ci", overrides=changes))
+    assert set(rows["method"]) == {"coreset"} and set(rows["seed"]) == {1}
+    with pytest.raises(ConfigError, match="given without a profile"):
+        stored_runs("03_significance_tests", notebooks.SignificanceParameters(profile="", overrides={"budget": 10}))

@@ -194,3 +194,9 @@ def test_learning_curves_say_how_many_seeds_stand_behind_each_point(results):
     # No band is drawn for the single seed: its interval is all NaN.
     variant_band = ax.collections[1]
     assert all(len(path.vertices) == 0 for path in variant_band.get_paths()) or not variant_band.get_paths()
+
+
+def test_learning_curves_refuse_rows_of_two_configurations(results):
+    mixed = pd.concat([results.assign(config_key="a"), results.assign(config_key="b")], ignore_index=True)
+    with pytest.raises(ValueError, match=r"mix configurations \(config keys \['a', 'b'\]\)"):
+        plots.plot_learning_curves(mixed, "mnist", METHODS)

@@ -179,3 +179,57 @@ def test_figures_statistics_and_styles_read_the_registries(toys):
                                            ("maxnorm", "maxnorm+vae(α=0.5)")]
     assert plots.method_style("maxnorm")["color"] == "tab:olive"
     assert Method.parse("maxnorm+vae(α=0.5)") == Method("maxnorm", "vae", 0.5)
+
+
+@pytest.mark.parametrize("returned, problem", [
+    (lambda mask, budget: torch.full((budget,), int((~mask).nonzero()[0])), "the same index more than once"),
+    (lambda mask, budget: mask.nonzero().squeeze(1)[:budget], "points that are already labeled"),
+    (lambda mask, budget: -torch.arange(1, budget + 1), "outside the pool"),
+    (lambda mask, budget: (~mask).nonzero().squeeze(1)[: budget - 1], "9 indices, not β = 10"),
+    (lambda mask, budget: (~mask).nonzero().squeeze(1)[:budget].float(), "not a 1-D int64 tensor"),
+    (lambda mask, budget: (~mask).nonzero().squeeze(1)[:budget].tolist(), "list, not a 1-D int64 tensor"),
+])
+def test_a_heuristic_returning_bad_indices_is_stopped_before_anything_is_stored(tmp_path, monkeypatch, returned,
+                                                                                 problem):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    register_heuristic(Heuristic(name="broken", needs=("generator",), title="Broken", colour="k",
+                                 select=lambda inputs, mask, budget: returned(mask, budget)))
+    try:
+        with pytest.raises(ValueError, match=f"heuristic 'broken' returned .*{problem}"):
+            loop.run_sweep("ci", CONFIG.dataset, methods=[Method("broken")], seeds=[0], experiment=CONFIG,
+                           progress=False)
+    finally:
+        HEURISTICS.pop("broken")
+    # A step commits only after its selection, so no labeled set made of bad indices is ever stored.
+    assert not list(tmp_path.rglob("*.state.json"))
+
+
+@pytest.mark.parametrize("encode, message", [
+    (lambda fitted, images: torch.full((len(images), 3), float("nan")), "gave NaN or infinite features"),
+    (lambda fitted, images: torch.zeros(len(images) - 5, 3), r"gave \(75, 3\) for 80 pool images"),
+    (lambda fitted, images: torch.zeros(len(images)), r"gave \(80,\) for 80 pool images"),
+    (lambda fitted, images: torch.zeros(len(images), 0), r"gave \(80, 0\)"),
+])
+def test_a_family_giving_bad_features_is_named_before_any_training(tmp_path, monkeypatch, encode, message):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    register_family(FeatureFamily(name="badfeat", title="bad", fit=lambda context: None, encode=encode))
+    monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("trained before the check"))
+    try:
+        with pytest.raises(ValueError, match=f"feature family 'badfeat' {message}"):
+            loop.run_sweep("ci", CONFIG.dataset, methods=[Method("lossprediction", "badfeat")], seeds=[0],
+                           experiment=CONFIG, progress=False)
+    finally:
+        FAMILIES.pop("badfeat")
+
+
+@pytest.mark.parametrize("name", ["a,b", "x/y", "../x", "a*", "a[0]", "a.b", "tab\tname", "9lives", ""])
+def test_names_that_would_break_labels_files_or_globs_are_refused(name):
+    with pytest.raises(ConfigError, match="must be lower case letters, digits"):
+        register_heuristic(replace(HEURISTICS["coreset"], name=name))
+
+
+def test_alpha_labels_parse_back_to_the_same_method():
+    for alpha in (0.5, 0.1234567, 2, 1e-5, -0.0):
+        method = Method("coreset", "vae", alpha)
+        assert Method.parse(method.label) == method and method.key_fields() == Method.parse(method.label).key_fields()
+    assert Method("coreset", "vae", -0.0).label == "coreset+vae(α=0)"

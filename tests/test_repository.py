@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 
@@ -56,10 +57,15 @@ def test_a_notebook_with_outputs_is_staged_without_them(tmp_path):
             cell["execution_count"] = 3
             cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["42\n"]}]
             cell["metadata"]["execution"] = {"iopub.status.busy": "2026-11-29T12:00:00"}
+            cell["metadata"]["papermill"] = {"duration": 1.5, "status": "completed"}
     executed["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {}}
+    executed["metadata"]["papermill"] = {"parameters": {"profile": "ci"}}
     target = tmp_path / "03.ipynb"
     target.write_text(json.dumps(executed, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    subprocess.run([str(nbstripout), "--keep-id", str(target)], check=True)
+    makefile = (paths.REPO_ROOT / "Makefile").read_text()
+    options = shlex.split(next(line for line in makefile.splitlines() if line.startswith("NBSTRIPOUT"))
+                          .split(":=", 1)[1])
+    subprocess.run([str(nbstripout), *options, str(target)], check=True)
     assert target.read_text(encoding="utf-8") == committed
 
 

@@ -86,7 +86,7 @@ def test_load_filters_to_current_configurations(tmp_path):
     for config in (CONFIG, old):
         record = store.record(config, Method("coreset"), 0, "d")
         record.commit_step(pd.DataFrame([_row(0, config, run_key=record.key)], columns=list(COLUMNS)),
-                           RunState(1, [], 0.0, True))
+                           RunState(1, list(range(config.initial_labels + config.budget)), 0.0, True))
     assert len(store.load()) == 2
     current = store.load([CONFIG])
     assert current["config_key"].unique().tolist() == [CONFIG.key()]

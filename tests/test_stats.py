@@ -298,3 +298,25 @@ def test_rows_of_two_configurations_are_never_merged():
     expected = paired_comparison(ci, "coreset", "coreset+vae")
     got = table[table["config_key"] == "ci"].reset_index(drop=True).loc[:, expected.columns]
     pd.testing.assert_frame_equal(got, expected)  # Holm over the 3 label counts of one configuration
+
+
+def test_multilabel_accuracies_are_exact_so_a_constant_shift_stays_constant():
+    """ChestMNIST: one more correct decision on every seed is a constant shift, not a significant effect."""
+    import torch
+
+    from alvae_utils.metrics import multilabel_accuracy
+
+    def accuracy(wrong: int) -> float:
+        predictions = torch.zeros(40, 14)
+        predictions.view(-1)[:wrong] = 1
+        return multilabel_accuracy(predictions, torch.zeros(40, 14))
+
+    assert accuracy(250) == (560 - 250) / 560
+    rows = []
+    for seed, wrong in enumerate([2, 3, 281]):
+        for method, shift in (("coreset", 0), ("coreset+vae", 1)):
+            rows.append({"dataset": "chestmnist", "data_description": "x", "config_key": "k", "method": method,
+                         "seed": seed, "n_labels": 10, "accuracy": accuracy(wrong - shift)})
+    table = compare_variants(pd.DataFrame(rows))
+    assert table["note"].tolist() == ["constant difference (sd = 0): t-test undefined"]
+    assert not table["significant"].any() and significant_findings(table) == []

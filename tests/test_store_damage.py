@@ -132,3 +132,40 @@ def test_results_list_and_clean(tmp_path, data, capsys, monkeypatch):
     assert "removed 1 run(s), 2 file(s)." in capsys.readouterr().out
     assert list_runs(tmp_path)["method"].tolist() == ["coreset"]
     assert main(["results", "clean", "--run", "nope"]) == 2
+
+
+def test_only_committed_rows_are_read_as_results(tmp_path, data):
+    from alvae_utils.results import load_results
+
+    reference, record = _run(tmp_path, data)
+    leftover = record.directory / f".{record.key}.0123456789ab.tmp.csv"  # what a kill inside a write leaves
+    leftover.write_text(record.csv_path.read_text(encoding="utf-8"), encoding="utf-8")
+    orphan = record.directory / "0123456789ab.csv"  # rows whose state is gone
+    orphan.write_text(record.csv_path.read_text(encoding="utf-8"), encoding="utf-8")
+    _same(load_results(tmp_path), reference)
+
+
+def test_missing_rows_and_a_short_labeled_set_are_reported(tmp_path, data):
+    _, record = _run(tmp_path, data)
+    lines = record.csv_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    record.csv_path.write_text("".join(lines[:-1]), encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"has 1 rows where the state says 2 steps"):
+        rows, state = record.load()
+    assert len(rows) == 1 and not state.finished
+    stored = json.loads(record.state_path.read_text(encoding="utf-8"))
+    record.state_path.write_text(json.dumps({**stored, "labeled": stored["labeled"][:5]}), encoding="utf-8")
+    with pytest.raises(StoreDamaged, match=r"the labeled set holds 5 entries .* where step 2 needs 20"):
+        record.load()
+    from alvae_utils.results import stored_sets
+
+    with pytest.raises(StoreDamaged, match=record.state_path.name):
+        stored_sets(tmp_path)
+
+
+def test_a_finished_fine_tuned_run_needs_no_carried_model(tmp_path, data, monkeypatch):
+    reference, record = _run(tmp_path, data, FINE_TUNE)
+    for model in record.directory.glob("*.pt"):
+        model.unlink()
+    monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("a finished run was recomputed"))
+    again, _ = _run(tmp_path, data, FINE_TUNE)
+    _same(again, reference)
