@@ -38,15 +38,9 @@ from .models import LossPredictionModule, TaskModel, check_pretrained_weights_av
 from .profiles import Profile, get_profile
 from .progress import track
 from .results import ResultStore, RunState, data_fingerprint, run_provenance, step_row
-from .seeds import FEATURES, INITIAL_LABELS, MODEL, SELECT, TRAIN, derive_seed
-from .selection import augment_features
+from .seeds import FEATURES, MODEL, SELECT, TRAIN, derive_seed
+from .selection import augment_features, initial_labeled_indices
 from .training import build_task_model, predict, train_task_model
-
-
-def initial_labeled_indices(pool_size: int, initial_labels: int, seed: int) -> torch.Tensor:
-    """Step 1 of Algorithm 1: the ξ initial labels (int64 pool indices), a function of the seed alone."""
-    generator = torch.Generator().manual_seed(derive_seed(INITIAL_LABELS, seed))
-    return torch.randperm(pool_size, generator=generator)[:initial_labels]
 
 
 def _step_family_features(method: Method, config: ExperimentConfig, pool: Dataset, labeled: torch.Tensor,

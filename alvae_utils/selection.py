@@ -6,6 +6,7 @@ long. ``labeled_mask`` is a bool (N,) tensor marking L; U is its complement.
 
 * :func:`kcenter_greedy` — core-set, Eq. 1 (greedy k-center).
 * :func:`medal_greedy` — MedAL, Eq. 2 (mean squared distance = distance to the centroid).
+* :func:`initial_labeled_indices` — Algorithm 1's ξ initial labels, from the seed alone.
 * :func:`random_select`, :func:`entropy_scores` + :func:`top_k_select` — baselines;
   :func:`top_k_select` also ranks loss prediction's predicted losses (Eq. 3–4).
 * :func:`augment_features` — Eq. 6's [T_f(u) ⁀ α·V(u)].
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from .data import MULTICLASS, MULTILABEL
+from .seeds import INITIAL_LABELS, derive_seed
 
 
 def _check_pool(labeled_mask: torch.Tensor, budget: int, n: int | None = None) -> int:
@@ -253,6 +255,12 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
         total += xu.index_select(0, pick).squeeze(0)
         count += 1
     return unlabeled.index_select(0, picks)
+
+
+def initial_labeled_indices(pool_size: int, initial_labels: int, seed: int) -> torch.Tensor:
+    """Step 1 of Algorithm 1: the ξ initial labels (int64 pool indices), a function of the seed alone."""
+    generator = torch.Generator().manual_seed(derive_seed(INITIAL_LABELS, seed))
+    return torch.randperm(pool_size, generator=generator)[:initial_labels]
 
 
 def random_select(labeled_mask: torch.Tensor, budget: int, generator: torch.Generator) -> torch.Tensor:

@@ -27,12 +27,11 @@ from .data import DataUnavailableError, Dataset, load_experiment_data
 from .device import default_device
 from .features import FeatureContext
 from .heuristics import APPEND, select
-from .loop import initial_labeled_indices
 from .methods import Method
 from .paths import atomic_path, results_root
 from .profiles import Profile
 from .seeds import MODEL, TRAIN, TSNE_SAMPLE, derive_seed
-from .selection import augment_features
+from .selection import augment_features, initial_labeled_indices
 from .training import build_task_model, predict, train_task_model
 from .tsne import embed, tail_statistics
 

@@ -12,6 +12,7 @@ from alvae_utils.config import ConfigError, ExperimentConfig, TrainConfig, VAECo
 from alvae_utils.methods import Method
 from alvae_utils.data import load_experiment_data
 from alvae_utils.results import ResultStore, data_fingerprint
+from alvae_utils.selection import initial_labeled_indices
 
 TIMINGS = ["train_seconds", "select_seconds", "eval_seconds"]
 CONFIG = ExperimentConfig(
@@ -62,7 +63,7 @@ def test_every_heuristic_starts_from_the_same_initial_labels(tmp_path, data, vae
         _, state = _run(tmp_path, data, method, vae_features=vae_features if method.features else None)
         firsts.add(tuple(state.labeled[:10]))
     assert len(firsts) == 1
-    other_seed = loop.initial_labeled_indices(CONFIG.pool_size, 10, seed=1)
+    other_seed = initial_labeled_indices(CONFIG.pool_size, 10, seed=1)
     assert tuple(other_seed.tolist()) not in firsts
 
 
