@@ -117,6 +117,11 @@ scored), ``alpha`` (no feature family) and ``select_seconds`` (lost when a run r
 record). Every other column must hold a value, or the row is damaged."""
 
 
+TEXT_COLUMNS: dict[str, type] = {column: str for column in (
+    "profile", "dataset", "data_description", "method", "heuristic", "config_key", "run_key")}
+"""Read as text: a hex key such as ``8972232623e7`` would otherwise be read as the number 8.97e18."""
+
+
 class StoreDamaged(RuntimeError):
     """A stored run cannot be read; the message names the file and how to recompute the run."""
 
@@ -183,7 +188,7 @@ class RunRecord:
         if not self.csv_path.exists():
             return pd.DataFrame(columns=list(COLUMNS))
         try:
-            rows = pd.read_csv(self.csv_path, encoding="utf-8")
+            rows = pd.read_csv(self.csv_path, encoding="utf-8", dtype=TEXT_COLUMNS)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
             warnings.warn(f"{self.csv_path} cannot be read ({type(error).__name__}); the run starts again.",
                           stacklevel=3)

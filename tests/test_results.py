@@ -106,3 +106,13 @@ def test_vae_checkpoint_path_depends_on_pool_source_and_vae_settings(tmp_path):
     assert a != vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(epochs=3), 0, root=tmp_path)
     assert a != vae.checkpoint_path(_pool("mnist", 100, "other source"), VAEConfig(), 0, root=tmp_path)
     assert a.parent == tmp_path / "vae" and a.name.startswith("mnist-")
+
+
+def test_keys_that_look_like_numbers_are_read_back_as_text(tmp_path):
+    record = ResultStore("t", root=tmp_path).record(CONFIG, Method("coreset"), 0, "d")
+    record.key = "8972232623e7"  # a hex key that pandas would read as 8.97e18
+    rows = pd.DataFrame([_row(0, run_key=record.key, config_key="1234e5")], columns=list(COLUMNS))
+    record.commit_step(rows, RunState(1, list(range(20)), 0.0, False))
+    loaded, state = record.load()
+    assert loaded["run_key"].tolist() == ["8972232623e7"] and loaded["config_key"].tolist() == ["1234e5"]
+    assert state.completed_steps == 1
