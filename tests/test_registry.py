@@ -131,7 +131,7 @@ def test_a_registered_heuristic_and_families_run_end_to_end_through_run_sweep(tm
     assert len({seed for _, seed in toys["classmeans_fits"]}) == 3, "one seed per step, shared by both runs"
 
 
-def test_a_refitted_family_resumes_to_the_same_numbers(tmp_path, monkeypatch, toys):
+def test_a_refitted_family_resumes_to_the_same_numbers(tmp_path, spy, toys):
     method = Method.parse("coreset+classmeans")
     pool_eval = loop.load_experiment_data(CONFIG.dataset, CONFIG.pool_size, CONFIG.eval_size, seed=0)
 
@@ -140,19 +140,10 @@ def test_a_refitted_family_resumes_to_the_same_numbers(tmp_path, monkeypatch, to
                                    device=torch.device("cpu"), progress=False)
 
     reference = run(tmp_path / "reference")
-    real_train = loop.train_task_model
-    calls = {"n": 0}
-
-    def crash_on_second_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_task_model", crash_on_second_step)
+    train = spy(loop, "train_task_model", interrupt_at=2)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "crashed")
-    monkeypatch.setattr(loop, "train_task_model", real_train)
+    train["restore"]()
     resumed = run(tmp_path / "crashed")
     pd.testing.assert_frame_equal(resumed.drop(columns=TIMINGS), reference.drop(columns=TIMINGS), check_dtype=False)
 

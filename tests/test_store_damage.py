@@ -42,7 +42,7 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
                                   b.drop(columns=TIMINGS).reset_index(drop=True), check_dtype=False)
 
 
-def test_a_results_file_cut_inside_its_last_row_is_recomputed(tmp_path, data, monkeypatch):
+def test_a_results_file_cut_inside_its_last_row_is_recomputed(tmp_path, data, spy):
     reference, record = _run(tmp_path, data)
     text = record.csv_path.read_text(encoding="utf-8")
     record.csv_path.write_text(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1], encoding="utf-8")
@@ -50,14 +50,7 @@ def test_a_results_file_cut_inside_its_last_row_is_recomputed(tmp_path, data, mo
         rows, state = record.load()
     assert len(rows) == 1 and state.completed_steps == 1 and not state.finished
     assert len(state.labeled) == 20, "L at step 1 is the prefix of the stored L"
-    calls = {"n": 0}
-    real = loop.train_task_model
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_task_model", counting)
+    calls = spy(loop, "train_task_model")
     with pytest.warns(UserWarning, match="row 1 is damaged"):
         resumed, _ = _run(tmp_path, data)
     assert calls["n"] == 1, "only the damaged step is recomputed"
