@@ -225,7 +225,7 @@ class RunRecord:
         rows = self._valid_rows(stored)
         completed = len(rows)
         model_file = state.get("model_file")
-        fine_tune = bool(self.header["experiment"]["train"]["fine_tune"])
+        fine_tune = bool(state["experiment"]["train"]["fine_tune"])  # the state holds the header it was written with
         done = completed == stored and bool(state["finished"])  # a finished run carries no model further
         if fine_tune and completed and not done and (model_file is None or completed < stored
                                                      or not (self.directory / model_file).exists()):
@@ -236,7 +236,7 @@ class RunRecord:
             return rows, RunState(completed, list(state["labeled"]), float(state["pending_select_seconds"]),
                                   bool(state["finished"]), model_file)
         # L only grows by appending picks, so L at an earlier step is a prefix of the stored one.
-        experiment = self.header["experiment"]
+        experiment = state["experiment"]
         size = int(experiment["initial_labels"]) + completed * int(experiment["budget"])
         return rows, RunState(completed, list(state["labeled"])[:size], float("nan"), False, None)
 
@@ -245,10 +245,10 @@ class RunRecord:
         """Persist one step as a unit: rows, then the carried model (``modules``, fine-tuning), then the state.
 
         ``modules`` are saved by name (``None`` entries as absent) to the file of step
-        ``state.completed_steps − 1``; the state names it, and the previous model file
-        goes only after the state is committed.
+        ``state.completed_steps − 1``; the state names it, and the other model files of
+        the run (the previous step's, or leftovers of an interrupted write) go only after
+        the state is committed.
         """
-        previous = (self.read_state() or {}).get("model_file")
         atomic_write_text(self.csv_path, rows.to_csv(index=False))
         if modules is not None:
             model_path = self.model_path(state.completed_steps - 1)
@@ -257,8 +257,9 @@ class RunRecord:
                 torch.save(weights, tmp)
             state = replace(state, model_file=model_path.name)
         atomic_write_text(self.state_path, json.dumps({**self.header, **asdict(state)}))
-        if previous and previous != state.model_file:
-            (self.directory / previous).unlink(missing_ok=True)
+        for model in self.directory.glob(f"{self.key}.model-step*.pt"):  # earlier steps' models, leftovers too
+            if model.name != state.model_file:
+                model.unlink(missing_ok=True)
 
     def load_model(self, modules: dict[str, nn.Module | None], state: RunState, device: torch.device) -> None:
         """Load the model that ``state`` names into ``modules`` (same names; ``None`` entries are skipped)."""
@@ -378,9 +379,8 @@ def load_results(directory: Path | None = None) -> pd.DataFrame:
     directory = Path(directory or results_root())
     frames = []
     for state_path in sorted(directory.rglob("*.state.json")):
-        record = RunRecord(state_path.parent, state_path.name.removesuffix(".state.json"), {})
-        record.header = record.read_state()  # StoreDamaged, naming the file, when unreadable
-        rows, _ = record.load()
+        # load() reads the state once (StoreDamaged, naming the file, when it cannot be read).
+        rows, _ = RunRecord(state_path.parent, state_path.name.removesuffix(".state.json"), {}).load()
         if not rows.empty:
             frames.append(rows)
     if not frames:
