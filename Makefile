@@ -19,8 +19,13 @@ NBSTRIPOUT := --keep-id --extra-keys "metadata.papermill cell.metadata.papermill
 
 # Overrides pass through: make figures SET="train.initial_epochs=3 budget=200"
 # (each word is quoted for the shell, so labels such as coreset+vae(α=0.5) pass as they are).
+# So does how runs execute (README, Running in parallel):
+#   make figures EXECUTOR=ray [RAY_ADDRESS=auto] [CPUS_PER_RUN=1] [GPUS_PER_RUN=0.25] [THREADS=1]
 figures: $(STAMP)
-	$(PY) -m alvae_utils figures --profile $(PROFILE) $(if $(SET),--set $(foreach word,$(SET),'$(word)'))
+	$(PY) -m alvae_utils figures --profile $(PROFILE) $(if $(SET),--set $(foreach word,$(SET),'$(word)')) \
+		$(if $(EXECUTOR),--executor '$(EXECUTOR)') $(if $(RAY_ADDRESS),--ray-address '$(RAY_ADDRESS)') \
+		$(if $(CPUS_PER_RUN),--cpus-per-run '$(CPUS_PER_RUN)') $(if $(GPUS_PER_RUN),--gpus-per-run '$(GPUS_PER_RUN)') \
+		$(if $(THREADS),--threads '$(THREADS)')
 
 # Cheapest check first: lint, then unit tests, then the notebooks.
 test: lint unit-tests notebooks-ci

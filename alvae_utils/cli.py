@@ -5,6 +5,7 @@ Examples::
     python -m alvae_utils run --dataset mnist-sample --heuristic coreset --vae --seed 0 --profile quick
     python -m alvae_utils run --dataset mnist --heuristic coreset lossprediction --compare-vae --seed 0 1 2
     python -m alvae_utils figures --profile quick
+    python -m alvae_utils figures --profile paper --executor ray --ray-address auto --gpus-per-run 0.25
 
 Heuristics and feature families are read from their registries
 (alvae_utils.heuristics, alvae_utils.features), so registered ones are accepted here too.
@@ -62,14 +63,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="same as --set train.fine_tune=true: fine-tune across steps instead of retraining")
     run.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                      help="same as --set train.pretrained=true/false: ImageNet-pretrained ResNet-18")
-    run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    run.add_argument("--device", default=None,
+                     help="torch device (default: cuda if available, else cpu); under Ray only the VAE's, as each "
+                          "run uses the device Ray assigns")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_execution_options(run)
 
     figures = commands.add_parser("figures", help="execute the notebooks with papermill and write figures/")
     figures.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     figures.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                          help="run only these notebooks (e.g. 02_active_learning)")
     _add_set_option(figures)
+    _add_execution_options(figures)
     results = commands.add_parser("results", help="list stored runs, or remove chosen ones",
                                   description="List the stored runs (configuration, overrides, steps done, "
                                               "damage) or remove chosen ones so that they are recomputed.")
@@ -93,6 +98,34 @@ def _add_set_option(command: argparse.ArgumentParser) -> None:
                          help="override any setting of the profile by dotted key, e.g. train.initial_epochs=3 "
                               "budget=500 vae.epochs=5 methods=coreset,coreset+vae seeds=0,1 "
                               "(keys, types and ranges: alvae_utils/overrides.py; a wrong key lists the valid ones)")
+
+
+def _add_execution_options(command: argparse.ArgumentParser) -> None:
+    """--executor and Ray's resources: the fields of alvae_utils.execution.Execution."""
+    group = command.add_argument_group("execution", "how runs execute (README, Running in parallel); a run's "
+                                                    "numbers do not depend on it, given the same threads per run")
+    group.add_argument("--executor", choices=("serial", "ray"), default="",
+                       help="serial: one run after another; ray: in parallel on Ray (default: the profile's)")
+    group.add_argument("--ray-address", default="", metavar="ADDRESS",
+                       help="attach to a running Ray cluster: auto, host:port or ray://host:10001 "
+                            "(default: start Ray on this machine, on 127.0.0.1 only)")
+    group.add_argument("--cpus-per-run", type=float, default=1.0, metavar="N", help="ray: CPUs per run (default 1)")
+    group.add_argument("--gpus-per-run", type=float, default=0.0, metavar="F",
+                       help="ray: GPUs per run; 0.25 packs 4 runs on each GPU (default 0: runs on CPUs)")
+    group.add_argument("--threads", type=int, default=0, metavar="N",
+                       help="torch threads per run (default: serial as torch has it, ray the CPUs per run)")
+    group.add_argument("--max-retries", type=int, default=3, metavar="N",
+                       help="ray: retries of a run whose worker process died (default 3)")
+
+
+def _execution(args: argparse.Namespace):
+    """The Execution the options describe (checked against the profile when the sweep starts)."""
+    from .execution import Execution
+
+    execution = Execution(executor=args.executor, address=args.ray_address, cpus_per_run=args.cpus_per_run,
+                          gpus_per_run=args.gpus_per_run, threads=args.threads, max_retries=args.max_retries)
+    execution.validate()
+    return execution
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -193,24 +226,26 @@ def main(argv: list[str] | None = None) -> int:
     from .models import PretrainedWeightsUnavailable
     from .notebooks import NothingToAnalyse
     from .results import StoreDamaged
+    from .execution import SweepFailed
     from .workflow import NotebookFailed, NothingToRun
 
     user_errors = (ConfigError, ValueError, DataUnavailableError, DataCorruptedError, PretrainedWeightsUnavailable,
-                   StoreDamaged, NotebookFailed, NothingToRun, NothingToAnalyse)
+                   StoreDamaged, NotebookFailed, NothingToRun, NothingToAnalyse, SweepFailed)
     try:
         if args.command == "run":
-            from .loop import run_sweep
+            from .execution import run_sweep
 
             profile, experiment = _experiment(args)
             methods = _methods(args, profile)
+            execution = _execution(args).resolved(profile)
             resolve_device(args.device)  # a wrong device fails here, before data or models are loaded
             rows = run_sweep(profile, experiment.dataset, methods, args.seed, experiment=experiment,
-                             device=args.device, progress=not args.no_progress)
+                             device=args.device, progress=not args.no_progress, execution=execution)
             print(_summary(rows))
         elif args.command == "figures":
             from .workflow import make_figures
 
-            make_figures(args.profile, only=args.only, overrides=_overrides(args))
+            make_figures(args.profile, only=args.only, overrides=_overrides(args), execution=_execution(args))
         elif args.command == "results":
             return _results(args)
         elif args.command == "validate-notebooks":

@@ -9,6 +9,7 @@ network over many images for inference.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +48,26 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     elif device.type != "cpu":
         raise ConfigError(f"device {spec!r} is not supported here; use cpu, cuda or cuda:N.")
     return device
+
+
+@contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with torch's intra-op thread count set to ``threads`` (None: leave it), then restore it.
+
+    On the CPU a run's numbers depend on this count (oneDNN splits its reductions by
+    thread), so every executor pins it per run. Raises ConfigError for ``threads`` < 1.
+    """
+    if threads is None:
+        yield
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be an integer ≥ 1, got {threads!r}.")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def module_device(module: nn.Module) -> torch.device:

@@ -22,22 +22,23 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import torch
 
 from .config import ConfigError, ExperimentConfig
 from .data import Dataset, load_experiment_data
-from .device import default_device, resolve_device
-from .features import FeatureContext, pool_features
-from .heuristics import APPEND, LOSS_MODULE, select
+from .device import default_device, pinned_threads, resolve_device
+from .features import FAMILIES, FeatureContext, FeatureFamily, pool_features
+from .heuristics import APPEND, HEURISTICS, LOSS_MODULE, Heuristic, select
 from .methods import Method
 from .metrics import evaluate
 from .models import LossPredictionModule, TaskModel, check_pretrained_weights_available
 from .profiles import Profile, get_profile
 from .progress import track
-from .results import ResultStore, RunState, data_fingerprint, run_provenance, step_row
+from .results import ResultStore, RunRecord, RunState, StoreDamaged, data_fingerprint, run_provenance, step_row
 from .seeds import FEATURES, MODEL, SELECT, TRAIN, derive_seed
 from .selection import augment_features, initial_labeled_indices
 from .training import build_task_model, predict, train_task_model
@@ -77,14 +78,22 @@ def _select_step(method: Method, budget: int, labeled: torch.Tensor, pool_images
 
 def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Dataset, evaluation: Dataset,
                    store: ResultStore, family_features: torch.Tensor | None = None,
-                   device: torch.device | None = None, progress: bool = True) -> pd.DataFrame:
+                   device: torch.device | None = None, progress: bool = True,
+                   on_step: Callable[[int], None] | None = None,
+                   placement: Mapping[str, object] | None = None) -> pd.DataFrame:
     """Run (or resume, or just load) one Algorithm 1 run; returns its rows (:data:`alvae_utils.results.COLUMNS`).
 
     ``family_features`` (N, k) are the pool's features from the method's family
     when that family is fitted once per pool (the VAE means μ for ``+vae``);
-    :func:`run_sweep` computes them. A family refitted at every step is fitted
-    here. Raises ConfigError for an invalid configuration or method, a pool of
-    the wrong size, or missing family features.
+    :func:`plan_sweep` computes them. A family refitted at every step is fitted
+    here. ``on_step(completed)`` is called after each step is stored; ``placement``
+    (where an executor placed the run) joins the provenance in the run's state.
+
+    On the CPU the numbers depend on torch's thread count (oneDNN reduces in another
+    order), so the caller pins it (:func:`alvae_utils.device.pinned_threads`) and the
+    state records it. Raises ConfigError for an invalid configuration or method, a
+    pool of the wrong size, missing family features, or an unfinished run stored by
+    another device type or CPU thread count (resuming would mix two sets of numbers).
     """
     config.validate()
     method.validate()
@@ -95,10 +104,12 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
         raise ConfigError(f"method {method.label} needs the pool's {family.title} features; pass family_features.")
     device = device or default_device()
     record = store.record(config, method, seed, pool.description, data_fingerprint(pool, evaluation),
-                          provenance=run_provenance(device))
+                          provenance={**run_provenance(device), **(placement or {})})
     rows, state = record.load()
     if state is not None and state.finished:
         return rows
+    if state is not None:
+        _check_same_numerics(record, device)
 
     heuristic = method.spec
     counts = config.label_counts()
@@ -158,17 +169,106 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
             labeled = torch.cat([labeled, picked.cpu()])
         record.commit_step(rows, RunState(step + 1, labeled.tolist(), select_seconds, finished),
                            modules={"model": model, "lp": lp_module} if fine_tune else None)
+        if on_step is not None:
+            on_step(step + 1)
     return rows
 
 
-def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | None = None,
-              seeds: Sequence[int] | None = None, experiment: ExperimentConfig | None = None,
-              device: torch.device | str | None = None, progress: bool = True) -> pd.DataFrame:
-    """Every (method, seed) run of one dataset, resuming what is stored; returns their rows.
+def _check_same_numerics(record: RunRecord, device: torch.device) -> None:
+    """ConfigError when an unfinished run was stored by another device type, or on the CPU by another thread count."""
+    produced = (record.read_state() or {}).get("produced_by") or {}
+    if "device" not in produced:  # recorded by a version before provenance
+        return
+    stored_type, threads = torch.device(str(produced["device"])).type, produced.get("torch_threads")
+    mismatch = (f"device {produced['device']}, now {device}" if stored_type != device.type
+                else f"{threads} torch thread(s), now {torch.get_num_threads()}"
+                if device.type == "cpu" and threads != torch.get_num_threads() else None)
+    if mismatch:
+        raise ConfigError(
+            f"run {record.key} was started with {mismatch}; its numbers depend on that, so resuming would mix "
+            f"two sets of numbers. Resume it as it was started (threads: --threads {threads}, or Ray with that "
+            f"many CPUs per run), or remove it with `python -m alvae_utils results clean --run {record.key}`.")
 
-    All checks (configuration, methods, pretrained weights, data files) run
-    before any training starts. Feature families fitted once per pool (the VAE)
-    are fitted once here, before the runs, and cached by the family.
+
+@dataclass(frozen=True)
+class SweepInputs:
+    """What all runs of one dataset share: the pool, the evaluation set and the once-fitted family features.
+
+    ``family_features`` maps a family name to its (N, k) features of the pool, on the CPU.
+    """
+
+    pool: Dataset
+    evaluation: Dataset
+    family_features: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One Algorithm 1 run of a sweep, ready to run anywhere: an executor's unit of work.
+
+    ``inputs`` are shared by the sweep's runs; an executor may ship them once and
+    attach them again where the run executes (:meth:`with_inputs`). The method's
+    registry entries travel with the run, so a heuristic or family registered in a
+    notebook also exists in a worker process that never ran that cell.
+    """
+
+    experiment: ExperimentConfig
+    method: Method
+    seed: int
+    store: ResultStore
+    inputs: SweepInputs | None
+    entries: tuple[Heuristic, FeatureFamily | None]
+
+    @property
+    def label(self) -> str:
+        """``"mnist coreset+vae seed 0"``."""
+        return f"{self.experiment.dataset} {self.method.label} seed {self.seed}"
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of a finished run: the points of its learning curve."""
+        return len(self.experiment.label_counts())
+
+    def with_inputs(self, inputs: SweepInputs | None) -> PlannedRun:
+        return replace(self, inputs=inputs)
+
+    def completed_steps(self) -> int:
+        """Steps stored so far: 0 for a run never started, or whose state is damaged (running it says so)."""
+        try:
+            state = self._record().read_state()
+        except StoreDamaged:
+            return 0
+        return 0 if state is None else int(state["completed_steps"])
+
+    def _record(self) -> RunRecord:
+        pool, evaluation = self.inputs.pool, self.inputs.evaluation
+        return self.store.record(self.experiment, self.method, self.seed, pool.description,
+                                 data_fingerprint(pool, evaluation))
+
+    def run(self, device: torch.device, threads: int | None = None, progress: bool = True,
+            on_step: Callable[[int], None] | None = None, placement: Mapping[str, object] | None = None
+            ) -> pd.DataFrame:
+        """:func:`run_algorithm1` with torch pinned to ``threads`` threads (None: as it is); returns its rows."""
+        heuristic, family = self.entries
+        HEURISTICS.setdefault(heuristic.name, heuristic)
+        if family is not None:
+            FAMILIES.setdefault(family.name, family)
+        with pinned_threads(threads):
+            return run_algorithm1(
+                self.experiment, self.method, self.seed, self.inputs.pool, self.inputs.evaluation, self.store,
+                family_features=self.inputs.family_features.get(family.name) if family else None, device=device,
+                progress=progress, on_step=on_step, placement=placement)
+
+
+def plan_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | None = None,
+               seeds: Sequence[int] | None = None, experiment: ExperimentConfig | None = None,
+               device: torch.device | str | None = None, progress: bool = True) -> list[PlannedRun]:
+    """Every (method, seed) run of one dataset, checked and ready to hand to an executor.
+
+    All checks (configuration, methods, seeds, pretrained weights, data files) run
+    here, before any training starts. Feature families fitted once per pool (the VAE)
+    are fitted here, on ``device``, once for all runs and cached by the family, so
+    no two workers ever fit the same one.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     device = resolve_device(device)
@@ -189,13 +289,8 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
     fitted_once = {}
     for family in dict.fromkeys(m.family for m in methods if m.family and not m.family.refit_each_step):
         context = FeatureContext(pool, experiment.vae, experiment.pool_seed, device, progress)
-        fitted_once[family.name] = pool_features(family, context).to(device)
-
+        fitted_once[family.name] = pool_features(family, context).cpu()
+    inputs = SweepInputs(pool, evaluation, fitted_once)
     store = ResultStore(profile.name, overrides=profile.overrides)
-    runs = list(itertools.product(methods, run_seeds))
-    frames = [
-        run_algorithm1(experiment, method, seed, pool, evaluation, store,
-                       family_features=fitted_once.get(method.features), device=device, progress=progress)
-        for method, seed in track(runs, desc=f"{profile.name}/{experiment.dataset} runs", enabled=progress, leave=True)
-    ]
-    return pd.concat(frames, ignore_index=True)
+    return [PlannedRun(experiment, method, seed, store, inputs, (method.spec, method.family))
+            for method, seed in itertools.product(methods, run_seeds)]

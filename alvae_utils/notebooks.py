@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import pandas as pd
 
+from .execution import Execution
 from .config import AT_LEAST_ONE, NON_NEGATIVE, ConfigError, Range, check_value, setting
 from .figures import TSNE_STEMS
 from .overrides import apply, normalise, valid_keys
@@ -41,8 +42,8 @@ class VAETrainingParameters:
 
 
 @dataclass(frozen=True)
-class ActiveLearningParameters:
-    """02_active_learning."""
+class ActiveLearningParameters(Execution):
+    """02_active_learning; it runs sweeps, so the fields of :class:`~alvae_utils.execution.Execution` are parameters."""
 
     profile: str = "quick"
     dataset: str = "mnist"
@@ -82,6 +83,7 @@ class Notebook:
     parameters: type  # a frozen dataclass; its fields are the notebook's parameters
     per_dataset: bool = False  # run once for each dataset of the profile
     trains_task_model: bool = False  # needs the ImageNet weights under a pretrained profile
+    runs_sweeps: bool = False  # its parameters include the execution settings (alvae_utils.execution.Execution)
     reads_results_of: str | None = None  # the notebook whose stored results it analyses
     figures: tuple[str, ...] = ()
     settings: tuple[str, ...] = ()  # glob patterns of the override keys it uses (alvae_utils.overrides)
@@ -96,7 +98,7 @@ NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
              figures=tuple(f"vae_{{dataset}}_{part}.{ext}" for part in ("loss", "reconstructions", "latent")
                            for ext in _BOTH),
              settings=(*_EXPERIMENT, "vae.*")),
-    Notebook("02_active_learning", ActiveLearningParameters, per_dataset=True, trains_task_model=True,
+    Notebook("02_active_learning", ActiveLearningParameters, per_dataset=True, trains_task_model=True, runs_sweeps=True,
              figures=tuple(f"*_{{dataset}}_{{heuristic}}{metric}.{ext}" for metric in ("", "_auc") for ext in _BOTH),
              settings=_AL_RUNS),
     Notebook("03_significance_tests", SignificanceParameters, reads_results_of="02_active_learning",
@@ -187,7 +189,14 @@ def check_parameters(notebook: str, namespace: Mapping[str, object]):
         profile = profile_of(params)  # raises when the overrides do not form a valid run
         if getattr(params, "dataset", None) is not None:
             profile.experiment(params.dataset)  # raises with the profile's datasets
+        if entry.runs_sweeps:
+            execution_of(params).resolved(profile)
     return params
+
+
+def execution_of(params: Execution) -> Execution:
+    """The execution settings among a sweep notebook's parameters."""
+    return Execution(**{f.name: getattr(params, f.name) for f in fields(Execution)})
 
 
 def profile_of(params) -> Profile:

@@ -30,6 +30,7 @@ class Profile:
     methods: tuple[Method, ...]
     tsne: TSNEConfig
     vae_figure_dataset: str = "mnist"
+    executor: str = "serial"  # how sweeps run unless told otherwise (alvae_utils.execution; benchmarks/README)
     overrides: tuple[tuple[str, object], ...] = ()  # (key, value) applied by alvae_utils.overrides, sorted
 
     @property

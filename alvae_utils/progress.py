@@ -13,6 +13,7 @@ outputs; a file keeps these lines out of the executed notebooks and out of nbval
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -75,6 +76,19 @@ def follow(path: Path, prefix: str = "  ", interval: float = 0.5) -> Iterator[No
             os.environ.pop(LOG_VARIABLE, None)
         else:
             os.environ[LOG_VARIABLE] = previous
+
+
+def note(text: str, enabled: bool = True) -> None:
+    """A line of progress news (where a run started, say): on stderr, and in the log of :func:`log_line`.
+
+    stderr, not stdout: nbval does not compare it, and it is hidden with the bars
+    (``ALVAE_PROGRESS=0``).
+    """
+    if not enabled:
+        return
+    if _shown(enabled):
+        print(text, file=sys.stderr, flush=True)
+    log_line(text)
 
 
 def bar(total: int, desc: str, enabled: bool = True, initial: int = 0, leave: bool = False) -> tqdm:

@@ -26,11 +26,12 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .config import ConfigError, config_hash
 from .data import DataUnavailableError, load_experiment_data
+from .execution import Execution
 from .figures import figure_heuristics
 from .fixtures import write_medmnist_npz
 from .models import PretrainedWeightsUnavailable, check_pretrained_weights_available
@@ -86,16 +87,22 @@ def ci_sandbox(results: str = "results", figures: str = "figures") -> dict[str, 
     return env
 
 
-def _jobs(profile: Profile, available: list[str], notebooks: list[str]) -> list[tuple[str, dict]]:
+def _jobs(profile: Profile, available: list[str], notebooks: list[str],
+          execution: Execution | None = None) -> list[tuple[str, dict]]:
     """(notebook, parameters) in run order: the per-dataset notebooks once for each available dataset.
 
-    Each notebook gets the profile's overrides that it uses (none: no ``overrides`` parameter).
+    Each notebook gets the profile's overrides that it uses (none: no ``overrides`` parameter),
+    and a notebook that runs sweeps the execution settings that differ from their defaults.
     """
+    execution = execution or Execution()
+    chosen = {f.name: getattr(execution, f.name) for f in fields(Execution)
+              if getattr(execution, f.name) != f.default}
     jobs = []
     for notebook in notebooks:
         used = {key: list(value) if isinstance(value, tuple) else value for key, value in profile.overrides
                 if any(fnmatch.fnmatchcase(key, pattern) for pattern in NOTEBOOKS[notebook].settings)}
-        common = {"profile": profile.name, **({"overrides": used} if used else {})}
+        common = {"profile": profile.name, **({"overrides": used} if used else {}),
+                  **(chosen if NOTEBOOKS[notebook].runs_sweeps else {})}
         if NOTEBOOKS[notebook].per_dataset:
             jobs += [(notebook, {**common, "dataset": dataset}) for dataset in available]
         else:
@@ -134,7 +141,7 @@ class Plan:
     skipped: dict[str, str]  # dataset or notebook -> why it cannot run
 
 
-def _plan(profile: Profile, only: list[str] | None) -> Plan:
+def _plan(profile: Profile, only: list[str] | None, execution: Execution | None = None) -> Plan:
     """Check everything the selected notebooks need before any of them runs.
 
     Raises NothingToRun when the ImageNet weights a pretrained profile needs
@@ -171,7 +178,7 @@ def _plan(profile: Profile, only: list[str] | None) -> Plan:
         except DataUnavailableError as error:
             notebooks.remove("04_tsne")
             skipped["04_tsne (Figs. 5-6)"] = str(error)
-    jobs = _jobs(profile, available, notebooks)
+    jobs = _jobs(profile, available, notebooks, execution)
     if problems or not jobs:
         reasons = problems + [f"{name}: {reason}" for name, reason in skipped.items()]
         raise NothingToRun(f"profile {profile.name!r} cannot run; nothing was started.\n\n" + "\n\n".join(reasons))
@@ -179,13 +186,14 @@ def _plan(profile: Profile, only: list[str] | None) -> Plan:
 
 
 def make_figures(profile_name: str, only: list[str] | None = None,
-                 overrides: Mapping[str, object] | None = None) -> list[Path]:
+                 overrides: Mapping[str, object] | None = None, execution: Execution | None = None) -> list[Path]:
     """Execute the notebooks for ``profile_name``; print and return the figures written.
 
     Everything the run needs (data files, and ImageNet weights for a pretrained
     profile) is checked first. A dataset that cannot be had is skipped, with
     what to provide; if nothing can run, NothingToRun says what is missing.
-    ``overrides`` (:mod:`alvae_utils.overrides`) reach each notebook that uses them.
+    ``overrides`` (:mod:`alvae_utils.overrides`) reach each notebook that uses them, and
+    ``execution`` (:mod:`alvae_utils.execution`) each notebook that runs sweeps.
 
     Figures go to the committed gallery (``figures/``) for a profile run as it is,
     and to ``build/<profile>-<key>/figures/`` with overrides, so a tweaked run never
@@ -195,14 +203,16 @@ def make_figures(profile_name: str, only: list[str] | None = None,
     import papermill  # heavy; only needed here
 
     profile = apply(get_profile(profile_name), overrides or {})
+    execution = (execution or Execution()).resolved(profile)
     if profile.name == "ci":
         os.environ.update(ci_sandbox())
     tag = profile.name + (f"-{config_hash(profile.overrides)[:8]}" if profile.overrides else "")
     out_dir = build_dir() / tag
     if "ALVAE_FIGURES_DIR" not in os.environ:
         os.environ["ALVAE_FIGURES_DIR"] = str(out_dir / "figures" if profile.overrides else gallery_dir())
-    plan = _plan(profile, only)
-    print(f"[alvae] profile {profile.label}, data:", flush=True)
+    plan = _plan(profile, only, execution)
+    print(f"[alvae] profile {profile.label}, runs: {execution.executor}"
+          + (f" at {execution.address}" if execution.address else "") + ", data:", flush=True)
     for name, source in plan.data.items():
         print(f"  {name}: {source}")
     for name in plan.skipped:

@@ -11,6 +11,7 @@ LAYERS = [
     {"metrics", "training", "vae", "selection", "heuristics", "features", "methods", "profiles", "overrides",
      "results"},
     {"loop", "tsne", "tsne_experiment"},
+    {"execution"},
     {"stats", "tables", "figures", "plots"},
     {"notebooks", "workflow", "cli", "__main__"},
 ]

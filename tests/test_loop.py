@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alvae_utils import loop
+from alvae_utils import execution, loop
 from alvae_utils import vae as vae_module
 from alvae_utils.config import ConfigError, ExperimentConfig, TrainConfig, VAEConfig
 from alvae_utils.methods import Method
@@ -160,15 +160,15 @@ def test_sweep_rejects_bad_input_before_training(tmp_path, monkeypatch, changes,
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     monkeypatch.setattr(loop, "load_experiment_data", lambda *a, **k: pytest.fail("data loaded before checks"))
     with pytest.raises(ConfigError, match=message):
-        loop.run_sweep("ci", "mnist-sample", experiment=replace(CONFIG, **changes), progress=False)
+        execution.run_sweep("ci", "mnist-sample", experiment=replace(CONFIG, **changes), progress=False)
 
 
 def test_sweep_rejects_unknown_heuristic_and_negative_alpha(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "load_experiment_data", lambda *a, **k: pytest.fail("data loaded before checks"))
     with pytest.raises(ConfigError, match="unknown heuristic"):
-        loop.run_sweep("ci", "mnist-sample", methods=[Method("nope")], experiment=CONFIG, progress=False)
+        execution.run_sweep("ci", "mnist-sample", methods=[Method("nope")], experiment=CONFIG, progress=False)
     with pytest.raises(ConfigError, match="α must be ≥ 0"):
-        loop.run_sweep("ci", "mnist-sample", methods=[Method("coreset", "vae", -0.5)], experiment=CONFIG,
+        execution.run_sweep("ci", "mnist-sample", methods=[Method("coreset", "vae", -0.5)], experiment=CONFIG,
                        progress=False)
 
 
@@ -184,9 +184,9 @@ def test_sweep_trains_the_vae_once_and_reuses_it(tmp_path, monkeypatch):
     monkeypatch.setattr(vae_module, "train_vae", counting)
     config = replace(CONFIG, max_labels=20)
     methods = [Method("coreset", "vae"), Method("lossprediction", "vae")]
-    rows = loop.run_sweep("ci", "mnist-sample", methods=methods, seeds=[0, 1], experiment=config, progress=False)
+    rows = execution.run_sweep("ci", "mnist-sample", methods=methods, seeds=[0, 1], experiment=config, progress=False)
     assert calls["n"] == 1
     assert len(rows) == 2 * 2 * 2 and set(rows["method"]) == {"coreset+vae", "lossprediction+vae"}
-    loop.run_sweep("ci", "mnist-sample", methods=methods, seeds=[0, 1], experiment=config, progress=False)
+    execution.run_sweep("ci", "mnist-sample", methods=methods, seeds=[0, 1], experiment=config, progress=False)
     assert calls["n"] == 1, "the cached VAE is reused"
     assert len(list((tmp_path / "vae").glob("*.pt"))) == 1

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from alvae_utils.config import ConfigError
+from alvae_utils.execution import Execution
 from alvae_utils.notebooks import NOTEBOOKS, ActiveLearningParameters, check_parameters
+
+SWEEP = {f.name: f.default for f in fields(Execution)}  # 02 runs sweeps: the execution settings are parameters
 
 
 def _kernel_namespace(**values):
@@ -18,17 +21,18 @@ def _kernel_namespace(**values):
 
 
 def test_valid_parameters_come_back_typed():
-    params = check_parameters("02_active_learning", _kernel_namespace(profile="ci", dataset="chestmnist"))
+    params = check_parameters("02_active_learning", _kernel_namespace(profile="ci", dataset="chestmnist", **SWEEP))
     assert params == ActiveLearningParameters(profile="ci", dataset="chestmnist")
 
 
 def test_an_injected_unknown_parameter_stops_the_notebook():
-    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) datset; this notebook takes profile, dataset"):
-        check_parameters("02_active_learning", _kernel_namespace(profile="quick", dataset="mnist", datset="x"))
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) datset; this notebook takes .*profile, dataset"):
+        check_parameters("02_active_learning", _kernel_namespace(profile="quick", dataset="mnist", datset="x",
+                                                                 **SWEEP))
 
 
 def test_interactive_rerun_does_not_flag_the_notebooks_own_variables():
-    namespace = _kernel_namespace(profile="quick", dataset="mnist", params=object(), rows=[1, 2])
+    namespace = _kernel_namespace(profile="quick", dataset="mnist", params=object(), rows=[1, 2], **SWEEP)
     assert check_parameters("02_active_learning", namespace).dataset == "mnist"
 
 

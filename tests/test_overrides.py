@@ -2,10 +2,13 @@
 
 import json
 
+from dataclasses import fields
+
 import pytest
 
 from alvae_utils import notebooks, overrides, workflow
 from alvae_utils.cli import main
+from alvae_utils.execution import Execution
 from alvae_utils.config import ConfigError
 from alvae_utils.notebooks import NothingToAnalyse, check_parameters, stored_runs
 from alvae_utils.plots import plot_learning_curves
@@ -65,8 +68,9 @@ def test_a_notebook_rejects_a_setting_it_does_not_use_and_lists_the_ones_it_does
                                           r"it takes:\n  pool_size"):
         check_parameters("01_vae_training", _namespace(profile="ci", dataset="mnist-sample", n_reconstructions=3,
                                                        overrides={"train.initial_epochs": 3}))
+    sweep = {f.name: f.default for f in fields(Execution)}
     params = check_parameters("02_active_learning", _namespace(profile="ci", dataset="mnist-sample",
-                                                               overrides={"train.initial_epochs": 3}))
+                                                               overrides={"train.initial_epochs": 3}, **sweep))
     assert notebooks.profile_of(params).experiment("mnist-sample").train.initial_epochs == 3
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alvae_utils import figures, loop, plots, stats
+from alvae_utils import execution, figures, loop, plots, stats
 from alvae_utils.cli import main
 from alvae_utils.config import ConfigError, ExperimentConfig, TrainConfig, VAEConfig
 from alvae_utils.device import images_to_float
@@ -110,7 +110,7 @@ def test_a_registered_heuristic_and_families_run_end_to_end_through_run_sweep(tm
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     methods = [Method.parse(label) for label in
                ("maxnorm", "maxnorm+vae", "maxnorm+randproj", "coreset+classmeans", "lossprediction+classmeans")]
-    rows = loop.run_sweep("ci", CONFIG.dataset, methods=methods, seeds=[0], experiment=CONFIG, progress=False)
+    rows = execution.run_sweep("ci", CONFIG.dataset, methods=methods, seeds=[0], experiment=CONFIG, progress=False)
 
     assert set(rows["method"]) == {m.label for m in methods}
     assert (rows.groupby("method")["n_labels"].apply(list) == pd.Series([[10, 20, 30]] * 5,
@@ -186,9 +186,11 @@ def test_a_heuristic_returning_bad_indices_is_stopped_before_anything_is_stored(
     register_heuristic(Heuristic(name="broken", needs=("generator",), title="Broken", colour="k",
                                  select=lambda inputs, mask, budget: returned(mask, budget)))
     try:
-        with pytest.raises(ValueError, match=f"heuristic 'broken' returned .*{problem}"):
-            loop.run_sweep("ci", CONFIG.dataset, methods=[Method("broken")], seeds=[0], experiment=CONFIG,
-                           progress=False)
+        # The run fails, and the sweep reports it (with its error) once the other runs have finished.
+        with pytest.raises(execution.SweepFailed, match=f"broken seed 0: ValueError: heuristic 'broken' returned "
+                                                       f".*{problem}"):
+            execution.run_sweep("ci", CONFIG.dataset, methods=[Method("broken")], seeds=[0], experiment=CONFIG,
+                                progress=False)
     finally:
         HEURISTICS.pop("broken")
     # A step commits only after its selection, so no labeled set made of bad indices is ever stored.
@@ -207,8 +209,8 @@ def test_a_family_giving_bad_features_is_named_before_any_training(tmp_path, mon
     monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("trained before the check"))
     try:
         with pytest.raises(ValueError, match=f"feature family 'badfeat' {message}"):
-            loop.run_sweep("ci", CONFIG.dataset, methods=[Method("lossprediction", "badfeat")], seeds=[0],
-                           experiment=CONFIG, progress=False)
+            execution.run_sweep("ci", CONFIG.dataset, methods=[Method("lossprediction", "badfeat")], seeds=[0],
+                                experiment=CONFIG, progress=False)
     finally:
         FAMILIES.pop("badfeat")
 

@@ -70,7 +70,7 @@ def test_a_failing_notebook_names_the_cell_and_the_executed_copy(tmp_path, monke
     monkeypatch.setattr(papermill, "execute_notebook", fail)
     monkeypatch.setattr(workflow, "build_dir", lambda: tmp_path / "build")
     monkeypatch.setattr(workflow, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(workflow, "_plan", lambda profile, only: workflow.Plan(
+    monkeypatch.setattr(workflow, "_plan", lambda profile, only, execution: workflow.Plan(
         [("01_vae_training", {"profile": "quick", "dataset": "mnist"})], {"mnist": "MNIST"}, {}))
     with pytest.raises(workflow.NotebookFailed, match=r"01_vae_training-mnist failed in cell 7: AssertionError"):
         workflow.make_figures("quick")

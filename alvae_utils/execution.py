@@ -1,0 +1,339 @@
+"""Executing a sweep: its runs one after another in this process, or fanned out over Ray.
+
+:func:`alvae_utils.loop.plan_sweep` checks a sweep, loads its data, fits the once-per-pool
+feature families (the VAE) and returns independent runs (:class:`~alvae_utils.loop.PlannedRun`).
+An executor only runs them; it knows nothing of heuristics or features.
+
+* ``serial`` — one run after another in this process (progress bars per run and per step).
+* ``ray`` — every run is a Ray task with ``cpus_per_run`` CPUs and ``gpus_per_run`` of a GPU
+  (0.25: four runs share each GPU). Ray starts locally (listening on 127.0.0.1 only, no
+  dashboard) or attaches to a running cluster (``address="auto"``, ``"host:port"`` or
+  ``"ray://host:10001"``). The pool and the family features travel once through Ray's
+  object store; each worker writes its steps into the results store itself, so the
+  results root must be on storage every node sees (checked when a run starts).
+
+Either way a run pins torch's thread count (serial: ``threads``, default as torch has it;
+Ray: ``threads``, default the CPUs per run) and records it with the device in its state, so
+serial at 1 thread gives the same rows as Ray at 1 CPU per run. A run that fails does not stop
+the others: failures are reported together at the end (:class:`SweepFailed`). Under Ray a
+worker process that dies (SIGKILL, out of memory, a lost node) is retried up to
+``max_retries`` times, resuming from the run's last stored step; Ctrl-C cancels every
+worker, and every completed step stays stored.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import platform
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import NON_NEGATIVE, POSITIVE, ConfigError, ExperimentConfig, Range, check_settings, setting
+from .device import resolve_device
+from .loop import PlannedRun, plan_sweep
+from .methods import Method
+from .profiles import Profile, get_profile
+from .progress import bar, log_line, note, track
+
+EXECUTORS = ("serial", "ray")
+LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Set to 0 before Ray is imported, a Ray started here binds 127.0.0.1 instead of the machine's address."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a sweep's runs are executed (not what they compute: a run's numbers do not depend on it).
+
+    Notebook 02 takes these fields as parameters, the CLI as options and ``make figures``
+    as variables (README, Running in parallel).
+    """
+
+    executor: str = setting("", help="serial: one run after another here; ray: runs in parallel on Ray; "
+                                     "'': the profile's choice")
+    address: str = setting("", help="ray: '' starts Ray on this machine; 'auto', 'host:port' or "
+                                    "'ray://host:10001' attaches to a running cluster")
+    cpus_per_run: float = setting(1.0, allowed=POSITIVE, help="ray: CPUs each run reserves")
+    gpus_per_run: float = setting(0.0, allowed=NON_NEGATIVE,
+                                  help="ray: GPUs each run reserves; a fraction shares a GPU (0.25: 4 runs per GPU)")
+    threads: int = setting(0, allowed=NON_NEGATIVE,
+                           help="torch threads per run; 0: serial as torch has it, ray the CPUs per run")
+    max_retries: int = setting(3, allowed=Range(0, 100), help="ray: retries of a run whose worker process died")
+
+    def resolved(self, profile: Profile) -> Execution:
+        """This execution with the profile's executor filled in where none is chosen, validated."""
+        execution = replace(self, executor=self.executor or profile.executor)
+        execution.validate()
+        return execution
+
+    def validate(self) -> None:
+        """Raise ConfigError for an unknown executor, a value out of range, or Ray options given to ``serial``."""
+        if self.executor not in ("", *EXECUTORS):
+            raise ConfigError(f"unknown executor {self.executor!r}; choose {' or '.join(EXECUTORS)} "
+                              "(or '' for the profile's choice).")
+        check_settings(self, "execution.")
+        if self.gpus_per_run > 1 and self.gpus_per_run != int(self.gpus_per_run):
+            raise ConfigError(f"gpus_per_run={self.gpus_per_run:g}: Ray takes a fraction of one GPU or a whole "
+                              "number of GPUs; use e.g. 0.25 or 2.")
+        if self.executor == "serial" and (self.address or self.gpus_per_run or self.cpus_per_run != 1):
+            raise ConfigError("address, cpus_per_run and gpus_per_run are Ray's resources; give executor='ray' "
+                              "too, or drop them (serial runs in this process, on its device).")
+
+    @property
+    def run_threads(self) -> int | None:
+        """torch threads each run is pinned to (None: serial leaves torch's count as it is)."""
+        if self.threads:
+            return self.threads
+        return max(1, int(self.cpus_per_run)) if self.executor == "ray" else None
+
+
+class SweepFailed(RuntimeError):
+    """Runs of a sweep failed; the others finished and are stored. ``failures`` maps each run to its error."""
+
+    def __init__(self, failures: dict[str, str], finished: int):
+        self.failures = failures
+        listing = "\n".join(f"  {label}: {error}" for label, error in failures.items())
+        super().__init__(f"{len(failures)} run(s) failed ({finished} finished and are stored; a rerun resumes "
+                         f"every run from its last stored step):\n{listing}")
+
+
+class ResultsRootNotShared(RuntimeError):
+    """A Ray worker cannot see the results root, so it could not store its steps."""
+
+
+def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | None = None,
+              seeds: Sequence[int] | None = None, experiment: ExperimentConfig | None = None,
+              device: torch.device | str | None = None, progress: bool = True,
+              execution: Execution | None = None) -> pd.DataFrame:
+    """Every (method, seed) run of one dataset, resuming what is stored; returns their rows.
+
+    Everything is checked (:func:`alvae_utils.loop.plan_sweep`) and the VAE fitted, on
+    ``device``, before any run starts; the runs then go to ``execution``'s executor
+    (default: the profile's, :attr:`~alvae_utils.profiles.Profile.executor`). Under Ray
+    a run uses the device Ray gives it: a GPU when ``gpus_per_run`` > 0, else the CPU.
+    ``rows.attrs["placements"]`` lists where and when each run (each attempt, under
+    Ray) executed: run, executor, node, GPU ids, pid, device, started, finished (Unix
+    seconds). Raises ConfigError for invalid settings, and :class:`SweepFailed`, after
+    the other runs finished, naming every run that failed.
+    """
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    execution = (execution or Execution()).resolved(profile)
+    if execution.executor == "ray":
+        _require_ray()
+        if device is not None and (resolve_device(device).type == "cuda") != (execution.gpus_per_run > 0):
+            raise ConfigError(f"device {device!r} with gpus_per_run={execution.gpus_per_run:g}: under Ray a run uses "
+                              "the device Ray assigns, a GPU when gpus_per_run > 0, else the CPU. Set gpus_per_run "
+                              "instead (device only chooses where the VAE is fitted, before the runs).")
+    runs = plan_sweep(profile, dataset, methods, seeds, experiment, device, progress)
+    desc = f"{profile.name}/{runs[0].experiment.dataset}" if runs else profile.name
+    placements: list[dict] = []
+    if execution.executor == "serial":
+        frames = _run_serially(runs, execution, resolve_device(device), progress, desc, placements)
+    else:
+        frames = _run_on_ray(runs, execution, progress, desc, placements)
+    rows = pd.concat(frames, ignore_index=True)
+    rows.attrs["placements"] = placements
+    return rows
+
+
+def _run_serially(runs: list[PlannedRun], execution: Execution, device: torch.device, progress: bool,
+                  desc: str, placements: list[dict]) -> list[pd.DataFrame]:
+    frames, failures = [], {}
+    for run in track(runs, desc=f"{desc} runs", enabled=progress, leave=True):
+        placement = {"executor": "serial", "node": platform.node(), "gpu_ids": [], "pid": os.getpid()}
+        started = time.time()
+        try:
+            frames.append(run.run(device, execution.run_threads, progress, placement=placement))
+        except Exception as error:  # reported with the others' results at the end
+            failures[run.label] = f"{type(error).__name__}: {error}"
+        placements.append({"run": run.label, **placement, "device": str(device), "started": started,
+                           "finished": time.time()})
+    if failures:
+        raise SweepFailed(failures, len(frames))
+    return frames
+
+
+def _require_ray() -> None:
+    if importlib.util.find_spec("ray") is None:  # found, not imported: Ray reads its settings at import
+        raise ConfigError("executor='ray' needs Ray: `pip install ray` (alvae's requirements include it; "
+                          "`make setup` installs it).")
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel, where anything Ray forwards from workers would land in cell outputs."""
+    return "ipykernel" in sys.modules
+
+
+@contextmanager
+def ray_session(execution: Execution):
+    """The ``ray`` module, connected as ``execution`` says, for the block; an existing connection is reused.
+
+    A connection made here (a local Ray started, or a cluster attached) is closed when the
+    block ends; one that already existed (``ray.init`` called by the user) is left as it
+    was. A local Ray binds 127.0.0.1 only and has no dashboard. In a Jupyter kernel,
+    workers' output is not forwarded (it would land in cell outputs); it stays in Ray's
+    session logs (``/tmp/ray/session_latest/logs``). Raises ConfigError when a cluster
+    cannot be reached.
+    """
+    if not execution.address and "ray" not in sys.modules:
+        os.environ.setdefault(LOCAL_ONLY_VARIABLE, "0")  # read by Ray once, at import
+    import ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    _connect(ray, execution)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _connect(ray, execution: Execution) -> None:
+    common = {"log_to_driver": not _in_kernel(), "logging_level": logging.WARNING}
+    if execution.address:
+        try:
+            ray.init(address=execution.address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise ConfigError(f"cannot attach to the Ray cluster at {execution.address!r} ({error}). Start it "
+                              "first (README, Clusters, or `ray start --head`), or leave the address empty to "
+                              "start Ray on this machine.") from None
+        return
+    ray.init(address="local", include_dashboard=False, **common)
+    host = ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        note(f"[alvae] the local Ray session listens on {host}, not only 127.0.0.1: Ray was imported before alvae "
+             f"could set {LOCAL_ONLY_VARIABLE}=0. Set it in the environment to keep the session private.")
+
+
+@contextmanager
+def _visibility_markers(runs: list[PlannedRun]):
+    """One marker file per results root of ``runs``, removed afterwards: a worker that cannot see it fails early."""
+    markers = {}
+    for root in dict.fromkeys(run.store.root for run in runs):
+        root.mkdir(parents=True, exist_ok=True)
+        markers[root] = root / f".alvae-visible-{uuid.uuid4().hex}"
+        markers[root].touch()
+    try:
+        yield markers
+    finally:
+        for marker in markers.values():
+            marker.unlink(missing_ok=True)
+
+
+def _run_on_ray(runs: list[PlannedRun], execution: Execution, progress: bool, desc: str,
+                placements: list[dict]) -> list[pd.DataFrame]:
+    with ray_session(execution) as ray:
+        return _fan_out(ray, runs, execution, progress, desc, placements)
+
+
+def _fan_out(ray, runs: list[PlannedRun], execution: Execution, progress: bool, desc: str,
+             placements: list[dict]) -> list[pd.DataFrame]:
+    events = ray.remote(num_cpus=0)(_Events).remote()
+    work = ray.remote(_work).options(num_cpus=execution.cpus_per_run, num_gpus=execution.gpus_per_run,
+                                     max_retries=execution.max_retries, retry_exceptions=False)
+    done = [run.completed_steps() for run in runs]
+    steps = bar(sum(run.total_steps for run in runs), f"{desc} steps (Ray)", enabled=progress,
+                initial=sum(done), leave=True)
+    frames: dict[int, pd.DataFrame] = {}
+    failures: dict[str, str] = {}
+    with _visibility_markers(runs) as markers:
+        shared = {}  # the runs of a sweep share one SweepInputs: put it into the object store once
+        pending = {}
+        for index, run in enumerate(runs):
+            inputs = shared.setdefault(id(run.inputs), ray.put(run.inputs))
+            ref = work.remote(run.with_inputs(None), inputs, index, execution.run_threads,
+                              str(markers[run.store.root]), events)
+            pending[ref] = index
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                for event in ray.get(events.drain.remote()):
+                    _show(event, runs, done, steps, progress, placements)
+                for ref in ready:
+                    index = pending.pop(ref)
+                    try:
+                        frames[index] = ray.get(ref)
+                    except ray.exceptions.RayTaskError as error:  # the run raised: report it, keep the others
+                        cause = error.cause if error.cause is not None else error
+                        failures[runs[index].label] = f"{type(cause).__name__}: {cause}"
+                    except ray.exceptions.RayError as error:  # its worker died more than max_retries times
+                        failures[runs[index].label] = f"{type(error).__name__}: {error}"
+            for event in ray.get(events.drain.remote()):
+                _show(event, runs, done, steps, progress, placements)
+        except BaseException:  # Ctrl-C included: stop every worker; their completed steps are stored
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            steps.close()
+            ray.kill(events)
+    if failures:
+        raise SweepFailed(failures, len(frames))
+    return [frames[index] for index in sorted(frames)]
+
+
+def _show(event: tuple, runs: list[PlannedRun], done: list[int], steps, progress: bool,
+          placements: list[dict]) -> None:
+    """Apply one worker event: advance the driver's bar (a step stored), say where a run started, or log it ended.
+
+    A retried run starts again, so it has one placement per attempt.
+    """
+    kind, index, value = event
+    if kind == "step":
+        done[index] = max(done[index], value)
+        steps.update(sum(done) - steps.n)
+        if progress:
+            log_line(f"{steps.desc}: {sum(done)}/{steps.total}")
+    elif kind == "started":
+        placements.append({"run": runs[index].label, **value})
+        where = f"GPU {','.join(value['gpu_ids'])}" if value["gpu_ids"] else "CPU"
+        note(f"[alvae] {runs[index].label}: node {value['node']}, {where} ({value['device']}, pid {value['pid']})",
+             enabled=progress)
+    elif kind == "finished":
+        attempt = next(p for p in reversed(placements) if p["run"] == runs[index].label and p["pid"] == value["pid"])
+        attempt["finished"] = value["time"]
+
+
+class _Events:
+    """A Ray actor collecting workers' events (run started, step stored) for the driver to drain."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def add(self, event: tuple) -> None:
+        self.events.append(event)
+
+    def drain(self) -> list[tuple]:
+        events, self.events = self.events, []
+        return events
+
+
+def _work(run: PlannedRun, inputs, index: int, threads: int | None, marker: str, events) -> pd.DataFrame:
+    """One run in a Ray worker: check the results root, pick the device Ray gave, run (or resume) it."""
+    import ray
+
+    node = ray.util.get_node_ip_address()
+    if not Path(marker).exists():
+        raise ResultsRootNotShared(
+            f"node {node} cannot see the results root {run.store.root.parent} (the driver's marker "
+            f"{Path(marker).name} is missing there). The results root must be on storage every node sees: set "
+            "ALVAE_RESULTS_ROOT to a shared path (see README, Clusters).")
+    gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
+    # Ray restricts CUDA_VISIBLE_DEVICES to the GPUs it assigned; logical GPUs on a CPU machine run on the CPU.
+    device = torch.device("cuda:0" if gpu_ids and torch.cuda.is_available() else "cpu")
+    placement = {"executor": "ray", "node": node, "gpu_ids": gpu_ids, "pid": os.getpid()}
+    events.add.remote(("started", index, {**placement, "device": str(device), "started": time.time()}))
+    rows = run.with_inputs(inputs).run(device, threads, progress=False, placement=placement,
+                                       on_step=lambda completed: events.add.remote(("step", index, completed)))
+    events.add.remote(("finished", index, {"pid": os.getpid(), "time": time.time()}))
+    return rows

@@ -1,0 +1,251 @@
+"""Executors: serial and Ray give the same rows; Ray packs runs on GPUs, survives killed workers, stops on Ctrl-C.
+
+The Ray tests share one local session (``ray_cluster``, in conftest.py): 4 logical CPUs and
+2 logical GPUs on this CPU machine. Logical GPUs are only labels for Ray's scheduler; the
+runs themselves run on the CPU, and record the GPU ids they were given.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from alvae_utils import execution, loop
+from alvae_utils.config import ConfigError, TrainConfig
+from alvae_utils.execution import Execution, SweepFailed, run_sweep
+from alvae_utils.methods import Method
+from alvae_utils.profiles import get_profile
+
+TIMINGS = ["train_seconds", "select_seconds", "eval_seconds"]
+CI = get_profile("ci").experiment("mnist-sample")
+# Slower steps than ci's (more epochs), so that a worker can be caught between two of them.
+SLOW = replace(CI, max_labels=60, train=TrainConfig(initial_epochs=6, epoch_increment=0, batch_size=10))
+SERIAL_1_THREAD = Execution("serial", threads=1)
+
+
+def _sweep(root, monkeypatch, methods, seeds, execution_, experiment=CI):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(root))
+    return run_sweep("ci", experiment.dataset, [Method.parse(m) for m in methods], seeds, experiment=experiment,
+                     progress=False, execution=execution_)
+
+
+def _states(root):
+    return {path: json.loads(path.read_text()) for path in root.rglob("*.state.json")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# --- settings: no Ray needed ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings, message", [
+    ({"executor": "dask"}, "unknown executor 'dask'; choose serial or ray"),
+    ({"executor": "ray", "cpus_per_run": 0.0}, "execution.cpus_per_run must be > 0"),
+    ({"executor": "ray", "gpus_per_run": -0.5}, "execution.gpus_per_run must be ≥ 0"),
+    ({"executor": "ray", "gpus_per_run": 1.5}, "a fraction of one GPU or a whole number"),
+    ({"executor": "ray", "threads": -1}, "execution.threads must be ≥ 0"),
+    ({"executor": "serial", "gpus_per_run": 0.5}, "are Ray's resources; give executor='ray'"),
+    ({"executor": "serial", "address": "auto"}, "are Ray's resources; give executor='ray'"),
+])
+def test_bad_execution_settings_are_refused_with_the_fix(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        Execution(**settings).validate()
+
+
+def test_threads_per_run_follow_the_cpus_under_ray_and_torch_under_serial():
+    assert Execution("ray", cpus_per_run=2).run_threads == 2
+    assert Execution("ray", cpus_per_run=0.5).run_threads == 1
+    assert Execution("ray", cpus_per_run=2, threads=1).run_threads == 1
+    assert Execution("serial").run_threads is None and Execution("serial", threads=3).run_threads == 3
+    assert Execution().resolved(get_profile("ci")).executor == get_profile("ci").executor
+
+
+def test_a_run_resumed_with_another_thread_count_is_refused(tmp_path, monkeypatch, spy):
+    calls = spy(loop, "train_task_model", interrupt_at=2)  # stored step 0, then "killed"
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path, monkeypatch, ["random"], [0], SERIAL_1_THREAD)
+    calls["restore"]()
+    with pytest.raises(SweepFailed, match=r"started with 1 torch thread\(s\), now 2.*--threads 1"):
+        _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("serial", threads=2))
+    rows = _sweep(tmp_path, monkeypatch, ["random"], [0], SERIAL_1_THREAD)  # as it was started: resumes
+    assert rows["step"].tolist() == [0, 1, 2]
+
+
+def test_serial_reports_a_failing_run_after_the_others_finish(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    runs = loop.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI, progress=False)
+    state = runs[0]._record().state_path
+    state.parent.mkdir(parents=True)
+    state.write_text("{not json")
+    with pytest.raises(SweepFailed, match=r"(?s)1 run\(s\) failed \(1 finished.*random seed 0: StoreDamaged"):
+        _sweep(tmp_path, monkeypatch, ["random"], [0, 1], SERIAL_1_THREAD)
+    assert runs[1].completed_steps() == runs[1].total_steps
+
+
+# --- Ray (one shared local session) --------------------------------------------------------------
+
+def test_serial_and_ray_give_identical_rows(tmp_path, monkeypatch, ray_cluster):
+    methods, seeds = ["random", "coreset+vae", "lossprediction+vae"], [0, 1]
+    serial = _sweep(tmp_path / "serial", monkeypatch, methods, seeds, SERIAL_1_THREAD)
+    on_ray = _sweep(tmp_path / "ray", monkeypatch, methods, seeds, Execution("ray", cpus_per_run=1))
+
+    assert len(serial) == len(methods) * len(seeds) * len(CI.label_counts())
+    pd.testing.assert_frame_equal(serial.drop(columns=TIMINGS), on_ray.drop(columns=TIMINGS), check_exact=True)
+    produced = [state["produced_by"] for state in _states(tmp_path / "ray").values()]
+    assert {(p["executor"], p["torch_threads"], p["device"]) for p in produced} == {("ray", 1, "cpu")}
+    assert {p["run"] for p in on_ray.attrs["placements"]} == {f"mnist-sample {m} seed {s}" for m in methods
+                                                              for s in seeds}
+
+
+def test_ray_packs_runs_on_gpus_by_fraction(tmp_path, monkeypatch, ray_cluster):
+    seeds = list(range(4))
+    rows = _sweep(tmp_path, monkeypatch, ["random"], seeds, Execution("ray", cpus_per_run=1, gpus_per_run=0.5))
+
+    placements = rows.attrs["placements"]
+    assert all(len(p["gpu_ids"]) == 1 and p["device"] == "cpu" for p in placements)  # logical GPUs: CPU runs
+    assert {p["gpu_ids"][0] for p in placements} == {"0", "1"}
+    for gpu in ("0", "1"):
+        spans = [(p["started"], p["finished"]) for p in placements if p["gpu_ids"] == [gpu]]
+        overlap = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
+        assert 1 <= overlap <= 2, f"GPU {gpu}: {overlap} runs at once with 0.5 GPU each"
+    recorded = {tuple(state["produced_by"]["gpu_ids"]) for state in _states(tmp_path).values()}
+    assert recorded == {("0",), ("1",)}  # each run's state records the GPU it was assigned
+
+
+def test_a_killed_worker_is_retried_and_resumes_from_its_last_step(tmp_path, monkeypatch, ray_cluster):
+    reference = _sweep(tmp_path / "serial", monkeypatch, ["coreset"], [0], SERIAL_1_THREAD, experiment=SLOW)
+    root = tmp_path / "ray"
+    killed = {}
+
+    def kill_after_first_step():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            for state in _states(root).values():
+                if 1 <= state["completed_steps"] < len(SLOW.label_counts()):
+                    killed.update(pid=state["produced_by"]["pid"], steps=state["completed_steps"])
+                    os.kill(killed["pid"], signal.SIGKILL)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_after_first_step)
+    killer.start()
+    rows = _sweep(root, monkeypatch, ["coreset"], [0], Execution("ray"), experiment=SLOW)
+    killer.join()
+
+    assert killed, "the run finished before a worker could be killed"
+    attempts = rows.attrs["placements"]
+    assert [p["pid"] for p in attempts][0] == killed["pid"] and len(attempts) == 2
+    pd.testing.assert_frame_equal(reference.drop(columns=TIMINGS), rows.drop(columns=TIMINGS), check_exact=True)
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_their_steps(tmp_path, monkeypatch, ray_cluster):
+    real_show = execution._show
+
+    def interrupt_at_first_step(event, *args):
+        real_show(event, *args)
+        if event[0] == "step":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(execution, "_show", interrupt_at_first_step)
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path, monkeypatch, ["coreset"], [0, 1], Execution("ray"), experiment=SLOW)
+    pids = {state["produced_by"]["pid"] for state in _states(tmp_path).values()}
+    deadline = time.time() + 30
+    while any(_alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert pids and not any(_alive(pid) for pid in pids), "a worker outlived Ctrl-C"
+    assert max(state["completed_steps"] for state in _states(tmp_path).values()) >= 1
+
+    monkeypatch.setattr(execution, "_show", real_show)
+    rows = _sweep(tmp_path, monkeypatch, ["coreset"], [0, 1], Execution("ray"), experiment=SLOW)
+    assert rows.groupby("seed")["step"].apply(list).tolist() == [list(range(len(SLOW.label_counts())))] * 2
+
+
+def test_a_worker_that_cannot_see_the_results_root_fails_before_training(tmp_path, monkeypatch, ray_cluster):
+    @contextmanager
+    def unseen(runs):
+        yield {run.store.root: run.store.root / ".alvae-visible-elsewhere" for run in runs}
+
+    monkeypatch.setattr(execution, "_visibility_markers", unseen)
+    monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("trained without a results root"))
+    with pytest.raises(SweepFailed, match="(?s)ResultsRootNotShared: node .* cannot see the results root "
+                                         ".*storage every node sees"):
+        _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray"))
+    assert not _states(tmp_path)
+
+
+def test_ray_reports_a_failing_run_after_the_others_finish(tmp_path, monkeypatch, ray_cluster):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    runs = loop.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI, progress=False)
+    state = runs[1]._record().state_path
+    state.parent.mkdir(parents=True)
+    state.write_text("{not json")
+    with pytest.raises(SweepFailed, match=r"(?s)1 run\(s\) failed \(1 finished.*random seed 1: StoreDamaged"):
+        _sweep(tmp_path, monkeypatch, ["random"], [0, 1], Execution("ray"))
+    assert runs[0].completed_steps() == runs[0].total_steps
+
+
+def test_ray_refuses_a_device_it_does_not_assign(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="device 'cpu' with gpus_per_run=0.5: under Ray a run uses the device Ray "
+                                          "assigns"):
+        run_sweep("ci", CI.dataset, [Method("random")], [0], experiment=CI, device="cpu", progress=False,
+                  execution=Execution("ray", gpus_per_run=0.5))
+
+
+@contextmanager
+def _ray_head(tmp_path, env):
+    """A Ray head on 127.0.0.1 in its own process group (``ray start --block``), stopped by that group's id only."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="alvae-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
+    log = open(tmp_path / "head.log", "w")
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        for signal_, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+            with suppress(ProcessLookupError):
+                os.killpg(head.pid, signal_)
+            with suppress(subprocess.TimeoutExpired):
+                head.wait(grace)
+                break
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_sweep_attaches_to_a_running_cluster_from_another_process(tmp_path):
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32), "ALVAE_RESULTS_ROOT": str(tmp_path / "results"),
+           "ALVAE_OFFLINE": "1"}
+    with _ray_head(tmp_path, env) as address:
+        command = [sys.executable, "-m", "alvae_utils", "run", "--profile", "ci", "--dataset", "mnist-sample",
+                   "--heuristic", "random", "coreset", "--seed", "0", "--executor", "ray", "--ray-address", address,
+                   "--no-progress"]
+        deadline, driver = time.time() + 120, None
+        while driver is None or (driver.returncode and "cannot attach" in driver.stderr and time.time() < deadline):
+            driver = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)  # head may lag
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    states = _states(tmp_path / "results")
+    assert len(states) == 2 and all(s["finished"] and s["produced_by"]["executor"] == "ray" for s in states.values())
+    assert {s["produced_by"]["node"] for s in states.values()} == {"127.0.0.1"}
