@@ -115,7 +115,17 @@ def check_settings(config: object, prefix: str = "") -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Task-model training (paper, Experiments: SGD, lr 0.001, momentum 0.9)."""
+    """Task-model training (paper, Experiments: SGD, lr 0.001, momentum 0.9).
+
+    The last four fields are speed settings. They apply to every forward pass of T and P
+    (training, selection features, evaluation; :func:`alvae_utils.training.build_task_model`)
+    and are off by default: fp32 and reproducible, as the paper trained. Each one can change
+    a run's numbers (bf16 rounds, channels_last and ``torch.compile`` reorder floating-point
+    sums, cuDNN's autotuner picks algorithms by timing), so they are part of the configuration
+    and of every run key. Adding them changed all stored run and configuration keys once
+    (``tests/ci_profile_keys.json``): results stored before are recomputed, not silently reused.
+    What each buys is measured by ``benchmarks/bench_training.py`` (``benchmarks/README.md``).
+    """
 
     lr: float = setting(1e-3, allowed=POSITIVE, help="SGD learning rate")
     momentum: float = setting(0.9, allowed=Range(0, 1, high_open=True), help="SGD momentum")
@@ -131,6 +141,10 @@ class TrainConfig:
     lp_weight: float = setting(1.0, allowed=NON_NEGATIVE, help="λ: total loss = task loss + λ · pair loss")
     lp_stop_gradient_epoch: int | None = setting(
         None, allowed=NON_NEGATIVE, help="stop the loss module's gradient into the backbone from this epoch")
+    channels_last: bool = setting(False, help="speed: channels-last memory format for T's convolutions")
+    bf16: bool = setting(False, help="speed: bfloat16 autocast in T's and P's forward passes (CPU or CUDA)")
+    cudnn_benchmark: bool = setting(False, help="speed: let cuDNN time and pick conv algorithms (CUDA; no-op on CPU)")
+    compile: bool = setting(False, help="speed: torch.compile T's forward (compiles once per run, minutes on CPU)")
 
     def epochs_for_step(self, step: int) -> int:
         """Epochs at AL step ``step`` (0 = the initial labeled set)."""

@@ -7,6 +7,8 @@ All modules take float images (B, 1, 28, 28) in [0, 1]; convert uint8 batches wi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -36,6 +38,9 @@ STAGE_CHANNELS: tuple[int, int, int, int] = (64, 128, 256, 512)
 MIN_BATCH = 2
 """Smallest trainable batch: BatchNorm cannot normalise one sample (layer4's maps are 1×1 at 28×28)."""
 
+COMPILE_BACKEND = "inductor"
+"""``torch.compile`` backend of the ``compile`` speed setting (the tests use "eager", which skips code generation)."""
+
 
 class PretrainedWeightsUnavailable(RuntimeError):
     """The ImageNet ResNet-18 weights are not cached and cannot be downloaded."""
@@ -45,9 +50,31 @@ class PretrainedWeightsUnavailable(RuntimeError):
 class TaskOutput:
     """What the task model T returns for a batch."""
 
-    logits: Tensor  # (B, num_outputs)
-    features: Tensor  # (B, 512): the penultimate features T_f used by core-set / MedAL (Eqs. 1, 2, 6)
-    stages: tuple[Tensor, Tensor, Tensor, Tensor]  # layer1..layer4 outputs (64/128/256/512 channels)
+    logits: Tensor  # (B, num_outputs), float32
+    features: Tensor  # (B, 512) float32: the penultimate features T_f used by core-set / MedAL (Eqs. 1, 2, 6)
+    stages: tuple[Tensor, Tensor, Tensor, Tensor]  # layer1..layer4 outputs (64/128/256/512 channels); bf16 under bf16
+
+
+@contextmanager
+def cudnn_benchmark(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Set ``torch.backends.cudnn.benchmark`` to ``enabled`` for the block on a CUDA ``device``, then restore it.
+
+    On other devices nothing is touched: the flag only steers cuDNN's convolutions.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def bf16_autocast(enabled: bool, device: torch.device) -> AbstractContextManager:
+    """``torch.autocast(device.type, dtype=torch.bfloat16)`` when ``enabled``, else a context that does nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
 
@@ -96,6 +123,9 @@ class TaskModel(nn.Module):
     equal to the sum of the pretrained RGB kernels: a grey image copied to R, G and B
     gives exactly that response, so pretrained features transfer (averaging instead
     would shrink conv1's outputs threefold and mismatch bn1's statistics).
+
+    Speed settings (:meth:`set_speed`; all off after construction) change how the
+    forward pass runs, not the parameters: it always returns float32 logits and features.
     """
 
     def __init__(self, num_outputs: int, pretrained: bool = False) -> None:
@@ -113,6 +143,29 @@ class TaskModel(nn.Module):
         net.fc = nn.Linear(net.fc.in_features, num_outputs)
         self.net = net
         self.num_outputs = num_outputs
+        self.channels_last = False
+        self.bf16 = False
+        self.cudnn_benchmark = False
+        self._compiled: Callable[[Tensor], tuple[Tensor, Tensor, tuple[Tensor, ...]]] | None = None
+
+    def set_speed(self, *, channels_last: bool, bf16: bool, cudnn_benchmark: bool, compile: bool) -> TaskModel:
+        """Apply the speed settings of :class:`~alvae_utils.config.TrainConfig`; returns ``self``.
+
+        ``channels_last`` converts the conv weights' memory format (parameters stay the same
+        objects, so an existing optimizer keeps working); ``bf16`` runs the forward pass under
+        bfloat16 autocast; ``cudnn_benchmark`` lets cuDNN time its algorithms during the forward
+        pass (CUDA only); ``compile`` wraps the layers in ``torch.compile`` (compiled lazily at
+        the first forward of each input shape and mode). Calling it again with other values
+        undoes what they turn off.
+        """
+        if channels_last != self.channels_last:
+            self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self.channels_last, self.bf16, self.cudnn_benchmark = channels_last, bf16, cudnn_benchmark
+        if not compile:
+            self._compiled = None
+        elif self._compiled is None:
+            self._compiled = torch.compile(self._layers, backend=COMPILE_BACKEND)
+        return self
 
     def forward(self, x: Tensor) -> TaskOutput:
         if x.ndim != 4 or x.shape[1] != 1 or not x.is_floating_point():
@@ -120,6 +173,12 @@ class TaskModel(nn.Module):
                 f"TaskModel expects float images (B, 1, H, W) in [0, 1], got {tuple(x.shape)} {x.dtype}; "
                 "convert uint8 batches with images_to_float."
             )
+        with bf16_autocast(self.bf16, x.device), cudnn_benchmark(self.cudnn_benchmark, x.device):
+            logits, features, stages = (self._compiled or self._layers)(x)
+        # Selection distances and metrics stay float32 whatever the forward pass ran in (a no-op in fp32).
+        return TaskOutput(logits.float(), features.float(), stages)
+
+    def _layers(self, x: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
         net = self.net
         h = (x - GREY_MEAN) / GREY_STD
         h = net.maxpool(net.relu(net.bn1(net.conv1(h))))
@@ -128,7 +187,7 @@ class TaskModel(nn.Module):
         s3 = net.layer3(s2)
         s4 = net.layer4(s3)
         features = torch.flatten(net.avgpool(s4), 1)
-        return TaskOutput(net.fc(features), features, (s1, s2, s3, s4))
+        return net.fc(features), features, (s1, s2, s3, s4)
 
 
 class LossPredictionModule(nn.Module):
@@ -144,6 +203,9 @@ class LossPredictionModule(nn.Module):
     parameter: building the module consumes the same random numbers as the plain
     one, and with v = 0 (α = 0) the outputs, gradients and whole training trajectory
     are bit-identical to the plain module.
+
+    With ``bf16`` set (by :func:`alvae_utils.training.build_task_model`) the module runs under
+    bfloat16 autocast, as T does, and returns float32.
     """
 
     def __init__(
@@ -160,25 +222,29 @@ class LossPredictionModule(nn.Module):
         self.extra_dim = extra_dim
         if extra_dim:
             self.extra_weight = nn.Parameter(torch.zeros(1, extra_dim))
+        self.bf16 = False
 
     def forward(self, stages: tuple[Tensor, ...], extra: Tensor | None = None) -> Tensor:
         """Predicted loss (B,). ``extra`` (B, extra_dim) is α·V(x), required iff extra_dim > 0."""
         if len(stages) != len(self.stage_fcs):
             raise ValueError(f"expected {len(self.stage_fcs)} stage maps, got {len(stages)}.")
-        pooled = (F.adaptive_avg_pool2d(s, 1).flatten(1) for s in stages)
-        c = torch.cat([F.relu(fc(p)) for fc, p in zip(self.stage_fcs, pooled, strict=True)], dim=1)
-        out = self.fc(c)
+        batch = stages[0].shape[0]
         if self.extra_dim:
-            if extra is None or extra.shape != (c.shape[0], self.extra_dim):
+            if extra is None or extra.shape != (batch, self.extra_dim):
                 got = None if extra is None else tuple(extra.shape)
                 raise ValueError(
                     f"this module was built with extra_dim={self.extra_dim}: pass extra of shape "
-                    f"({c.shape[0]}, {self.extra_dim}) (α times the VAE means), got {got}."
+                    f"({batch}, {self.extra_dim}) (α times the VAE means), got {got}."
                 )
-            out = out + extra @ self.extra_weight.T
         elif extra is not None:
             raise ValueError("extra features given, but the module was built with extra_dim=0.")
-        return out.squeeze(1)
+        with bf16_autocast(self.bf16, stages[0].device):
+            pooled = (F.adaptive_avg_pool2d(s, 1).flatten(1) for s in stages)
+            c = torch.cat([F.relu(fc(p)) for fc, p in zip(self.stage_fcs, pooled, strict=True)], dim=1)
+            out = self.fc(c)
+            if self.extra_dim:
+                out = out + extra @ self.extra_weight.T
+        return out.float().squeeze(1)
 
 
 def pair_ranking_loss(predicted: Tensor, target: Tensor, margin: float = 1.0) -> Tensor:

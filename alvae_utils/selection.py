@@ -46,7 +46,8 @@ def _check_pool(labeled_mask: torch.Tensor, budget: int, n: int | None = None) -
     return budget
 
 
-def _check_features(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int, heuristic: str) -> int:
+def _check_features(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int, chunk_size: int,
+                    heuristic: str) -> int:
     if not isinstance(features, torch.Tensor) or features.dim() != 2:
         raise ValueError(f"{heuristic}: features must be a 2-D tensor (N, d), got "
                          f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features)}.")
@@ -54,26 +55,68 @@ def _check_features(features: torch.Tensor, labeled_mask: torch.Tensor, budget: 
     if not bool(labeled_mask.any()):
         raise ValueError(f"{heuristic} measures distances to the labeled set, so at least one labeled "
                          "point is needed; label some points first (Algorithm 1 starts from ξ ≥ 1).")
-    # A finite sum proves every entry finite without an (N, d) temporary; only check entrywise if not.
-    if not bool(torch.isfinite(features.sum())) and not bool(torch.isfinite(features).all()):
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
+    # A finite sum proves every entry finite without an (N, d) temporary; only check row blocks if not.
+    if not bool(torch.isfinite(features.sum())) and not all(
+            bool(torch.isfinite(block).all()) for block in features.split(chunk_size)):
         raise ValueError(f"{heuristic}: features contain NaN or inf; check the feature extractor "
                          "(e.g. a diverged model) before selecting.")
     return budget
 
 
-def _prepare(features: torch.Tensor, labeled_mask: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(features as float, their mean, indices of U, indices of L), all on the features' device.
+_STREAM_BYTES = 64 << 20
+"""Largest row block of the passes over all of U (squared norms, MedAL's refreshes). Each op on
+a block costs milliseconds of thread hand-off on a busy CPU, so few large blocks are much
+faster than many small ones; no block holds more than 1/16 of the rows."""
 
-    Callers subtract the mean from the rows they gather: distances are
-    translation invariant, and centering shrinks ||x||², which is what the
-    rounding error of ||x||² + ||y||² − 2x·y scales with.
+
+def _stream_rows(features: torch.Tensor, chunk_size: int) -> int:
+    """Rows per block of a pass over all points: ≤ _STREAM_BYTES and ≤ N/16, but ≥ chunk_size."""
+    n, d = features.shape
+    row_bytes = max(d, 1) * max(features.element_size(), 4)  # narrower rows are widened to float32
+    return max(chunk_size, min(n // 16, _STREAM_BYTES // row_bytes))
+
+
+def _prepare(features: torch.Tensor, labeled_mask: torch.Tensor, rows: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean of the features, indices of U, indices of L), on the features' device; nothing of size N × d.
+
+    The mean is in the working dtype: the features' own, or float32 for narrower
+    or integer ones (half precision cannot hold squared norms of real features).
+    It is summed ``rows`` rows at a time because a whole-tensor reduction with a
+    dtype converts the whole tensor first. Callers subtract it from the rows
+    they gather (:func:`_centered_blocks`): distances are translation invariant,
+    and centering shrinks ||x||², which is what the rounding error of
+    ||x||² + ||y||² − 2x·y scales with. An approximate mean does as well as the exact one.
     """
-    if not features.is_floating_point() or torch.finfo(features.dtype).bits < 32:
-        features = features.float()  # half precision cannot hold squared norms of real features
+    is_wide = features.is_floating_point() and torch.finfo(features.dtype).bits >= 32
+    dtype = features.dtype if is_wide else torch.float32
+    mean = sum(block.sum(0, dtype=dtype) for block in features.split(rows)) / features.shape[0]
     mask = labeled_mask.to(features.device)
-    mean = features.mean(0)  # distances do not depend on the shift, so an approximate mean will do
-    return features, mean, (~mask).nonzero().squeeze(1), mask.nonzero().squeeze(1)
+    return mean, (~mask).nonzero().squeeze(1), mask.nonzero().squeeze(1)
+
+
+def _centered(features: torch.Tensor, index: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """features[index] − mean, in the mean's dtype, as a new (|index|, d) tensor."""
+    return features.index_select(0, index).to(mean.dtype).sub_(mean)
+
+
+def _centered_blocks(features: torch.Tensor, index: torch.Tensor, mean: torch.Tensor, rows: int
+                     ) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield (part, features[index[part]] − mean) for consecutive parts of a non-empty ``index``, ``rows`` at a time.
+
+    Every block is written into the same buffer, allocated once (no page faults
+    per block), so each must be used before the next is asked for.
+    """
+    rows = min(rows, len(index))
+    raw = torch.empty(rows, features.shape[1], dtype=features.dtype, device=features.device)
+    centered = raw if raw.dtype == mean.dtype else torch.empty_like(raw, dtype=mean.dtype)
+    for start in range(0, len(index), rows):
+        part = slice(start, start + rows)
+        size = min(rows, len(index) - start)
+        torch.index_select(features, 0, index[part], out=raw[:size])
+        yield part, torch.sub(raw[:size], mean, out=centered[:size])
 
 
 def _squared_norms(x: torch.Tensor, heuristic: str) -> torch.Tensor:
@@ -84,96 +127,153 @@ def _squared_norms(x: torch.Tensor, heuristic: str) -> torch.Tensor:
     return norms
 
 
-def _row_blocks(source: torch.Tensor, index: torch.Tensor, chunk_size: int, mean: torch.Tensor | None = None,
+def _centered_norms(features: torch.Tensor, index: torch.Tensor, mean: torch.Tensor, rows: int,
+                    heuristic: str) -> torch.Tensor:
+    """||features[i] − mean||² for i in ``index``."""
+    norms = torch.empty(len(index), dtype=mean.dtype, device=mean.device)
+    for part, block in _centered_blocks(features, index, mean, rows):
+        norms[part] = _squared_norms(block, heuristic)
+    return norms
+
+
+def _row_blocks(features: torch.Tensor, index: torch.Tensor, mean: torch.Tensor, chunk_size: int,
                 norms: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (rows, their squared norms) of ``source[index]`` chunk by chunk, centered by ``mean`` if given."""
-    for start in range(0, len(index), chunk_size):
-        part = index[start:start + chunk_size]
-        rows = source.index_select(0, part)
-        if mean is not None:
-            rows.sub_(mean)
-        yield rows, (_squared_norms(rows, "coreset") if norms is None else norms.index_select(0, part))
+    """Yield (rows, their squared norms) of ``features[index] − mean`` chunk by chunk.
 
-
-def _lower_min_dist(min_dist: torch.Tensor, xu: torch.Tensor, norms_u: torch.Tensor, rows: torch.Tensor | None,
-                    points: Iterable[tuple[torch.Tensor, torch.Tensor]], chunk_size: int) -> None:
-    """min_dist[r] ← min(min_dist[r], min_q ||xu[r] − q||²) for r in ``rows`` (None: all), q in ``points``.
-
-    Works in chunk_size × chunk_size blocks of ||x||² + ||q||² − 2x·q (clamped at 0),
-    so no |rows| × |points| matrix is ever formed.
+    ``norms``, if given, are those of ``index`` in the same order; otherwise they are computed.
     """
+    for part, rows in _centered_blocks(features, index, mean, chunk_size):
+        yield rows, (_squared_norms(rows, "coreset") if norms is None else norms[part])
+
+
+def _lower_min_dist(min_dist: torch.Tensor, features: torch.Tensor, mean: torch.Tensor, unlabeled: torch.Tensor,
+                    norms_u: torch.Tensor, rows: torch.Tensor | None,
+                    points: Iterable[tuple[torch.Tensor, torch.Tensor]], chunk_size: int) -> None:
+    """min_dist[r] ← min(min_dist[r], min_q ||u_r − q||²) for r in ``rows`` (None: all), q in ``points``.
+
+    u_r = features[unlabeled[r]] − mean, gathered chunk_size rows at a time.
+    Works in chunk_size × chunk_size blocks of ||u||² + ||q||² − 2u·q (clamped at 0),
+    so no |rows| × d copy and no |rows| × |points| matrix is ever formed.
+    """
+    positions = unlabeled if rows is None else unlabeled.index_select(0, rows)
     for block, block_norms in points:
-        for start in range(0, len(xu) if rows is None else len(rows), chunk_size):
+        for part, x_part in _centered_blocks(features, positions, mean, chunk_size):
             if rows is None:
-                part = slice(start, start + chunk_size)
-                x_part, norms_part, current = xu[part], norms_u[part], min_dist[part]
+                norms_part, current = norms_u[part], min_dist[part]
             else:
-                part = rows[start:start + chunk_size]
-                x_part, norms_part = xu.index_select(0, part), norms_u.index_select(0, part)
-                current = min_dist.index_select(0, part)
-            # min over q of (||q||² − 2x·q), then + ||x||²: one addition per row instead of per pair.
+                part = rows[part]
+                norms_part, current = norms_u.index_select(0, part), min_dist.index_select(0, part)
+            # min over q of (||q||² − 2u·q), then + ||u||²: one addition per row instead of per pair.
             dist = torch.addmm(block_norms.unsqueeze(0), x_part, block.T, alpha=-2.0).amin(1)
             torch.minimum(current, dist.add_(norms_part).clamp_(min=0.0), out=current)
             if rows is not None:
                 min_dist.index_copy_(0, part, current)
 
 
+def _top_candidates(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(positions of k largest values, sorted; τ, the k-th largest value; first position at τ left out).
+
+    Ties at τ go to the lowest positions, and the first one left out is returned
+    (len(values) if none is), so that the lazy loops stay exact on ties: a point
+    left out at τ can only be beaten by a candidate at τ with a lower position.
+    Capping the ties keeps the candidates at k rows even when many duplicates tie.
+    """
+    n = len(values)
+    top = torch.topk(values, min(k + 1, n), sorted=True)
+    threshold = top.values[k - 1]
+    if k == n or bool(top.values[k] < threshold):  # no tie across the cut: the usual case, no O(N) scan
+        return top.indices[:k].sort().values, threshold, torch.tensor(n, device=values.device)
+    above = (values > threshold).nonzero().squeeze(1)
+    tied = (values == threshold).nonzero().squeeze(1)
+    taken = k - len(above)
+    first_left = tied[taken] if len(tied) > taken else torch.tensor(n, device=values.device)
+    return torch.cat([above, tied[:taken]]).sort().values, threshold, first_left
+
+
+def _beats_the_rest(score: torch.Tensor, bound: torch.Tensor, position: torch.Tensor, first_left: torch.Tensor) -> bool:
+    """Whether a candidate's ``score`` at ``position`` is the exact argmax (ties → lowest position)
+    when no point outside the candidates scores above ``bound``, and any at ``bound`` sits at
+    ``first_left`` or later. One host synchronisation."""
+    return bool((score > bound) | ((score == bound) & (position < first_left)))
+
+
 def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int,
                    chunk_size: int = 2048) -> torch.Tensor:
     """Core-set (Sener & Savarese 2018), Eq. 1: greedy k-center on squared L2.
 
-    Each pick is u* = argmax_{u∈U} min_{ℓ∈L} ||T_f(u) − T_f(ℓ)||² and then joins
-    L before the next pick. Squaring does not change the argmax, so this is
-    also the pick under plain L2. Ties go to the lowest pool index.
+    ``features`` is (N, d), any real dtype, on any device; ``labeled_mask`` a bool
+    (N,) tensor; returns the ``budget`` picked pool indices (int64, (budget,)) in
+    pick order. Each pick is u* = argmax_{u∈U} min_{ℓ∈L} ||T_f(u) − T_f(ℓ)||² and
+    then joins L before the next pick. Squaring does not change the argmax, so
+    this is also the pick under plain L2. Ties go to the lowest pool index.
 
-    Extra memory: a centered copy of the unlabeled rows (|U| × d) and one
-    min-distance vector over U, never an N × N or |U| × |L| matrix. The vector
-    is filled block by block (chunk_size × chunk_size distances at a time).
-    Distances use ||x||² + ||y||² − 2x·y on centered features (4× faster than
-    explicit differences on CPU) and are clamped at 0, so duplicates (small
-    negative round-off) never give NaN.
+    Memory: ``features`` is only read, never copied, converted or modified
+    (narrower dtypes such as float16 are widened to float32 block by block).
+    The extra memory is a few O(N) vectors (distances, norms, indices: about
+    30 bytes per unlabeled point) plus row blocks: chunk_size gathered rows, the
+    chunk_size candidates, one chunk_size × chunk_size block of distances, and
+    one block of at most 64 MiB (and N/16 rows) for the pass over all of U. No
+    N × N, |U| × |L| or |U| × d matrix is formed: at N = 1,000,000, d = 544 in
+    float32 the peak is about 0.05× the input. Distances use ||x||² + ||y||² −
+    2x·y on rows centered by the pool mean as they are gathered (4× faster than
+    explicit differences on CPU; centering keeps float32 exact when the features
+    share a large offset) and are clamped at 0, so duplicates (small negative
+    round-off) never give NaN.
 
     Exact lazy updates: a point's min distance only decreases as L grows, so
     a stale value is an upper bound. After each pick only the ``chunk_size``
-    *candidates* (the points whose value was highest at the last refresh, all
-    with value ≥ τ) are updated, with one chunk_size × d matrix-vector product.
-    While the best candidate is still ≥ τ, no other point (stale value < τ)
-    can beat it, so the pick is the exact Eq. 1 argmax. When it drops below τ,
-    the other points catch up on the picks they missed in one blocked product
-    and the candidates are chosen afresh. On random 544-d features this reads
-    about an eighth of the data per pick instead of all of it.
-    """
-    budget = _check_features(features, labeled_mask, budget, "coreset")
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
-    x, mean, unlabeled, labeled = _prepare(features, labeled_mask)
-    xu = x.index_select(0, unlabeled).sub_(mean)  # (|U|, d) centered
-    norms_u = _squared_norms(xu, "coreset")
-    min_dist = torch.full_like(norms_u, float("inf"))
-    _lower_min_dist(min_dist, xu, norms_u, None, _row_blocks(x, labeled, chunk_size, mean=mean), chunk_size)
+    *candidates* (the highest values at the last refresh, all ≥ τ) are updated,
+    with one chunk_size × d matrix-vector product. While the best candidate is
+    still above τ, no other point (stale value ≤ τ) can beat it, so the pick is
+    the exact Eq. 1 argmax. Otherwise a refresh takes the ``chunk_size``
+    highest stored values and brings the stale ones among them up to date,
+    repeating until the highest are all current. After the first pass against
+    L only points near the top are ever updated, which matters on clustered
+    features (e.g. near-duplicates), where picks use up the candidates within
+    a few picks and refreshes are frequent.
 
-    picks = torch.empty(budget, dtype=torch.long, device=x.device)  # positions in U, in pick order
-    refreshed_at = 0  # picks[refreshed_at:i] are not yet applied outside the candidates
+    Raises ValueError for a budget larger than |U| or not positive, an empty L,
+    a mask of the wrong length, chunk_size ≤ 0, non-finite features, or squared
+    norms that overflow the working dtype.
+    """
+    budget = _check_features(features, labeled_mask, budget, chunk_size, "coreset")
+    rows = _stream_rows(features, chunk_size)
+    mean, unlabeled, labeled = _prepare(features, labeled_mask, rows)
+    norms_u = _centered_norms(features, unlabeled, mean, rows, "coreset")
+    min_dist = torch.full_like(norms_u, float("inf"))
+    _lower_min_dist(min_dist, features, mean, unlabeled, norms_u, None,
+                    _row_blocks(features, labeled, mean, chunk_size), chunk_size)
+
+    picks = torch.empty(budget, dtype=torch.long, device=features.device)  # positions in U, in pick order
+    # min_dist[r] is exact for L and picks[:applied[r]]: an upper bound once later picks exist.
+    applied = torch.zeros(len(unlabeled), dtype=torch.long, device=features.device)
     # Set at the first refresh (candidates is None until then).
-    candidates = cand_x = cand_norms = cand_dist = threshold = None
+    candidates = cand_x = cand_norms = cand_dist = threshold = first_left = None
     complete = False
     for i in range(budget):
         if candidates is not None:
             best = torch.argmax(cand_dist).view(1)  # first maximal = lowest index (candidates are sorted)
-        if candidates is None or (not complete and bool(cand_dist.index_select(0, best) < threshold)):
+        if candidates is None or (not complete and not _beats_the_rest(
+                cand_dist.index_select(0, best), threshold, candidates.index_select(0, best), first_left)):
             if candidates is not None:
                 min_dist.index_copy_(0, candidates, cand_dist)
-                stale = min_dist > float("-inf")  # picked points stay at −inf and need no update
-                stale.index_fill_(0, candidates, False)
-                missed = _row_blocks(xu, picks[refreshed_at:i], chunk_size, norms=norms_u)
-                _lower_min_dist(min_dist, xu, norms_u, stale.nonzero().squeeze(1), missed, chunk_size)
-                refreshed_at = i
-            # Candidates: every point with one of the k highest values (k ≤ points not yet picked, so τ ≥ 0).
-            k = min(chunk_size, len(xu) - i)
-            complete = k == len(xu) - i  # every remaining point is a candidate: nothing is stale
-            threshold = torch.topk(min_dist, k, sorted=False).values.min()
-            candidates = (min_dist >= threshold).nonzero().squeeze(1)
-            cand_x, cand_norms = xu.index_select(0, candidates), norms_u.index_select(0, candidates)
+                applied.index_fill_(0, candidates, i)
+            # Candidates: the k highest stored values (k ≤ points not yet picked, so τ ≥ 0), brought up
+            # to date until none is stale; every other point's true value is then ≤ its stored one ≤ τ.
+            k = min(chunk_size, len(unlabeled) - i)
+            complete = k == len(unlabeled) - i  # every remaining point is a candidate: nothing is stale
+            while True:
+                candidates, threshold, first_left = _top_candidates(min_dist, k)
+                stale = candidates[applied.index_select(0, candidates) < i]
+                if len(stale) == 0:
+                    break
+                missed = picks[int(applied.index_select(0, stale).min()):i]  # a pick applied twice is harmless
+                missed_blocks = _row_blocks(features, unlabeled.index_select(0, missed), mean, chunk_size,
+                                            norms=norms_u.index_select(0, missed))
+                _lower_min_dist(min_dist, features, mean, unlabeled, norms_u, stale, missed_blocks, chunk_size)
+                applied.index_fill_(0, stale, i)
+            cand_x = _centered(features, unlabeled.index_select(0, candidates), mean)
+            cand_norms = norms_u.index_select(0, candidates)
             cand_dist = min_dist.index_select(0, candidates)
             best = torch.argmax(cand_dist).view(1)
         picks[i:i + 1] = candidates.index_select(0, best)
@@ -189,6 +289,15 @@ _MEDAL_SLACK = 1e-3
 squared distances (~1e-6 relative), so a rounded value never passes a test it should fail."""
 
 
+def _centroid_scores(features: torch.Tensor, unlabeled: torch.Tensor, mean: torch.Tensor, base: torch.Tensor,
+                     centroid: torch.Tensor, rows: int) -> torch.Tensor:
+    """base − 2(u − mean)·centroid for every u = features[unlabeled[r]], ``rows`` rows at a time."""
+    score = torch.empty_like(base)
+    for part, block in _centered_blocks(features, unlabeled, mean, rows):
+        torch.addmv(base[part], block, centroid, alpha=-2.0, out=score[part])
+    return score
+
+
 def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int,
                  chunk_size: int = 2048) -> torch.Tensor:
     """MedAL (Smailagic et al. 2018), Eq. 2: greedy max mean *squared* L2 distance to L.
@@ -202,57 +311,60 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
     farthest from the labeled centroid; the pick then joins L and the running
     centroid is updated. Plain (unsquared) L2 would average distances, not
     squared ones, and can pick differently; it is not what Eq. 2 says. Ties go
-    to the lowest pool index. Extra memory: a centered |U| × d copy and O(|U|).
+    to the lowest pool index. Shapes, dtypes and errors as in
+    :func:`kcenter_greedy`; likewise ``features`` is never copied or modified,
+    and the extra memory is a few O(N) vectors plus row blocks (at most
+    64 MiB): about 0.05× a 1,000,000 × 544 float32 input.
 
     Lazy updates, as in :func:`kcenter_greedy`: a refresh computes every
-    ||u − c_r|| and keeps the ``chunk_size`` farthest points (all ≥ τ) as
+    ||u − c_r|| (one pass over U, centering the rows block by block as they
+    are gathered) and keeps the ``chunk_size`` farthest points (all ≥ τ) as
     candidates; later picks score only the candidates. By the triangle
     inequality no other point can be farther than τ + ||c − c_r|| from the
     current centroid c, so while the best candidate beats that bound (with a
     small safety margin against round-off) it is the exact Eq. 2 argmax;
     otherwise the next refresh comes first.
     """
-    budget = _check_features(features, labeled_mask, budget, "medal")
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
-    x, mean, unlabeled, labeled = _prepare(features, labeled_mask)
-    xu = x.index_select(0, unlabeled).sub_(mean)
-    base = _squared_norms(xu, "medal")  # ||u||², set to −inf once u is picked
+    budget = _check_features(features, labeled_mask, budget, chunk_size, "medal")
+    rows = _stream_rows(features, chunk_size)
+    mean, unlabeled, labeled = _prepare(features, labeled_mask, rows)
+    base = _centered_norms(features, unlabeled, mean, rows, "medal")  # ||u||², −inf once u is picked
     count = len(labeled)
     # The running sum of L is kept in float64 so the centroid does not drift over many picks.
-    total = x.index_select(0, labeled).sum(0, dtype=torch.float64) - count * mean.double()
+    total = sum(features.index_select(0, part).sum(0, dtype=torch.float64) for part in labeled.split(rows))
+    total -= count * mean.double()
 
-    picks = torch.empty(budget, dtype=torch.long, device=x.device)  # positions in U, in pick order
+    picks = torch.empty(budget, dtype=torch.long, device=features.device)  # positions in U, in pick order
     # Set at the first refresh (candidates is None until then).
-    candidates = cand_x = cand_base = threshold = refresh_centroid = None
+    candidates = cand_x = cand_base = threshold = first_left = refresh_centroid = None
     complete = False
     for i in range(budget):
         centroid64 = total / count
-        centroid = centroid64.to(x.dtype)
+        centroid = centroid64.to(mean.dtype)
         # ||u||² − 2u·c = ||u − c||² − ||c||²: the same order as ||u − c||², computed in one product.
         if candidates is not None:
             score = torch.addmv(cand_base, cand_x, centroid, alpha=-2.0)
             best = torch.argmax(score).view(1)  # first maximal = lowest index (candidates are sorted)
-            if not complete:
-                reach = threshold + torch.linalg.vector_norm(centroid64 - refresh_centroid)
-                best_sq = score.index_select(0, best).double() + centroid64.dot(centroid64)
-        if candidates is None or (not complete and bool(best_sq < reach * reach * (1 + _MEDAL_SLACK))):
-            score = torch.addmv(base, xu, centroid, alpha=-2.0)
-            k = min(chunk_size, len(xu) - i)  # ≤ points not yet picked, so the k-th score is finite
-            complete = k == len(xu) - i  # every remaining point is a candidate: no bound to check
-            kth = torch.topk(score, k, sorted=False).values.min()
-            candidates = (score >= kth).nonzero().squeeze(1)
+        if candidates is None or (not complete and not _beats_the_rest(
+                score.index_select(0, best).double() + centroid64.dot(centroid64),
+                (threshold + torch.linalg.vector_norm(centroid64 - refresh_centroid)) ** 2 * (1 + _MEDAL_SLACK),
+                candidates.index_select(0, best), first_left)):
+            score = _centroid_scores(features, unlabeled, mean, base, centroid, rows)
+            k = min(chunk_size, len(base) - i)  # ≤ points not yet picked, so the k-th score is finite
+            complete = k == len(base) - i  # every remaining point is a candidate: no bound to check
+            candidates, kth, first_left = _top_candidates(score, k)
             # τ: no other point is farther than τ from this centroid.
             threshold = (kth.double() + centroid64.dot(centroid64)).clamp(min=0.0).sqrt()
             refresh_centroid = centroid64
-            cand_x, cand_base = xu.index_select(0, candidates), base.index_select(0, candidates)
+            cand_x = _centered(features, unlabeled.index_select(0, candidates), mean)
+            cand_base = base.index_select(0, candidates)
             score = score.index_select(0, candidates)
             best = torch.argmax(score).view(1)
         pick = candidates.index_select(0, best)
         picks[i:i + 1] = pick
         cand_base.index_fill_(0, best, float("-inf"))
         base.index_fill_(0, pick, float("-inf"))
-        total += xu.index_select(0, pick).squeeze(0)
+        total += cand_x.index_select(0, best).squeeze(0)
         count += 1
     return unlabeled.index_select(0, picks)
 

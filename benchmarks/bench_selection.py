@@ -17,8 +17,17 @@ mark (VmHWM in /proc/self/status) is reset (``echo 5 > /proc/self/clear_refs``)
 after the features are built; the number reported is VmHWM after the call minus
 VmRSS before it. On CUDA: ``torch.cuda.max_memory_allocated`` over the call.
 
+Realistic features (``--features fashion``): ResNet-18 features (512) and VAE
+means (32) of Fashion-MNIST training images, from a task model and a VAE trained
+briefly here, tiled to N rows with small Gaussian noise (``--noise`` times each
+column's std). Tiling makes clusters of near-duplicates, which use up the lazy
+candidates within a few picks: the hard case for kcenter_greedy's refreshes.
+``--million`` measures both feature kinds at N = 1,000,000 and reports each peak
+as a ratio to the input's size.
+
     python benchmarks/bench_selection.py                       # paper scale, cuda if available
     python benchmarks/bench_selection.py --device cpu --threads 2 --repeats 2
+    python benchmarks/bench_selection.py --million             # N = 1,000,000, random and Fashion-MNIST
 """
 
 from __future__ import annotations
@@ -38,9 +47,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
+from alvae_utils.config import TrainConfig, VAEConfig  # noqa: E402
+from alvae_utils.data import DataUnavailableError, load_dataset  # noqa: E402
 from alvae_utils.selection import kcenter_greedy, medal_greedy  # noqa: E402
+from alvae_utils.training import build_task_model, predict, train_task_model  # noqa: E402
+from alvae_utils.vae import encode_mu, train_vae  # noqa: E402
 
 VAE_DIM = 32
+TASK_LABELS = 3_000  # the task model is trained on this many of the base images, like ξ = 3,000 initial labels
+TASK_EPOCHS = 2
+VAE_EPOCHS = 1
 
 
 def make_problem(n: int, d: int, n_labeled: int, seed: int, device: torch.device,
@@ -55,6 +71,45 @@ def make_problem(n: int, d: int, n_labeled: int, seed: int, device: torch.device
     mask = torch.zeros(n, dtype=torch.bool)
     mask[torch.randperm(n, generator=generator)[:n_labeled]] = True
     return torch.cat([task, vae], dim=1).to(device, dtype), mask.to(device)
+
+
+def fashion_base_features(n_images: int, seed: int, device: str) -> tuple[np.ndarray, str]:
+    """(n_images, 544) float32 features of Fashion-MNIST training images, and a line saying how they were made.
+
+    A ResNet-18 task model (untrained start, no ImageNet weights) trained for TASK_EPOCHS
+    epochs on TASK_LABELS of the images gives the 512 T_f features; a VAE trained for
+    VAE_EPOCHS epochs on all of them gives the 32 means μ (Eq. 6 with α = 1).
+    Raises DataUnavailableError when Fashion-MNIST is not installed (nothing is downloaded).
+    """
+    data = load_dataset("fashionmnist", "train", download=False)
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(data.images), generator=generator)[:n_images]
+    images, labels = data.images[index], data.labels[index]
+    started = time.perf_counter()
+    config = TrainConfig()
+    model, _ = build_task_model(10, config, seed, device)
+    trained = train_task_model(model, images[:TASK_LABELS], labels[:TASK_LABELS], "multi-class", TASK_EPOCHS,
+                               config, seed, progress=False)
+    task = predict(model, images)
+    accuracy = float((task.logits.argmax(1) == labels)[TASK_LABELS:].float().mean())
+    vae, history = train_vae(images, VAEConfig(latent_dim=VAE_DIM, epochs=VAE_EPOCHS), seed, device, progress=False)
+    features = torch.cat([task.features, encode_mu(vae, images)], dim=1).cpu()
+    note = (f"{n_images:,} training images of {data.description}: ResNet-18 trained {TASK_EPOCHS} "
+            f"epochs on {TASK_LABELS:,} of them (train accuracy {trained.train_accuracy:.3f}, {accuracy:.3f} on "
+            f"the rest) + VAE μ after {VAE_EPOCHS} epoch (negative ELBO {history[-1]['loss']:.1f} nats), "
+            f"made in {time.perf_counter() - started:.0f} s")
+    return features.numpy(), note
+
+
+def tile_with_noise(base: torch.Tensor, n: int, noise: float, generator: torch.Generator) -> torch.Tensor:
+    """Row i of the result is base[i mod len(base)] + noise · std · ε (std per column, ε ~ N(0, 1)).
+
+    The noise is drawn block by block, so building the features needs no second N × d tensor."""
+    features = base[torch.arange(n) % len(base)]
+    scale = noise * base.std(0)
+    for block in features.split(65_536):
+        block.add_(torch.randn(block.shape, generator=generator).mul_(scale))
+    return features
 
 
 def full_matrix_kcenter(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int) -> torch.Tensor:
@@ -93,7 +148,15 @@ def run_worker(args: argparse.Namespace) -> None:
     """One measurement in this (fresh) process; prints a JSON line, saves the picks."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    features, mask = make_problem(args.n, args.d, args.labeled, args.seed, device, getattr(torch, args.dtype))
+    dtype = getattr(torch, args.dtype)
+    if args.worker_features == "random":
+        features, mask = make_problem(args.n, args.d, args.labeled, args.seed, device, dtype)
+    else:
+        generator = torch.Generator().manual_seed(args.seed)
+        features = tile_with_noise(torch.from_numpy(np.load(args.base_features)), args.n, args.noise, generator)
+        mask = torch.zeros(args.n, dtype=torch.bool)
+        mask[torch.randperm(args.n, generator=generator)[:args.labeled]] = True
+        features, mask = features.to(device, dtype), mask.to(device)
     method = METHODS[args.worker]
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -102,17 +165,18 @@ def run_worker(args: argparse.Namespace) -> None:
     else:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         before = _proc_status_kib("VmRSS") * 1024
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     picks = method(features, mask, args.budget, args.chunk_size)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - before
     else:
         peak = _proc_status_kib("VmHWM") * 1024 - before
     np.save(args.picks_out, picks.cpu().numpy())
-    print(json.dumps({"method": args.worker, "seconds": seconds, "peak_bytes": peak}))
+    print(json.dumps({"method": args.worker, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_bytes": peak,
+                      "input_bytes": features.nbytes}))
 
 
 def full_matrix_fits(args: argparse.Namespace, item_bytes: int) -> bool:
@@ -141,7 +205,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--n", type=int, default=25_000, help="pool size N")
-    parser.add_argument("--d", type=int, default=512 + VAE_DIM, help="feature width (last 32 = VAE block)")
+    parser.add_argument("--d", type=int, default=512 + VAE_DIM,
+                        help="feature width of random features (last 32 = VAE block)")
     parser.add_argument("--labeled", type=int, default=3_000, help="|L| before selection")
     parser.add_argument("--budget", type=int, default=3_000, help="β, points to select")
     parser.add_argument("--chunk-size", type=int, default=2048, help="kcenter_greedy's block size")
@@ -151,18 +216,31 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baseline", action="store_true", help="skip full_matrix_kcenter")
     parser.add_argument("--no-float64", action="store_true", help="skip the float64 agreement check")
+    parser.add_argument("--features", nargs="+", choices=["random", "fashion"],
+                        help="feature kinds (default: random; with --million: both)")
+    parser.add_argument("--base-images", type=int, default=10_000,
+                        help="Fashion-MNIST images behind --features fashion, tiled to N")
+    parser.add_argument("--noise", type=float, default=0.05, help="tiling noise, in units of each column's std")
+    parser.add_argument("--million", action="store_true",
+                        help="N = 1,000,000 with random and Fashion-MNIST features, float32 only, no baseline")
     parser.add_argument("--worker", choices=sorted(METHODS), help=argparse.SUPPRESS)
+    parser.add_argument("--worker-features", choices=["random", "fashion"], default="random", help=argparse.SUPPRESS)
+    parser.add_argument("--base-features", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--picks-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run_worker(args)
         return
+    if args.million:
+        args.n, args.no_baseline, args.no_float64 = 1_000_000, True, True
+    kinds = args.features or (["random", "fashion"] if args.million else ["random"])
 
+    torch.set_num_threads(args.threads)
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     print(f"device: {args.device} ({name}), torch {torch.__version__}, threads {args.threads}, "
           f"load average before: {os.getloadavg()[0]:.2f}")
-    print(f"N={args.n:,} d={args.d} |L|={args.labeled:,} budget={args.budget:,}, seed {args.seed}")
+    print(f"N={args.n:,} |L|={args.labeled:,} budget={args.budget:,}, seed {args.seed}, features: {', '.join(kinds)}")
     runs = [("kcenter_greedy", "float32", args.repeats), ("medal_greedy", "float32", args.repeats)]
     with_baseline = not args.no_baseline and full_matrix_fits(args, 4)
     if with_baseline:
@@ -172,44 +250,62 @@ def main() -> None:
         if with_baseline and full_matrix_fits(args, 8):
             runs.append(("full_matrix_kcenter", "float64", 1))
 
-    best: dict[tuple[str, str], dict] = {}
-    picks: dict[tuple[str, str], np.ndarray] = {}
+    best: dict[tuple[str, str, str], dict] = {}
+    picks: dict[tuple[str, str, str], np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for method, dtype, repeats in runs:
-            for repeat in range(repeats):
-                out = Path(tmp) / f"{method}-{dtype}-{repeat}.npy"
-                command = [sys.executable, __file__, "--worker", method, "--dtype", dtype, "--picks-out", str(out),
-                           "--device", args.device, "--n", str(args.n), "--d", str(args.d),
-                           "--labeled", str(args.labeled), "--budget", str(args.budget),
-                           "--chunk-size", str(args.chunk_size), "--threads", str(args.threads),
-                           "--seed", str(args.seed)]
-                run = json.loads(subprocess.run(command, check=True, capture_output=True, text=True)
-                                 .stdout.strip().splitlines()[-1])
-                print(f"  {method:<20} {dtype} run {repeat + 1}: {run['seconds']:7.2f} s, "
-                      f"peak +{run['peak_bytes'] / 2**20:8.1f} MiB", flush=True)
-                key = (method, dtype)
-                if key in best:
-                    run = {"seconds": min(run["seconds"], best[key]["seconds"]),
-                           "peak_bytes": max(run["peak_bytes"], best[key]["peak_bytes"])}
-                best[key] = run
-                result = np.load(out)
-                if key in picks and not np.array_equal(picks[key], result):
-                    raise RuntimeError(f"{method} ({dtype}) picked differently on a rerun")
-                picks[key] = result
+        base_features = Path(tmp) / "fashion.npy"
+        if "fashion" in kinds:
+            try:
+                base, note = fashion_base_features(args.base_images, args.seed, args.device)
+            except DataUnavailableError as error:
+                print(f"skipping the Fashion-MNIST features, the data are not installed: {error}")
+                kinds.remove("fashion")
+            else:
+                np.save(base_features, base)
+                print(f"fashion: {note}; tiled to N={args.n:,} with noise {args.noise} × column std "
+                      f"(d = {base.shape[1]})")
+        for kind in kinds:
+            for method, dtype, repeats in runs:
+                for repeat in range(repeats):
+                    out = Path(tmp) / f"{kind}-{method}-{dtype}-{repeat}.npy"
+                    command = [sys.executable, __file__, "--worker", method, "--dtype", dtype, "--picks-out", str(out),
+                               "--worker-features", kind, "--base-features", str(base_features),
+                               "--noise", str(args.noise), "--device", args.device, "--n", str(args.n),
+                               "--d", str(args.d), "--labeled", str(args.labeled), "--budget", str(args.budget),
+                               "--chunk-size", str(args.chunk_size), "--threads", str(args.threads),
+                               "--seed", str(args.seed)]
+                    run = json.loads(subprocess.run(command, check=True, capture_output=True, text=True)
+                                     .stdout.strip().splitlines()[-1])
+                    print(f"  {kind:<7} {method:<20} {dtype} run {repeat + 1}: {run['seconds']:7.2f} s "
+                          f"(CPU {run['cpu_seconds']:7.1f} s), peak +{run['peak_bytes'] / 2**20:8.1f} MiB "
+                          f"= {run['peak_bytes'] / run['input_bytes']:.3f} × the {run['input_bytes'] / 2**30:.2f} GiB "
+                          f"input, load average {os.getloadavg()[0]:.2f}", flush=True)
+                    key = (kind, method, dtype)
+                    if key in best:
+                        run = {**run, "seconds": min(run["seconds"], best[key]["seconds"]),
+                               "cpu_seconds": min(run["cpu_seconds"], best[key]["cpu_seconds"]),
+                               "peak_bytes": max(run["peak_bytes"], best[key]["peak_bytes"])}
+                    best[key] = run
+                    result = np.load(out)
+                    if key in picks and not np.array_equal(picks[key], result):
+                        raise RuntimeError(f"{method} ({kind}, {dtype}) picked differently on a rerun")
+                    picks[key] = result
 
-    print(f"\n{'method':<20} {'dtype':<8} {'best s':>8} {'peak MiB':>9}")
-    for (method, dtype), run in best.items():
-        print(f"{method:<20} {dtype:<8} {run['seconds']:8.2f} {run['peak_bytes'] / 2**20:9.1f}")
+    print(f"\n{'features':<9} {'method':<20} {'dtype':<8} {'best s':>8} {'CPU s':>8} {'peak MiB':>9} {'× input':>8}")
+    for (kind, method, dtype), run in best.items():
+        print(f"{kind:<9} {method:<20} {dtype:<8} {run['seconds']:8.2f} {run['cpu_seconds']:8.1f} "
+              f"{run['peak_bytes'] / 2**20:9.1f} {run['peak_bytes'] / run['input_bytes']:8.3f}")
     print()
-    for dtype in ("float32", "float64"):
-        if ("full_matrix_kcenter", dtype) in picks:
-            print(f"kcenter_greedy vs full_matrix_kcenter, {dtype}: first difference "
-                  f"{first_difference(picks['kcenter_greedy', dtype], picks['full_matrix_kcenter', dtype])}")
-    for method in METHODS:
-        if (method, "float64") in picks:
-            print(f"{method} float32 vs float64: first difference "
-                  f"{first_difference(picks[method, 'float32'], picks[method, 'float64'])}")
-
+    for kind in kinds:
+        for dtype in ("float32", "float64"):
+            if (kind, "full_matrix_kcenter", dtype) in picks:
+                difference = first_difference(picks[kind, "kcenter_greedy", dtype],
+                                              picks[kind, "full_matrix_kcenter", dtype])
+                print(f"{kind}: kcenter_greedy vs full_matrix_kcenter, {dtype}: first difference {difference}")
+        for method in METHODS:
+            if (kind, method, "float64") in picks:
+                print(f"{kind}: {method} float32 vs float64: first difference "
+                      f"{first_difference(picks[kind, method, 'float32'], picks[kind, method, 'float64'])}")
 
 if __name__ == "__main__":
     main()

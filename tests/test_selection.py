@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from alvae_utils.heuristics import HEURISTICS, select
 from alvae_utils.selection import (
@@ -142,6 +144,78 @@ def test_duplicates_never_give_nan_or_beat_a_far_point():
     raw = norms[20:30] + norms[:10] - 2 * (c[20:30] @ c[:10].T).diagonal()
     assert (raw < 0).any()
     # (Without centering, the round-off on these norms is larger than 16 and a duplicate wins.)
+
+
+@pytest.mark.parametrize("greedy", [kcenter_greedy, medal_greedy])
+def test_large_common_offset_keeps_float32_exact(greedy):
+    # Features that share a +1000 offset: ||x||² ≈ 1.6·10⁷, so float32 round-off of the uncentered
+    # ||x||² + ||y||² − 2x·y (≈ 1) is far above the gaps between candidates. Centering removes it.
+    x, mask = random_problem(13, 300, 16, 30)
+    shifted = (x + 1000.0).float()
+    brute = brute_kcenter if greedy is kcenter_greedy else brute_medal
+    assert greedy(shifted, mask, 40, chunk_size=16).tolist() == brute(shifted.double(), mask, 40)
+
+
+@pytest.mark.parametrize("greedy", [kcenter_greedy, medal_greedy])
+def test_many_tied_duplicates_keep_the_brute_force_order(greedy):
+    # Seven points, each 8 times: ties at every threshold. Integer coordinates with mean exactly 0
+    # keep every distance exact, so ties are exact ties and must go to the lowest index.
+    distinct = torch.tensor([[0, 0], [3, 0], [-3, 0], [0, 2], [0, -2], [1, 1], [-1, -1]], dtype=torch.float64)
+    x = distinct.repeat(8, 1)
+    mask = torch.zeros(len(x), dtype=torch.bool)
+    mask[[0, 5, 12]] = True
+    brute = brute_kcenter if greedy is kcenter_greedy else brute_medal
+    expected = brute(x, mask, len(x) - 3)
+    for chunk_size in (3, 10):
+        assert greedy(x, mask, len(x) - 3, chunk_size=chunk_size).tolist() == expected
+
+
+@pytest.mark.parametrize("greedy", [kcenter_greedy, medal_greedy])
+def test_clusters_of_near_duplicates_match_brute_force(greedy):
+    # 30 centres × 10 near-copies, as in features tiled with noise: picks use up the candidates within a
+    # few picks, so refreshes are frequent and update only the top of the stale values.
+    generator = torch.Generator().manual_seed(15)
+    centres = torch.randn(30, 8, generator=generator, dtype=torch.float64)
+    x = centres.repeat(10, 1) + 0.01 * torch.randn(300, 8, generator=generator, dtype=torch.float64)
+    mask = torch.zeros(300, dtype=torch.bool)
+    mask[torch.randperm(300, generator=generator)[:10]] = True
+    brute = brute_kcenter if greedy is kcenter_greedy else brute_medal
+    assert greedy(x, mask, 120, chunk_size=8).tolist() == brute(x, mask, 120)
+
+
+class LargestNewTensor(TorchDispatchMode):
+    """Records the largest tensor any op creates (views and in-place results share an input's storage)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+                self.largest = max(self.largest, t.untyped_storage().nbytes())
+        return out
+
+
+@pytest.mark.parametrize("greedy", [kcenter_greedy, medal_greedy])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_features_are_neither_copied_nor_modified(greedy, dtype):
+    x, mask = random_problem(14, 20_000, 64, 40)
+    x = (x + 5.0).to(dtype)
+    before = x.clone()
+    with LargestNewTensor() as spy:
+        picks = greedy(x, mask, 50, chunk_size=256)
+    assert torch.equal(x, before)
+    # No (N, d) copy, not even a float32 one of half features: only O(N) vectors and row blocks.
+    assert spy.largest <= 20_000 * 64 * 4 / 8
+    # A strided view is read in place and gives the same picks.
+    wide = torch.zeros(20_000, 128, dtype=dtype)
+    wide[:, ::2] = x
+    assert greedy(wide[:, ::2], mask, 50, chunk_size=256).tolist() == picks.tolist()
+    if dtype == torch.float16:  # widened block by block: the same picks as the widened features
+        assert picks.tolist() == greedy(x.float(), mask, 50, chunk_size=256).tolist()
 
 
 def test_alpha_zero_reproduces_the_plain_heuristic():
