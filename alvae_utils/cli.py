@@ -107,7 +107,7 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
     group.add_argument("--executor", choices=("serial", "ray"), default="",
                        help="serial: one run after another; ray: in parallel on Ray (default: the profile's)")
     group.add_argument("--ray-address", default="", metavar="ADDRESS",
-                       help="attach to a running Ray cluster: auto, host:port or ray://host:10001 "
+                       help="attach to a running Ray cluster: auto or the head's host:port "
                             "(default: start Ray on this machine, on 127.0.0.1 only)")
     group.add_argument("--cpus-per-run", type=float, default=1.0, metavar="N", help="ray: CPUs per run (default 1)")
     group.add_argument("--gpus-per-run", type=float, default=0.0, metavar="F",
@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: every completed step is stored; rerun the same command to resume.", file=sys.stderr)
+        return 130
     return 0
 
 

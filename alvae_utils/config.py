@@ -144,7 +144,7 @@ class TrainConfig:
     channels_last: bool = setting(False, help="speed: channels-last memory format for T's convolutions")
     bf16: bool = setting(False, help="speed: bfloat16 autocast in T's and P's forward passes (CPU or CUDA)")
     cudnn_benchmark: bool = setting(False, help="speed: let cuDNN time and pick conv algorithms (CUDA; no-op on CPU)")
-    compile: bool = setting(False, help="speed: torch.compile T's forward (compiles once per run, minutes on CPU)")
+    compile: bool = setting(False, help="speed: torch.compile T's forward (compiled once per process; minutes on CPU)")
 
     def epochs_for_step(self, step: int) -> int:
         """Epochs at AL step ``step`` (0 = the initial labeled set)."""

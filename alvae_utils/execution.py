@@ -7,10 +7,10 @@ An executor only runs them; it knows nothing of heuristics or features.
 * ``serial`` — one run after another in this process (progress bars per run and per step).
 * ``ray`` — every run is a Ray task with ``cpus_per_run`` CPUs and ``gpus_per_run`` of a GPU
   (0.25: four runs share each GPU). Ray starts locally (listening on 127.0.0.1 only, no
-  dashboard) or attaches to a running cluster (``address="auto"``, ``"host:port"`` or
-  ``"ray://host:10001"``). The pool and the family features travel once through Ray's
-  object store; each worker writes its steps into the results store itself, so the
-  results root must be on storage every node sees (checked when a run starts).
+  dashboard UI) or attaches to a running cluster (``address="auto"`` or ``"host:port"``).
+  The pool and the family features travel once through Ray's object store; each worker
+  writes its steps into the results store itself, so the results root must be on storage
+  every node sees (checked when a run starts).
 
 Either way a run pins torch's thread count (serial: ``threads``, default as torch has it;
 Ray: ``threads``, default the CPUs per run) and records it with the device in its state, so
@@ -27,6 +27,7 @@ import importlib.util
 import logging
 import os
 import platform
+import socket
 import sys
 import time
 import uuid
@@ -60,8 +61,8 @@ class Execution:
 
     executor: str = setting("", help="serial: one run after another here; ray: runs in parallel on Ray; "
                                      "'': the profile's choice")
-    address: str = setting("", help="ray: '' starts Ray on this machine; 'auto', 'host:port' or "
-                                    "'ray://host:10001' attaches to a running cluster")
+    address: str = setting("", help="ray: '' starts Ray on this machine; 'auto' or the head's 'host:port' "
+                                    "attaches to a running cluster")
     cpus_per_run: float = setting(1.0, allowed=POSITIVE, help="ray: CPUs each run reserves")
     gpus_per_run: float = setting(0.0, allowed=NON_NEGATIVE,
                                   help="ray: GPUs each run reserves; a fraction shares a GPU (0.25: 4 runs per GPU)")
@@ -84,9 +85,14 @@ class Execution:
         if self.gpus_per_run > 1 and self.gpus_per_run != int(self.gpus_per_run):
             raise ConfigError(f"gpus_per_run={self.gpus_per_run:g}: Ray takes a fraction of one GPU or a whole "
                               "number of GPUs; use e.g. 0.25 or 2.")
-        if self.executor == "serial" and (self.address or self.gpus_per_run or self.cpus_per_run != 1):
-            raise ConfigError("address, cpus_per_run and gpus_per_run are Ray's resources; give executor='ray' "
-                              "too, or drop them (serial runs in this process, on its device).")
+        if self.executor == "serial" and (self.address or self.gpus_per_run or self.cpus_per_run != 1
+                                          or self.max_retries != 3):
+            raise ConfigError("address, cpus_per_run, gpus_per_run and max_retries are Ray's settings; give "
+                              "executor='ray' too, or drop them (serial runs in this process, on its device).")
+        if self.address.startswith("ray://"):
+            raise ConfigError(f"address {self.address!r}: Ray Client (ray://) needs the ray[client] extra, which "
+                              "alvae does not install; run the driver on a node of the cluster and give "
+                              "'auto' or the head's host:port.")
 
     @property
     def run_threads(self) -> int | None:
@@ -133,6 +139,7 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
             raise ConfigError(f"device {device!r} with gpus_per_run={execution.gpus_per_run:g}: under Ray a run uses "
                               "the device Ray assigns, a GPU when gpus_per_run > 0, else the CPU. Set gpus_per_run "
                               "instead (device only chooses where the VAE is fitted, before the runs).")
+        _check_reachable(execution.address)  # before the data and the VAE, not after
     runs = plan_sweep(profile, dataset, methods, seeds, experiment, device, progress)
     desc = f"{profile.name}/{runs[0].experiment.dataset}" if runs else profile.name
     placements: list[dict] = []
@@ -215,6 +222,32 @@ def _connect(ray, execution: Execution) -> None:
              f"could set {LOCAL_ONLY_VARIABLE}=0. Set it in the environment to keep the session private.")
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ConfigError, within ``timeout`` seconds, when a ``host:port`` Ray address does not accept connections."""
+    if not address or address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"Ray address {address!r} is not 'auto' or host:port (e.g. 10.0.0.5:6379).")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ConfigError(f"cannot reach the Ray head at {address} ({error}). Start it first (README, Clusters, "
+                          "or `ray start --head`), check the address, or leave it empty to start Ray on this "
+                          "machine.") from None
+
+
+def _check_resources(ray, execution: Execution) -> None:
+    """ConfigError when no node of the cluster can ever hold one run (Ray would wait forever)."""
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    if any(n.get("CPU", 0) >= execution.cpus_per_run and n.get("GPU", 0) >= execution.gpus_per_run for n in nodes):
+        return
+    largest = ", ".join(f"{n.get('CPU', 0):g} CPUs and {n.get('GPU', 0):g} GPUs" for n in nodes) or "no nodes"
+    raise ConfigError(f"each run asks for {execution.cpus_per_run:g} CPUs and {execution.gpus_per_run:g} GPUs, but "
+                      f"no node of the Ray cluster has that much (nodes: {largest}); lower cpus_per_run or "
+                      "gpus_per_run (0 runs on CPUs), or attach to a cluster with GPUs.")
+
+
 @contextmanager
 def _visibility_markers(runs: list[PlannedRun]):
     """One marker file per results root of ``runs``, removed afterwards: a worker that cannot see it fails early."""
@@ -232,8 +265,15 @@ def _visibility_markers(runs: list[PlannedRun]):
 
 def _run_on_ray(runs: list[PlannedRun], execution: Execution, progress: bool, desc: str,
                 placements: list[dict]) -> list[pd.DataFrame]:
-    with ray_session(execution) as ray:
-        return _fan_out(ray, runs, execution, progress, desc, placements)
+    finished = {index for index, run in enumerate(runs) if run.completed_steps() == run.total_steps}
+    frames = {index: runs[index].run(torch.device("cpu"), progress=False) for index in finished}  # just loads
+    pending = [index for index in range(len(runs)) if index not in finished]
+    if pending:
+        with ray_session(execution) as ray:
+            _check_resources(ray, execution)
+            done = _fan_out(ray, [runs[index] for index in pending], execution, progress, desc, placements)
+        frames.update(zip(pending, done, strict=True))
+    return [frames[index] for index in range(len(runs))]
 
 
 def _fan_out(ray, runs: list[PlannedRun], execution: Execution, progress: bool, desc: str,

@@ -45,11 +45,12 @@ def test_the_slurm_template_starts_the_head_then_workers_then_figures_attached(t
     lines = calls.read_text().splitlines()
     address = "10.1.2.3:24242"  # the head's first address; the port follows the job id
     head = next(line for line in lines if "--head" in line)
-    assert head.startswith("srun --nodes=1 --ntasks=1 -w gpu-a ray start --head --block")
+    assert head.startswith("srun --nodes=1 --ntasks=1 --cpus-per-task=32 --gpus-per-task=4 -w gpu-a "
+                           "ray start --head --block")
     assert "--node-ip-address=10.1.2.3 --port=24242" in head and "--num-gpus=4" in head
     assert "--include-dashboard=false" in head
     workers = [line for line in lines if f"--address={address}" in line and line.startswith("srun")]
-    assert [line.split(" -w ")[1].split()[0] for line in workers] == ["gpu-b", "gpu-c"]
+    assert sorted(line.split(" -w ")[1].split()[0] for line in workers) == ["gpu-b", "gpu-c"]
     make = [line for line in lines if line.startswith("make")]
     assert make == [f"make figures PROFILE=paper EXECUTOR=ray RAY_ADDRESS={address} GPUS_PER_RUN=0.25 "
                     "CPUS_PER_RUN=2 auth=token token=64"]

@@ -62,8 +62,10 @@ def _alive(pid: int) -> bool:
     ({"executor": "ray", "gpus_per_run": -0.5}, "execution.gpus_per_run must be ≥ 0"),
     ({"executor": "ray", "gpus_per_run": 1.5}, "a fraction of one GPU or a whole number"),
     ({"executor": "ray", "threads": -1}, "execution.threads must be ≥ 0"),
-    ({"executor": "serial", "gpus_per_run": 0.5}, "are Ray's resources; give executor='ray'"),
-    ({"executor": "serial", "address": "auto"}, "are Ray's resources; give executor='ray'"),
+    ({"executor": "serial", "gpus_per_run": 0.5}, "are Ray's settings; give executor='ray'"),
+    ({"executor": "serial", "address": "auto"}, "are Ray's settings; give executor='ray'"),
+    ({"executor": "serial", "max_retries": 1}, "are Ray's settings; give executor='ray'"),
+    ({"executor": "ray", "address": "ray://head:10001"}, "needs the ray\\[client\\] extra"),
 ])
 def test_bad_execution_settings_are_refused_with_the_fix(settings, message):
     with pytest.raises(ConfigError, match=message):
@@ -200,6 +202,27 @@ def test_ray_reports_a_failing_run_after_the_others_finish(tmp_path, monkeypatch
     with pytest.raises(SweepFailed, match=r"(?s)1 run\(s\) failed \(1 finished.*random seed 1: StoreDamaged"):
         _sweep(tmp_path, monkeypatch, ["random"], [0, 1], Execution("ray"))
     assert runs[0].completed_steps() == runs[0].total_steps
+
+
+def test_an_address_where_no_head_answers_fails_fast_before_any_work(tmp_path, monkeypatch):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(loop, "load_experiment_data", lambda *a, **k: pytest.fail("loaded data before the check"))
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"cannot reach the Ray head at 127.0.0.1:{port}"):
+        _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray", address=f"127.0.0.1:{port}"))
+    assert time.perf_counter() - started < 10
+
+
+def test_a_run_no_node_can_hold_is_refused_instead_of_waiting_forever(tmp_path, monkeypatch, ray_cluster):
+    with pytest.raises(ConfigError, match="asks for 1 CPUs and 3 GPUs, but no node of the Ray cluster has that"):
+        _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray", gpus_per_run=3))
+    rows = _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray"))
+    # Finished runs are loaded here, not sent to Ray: the impossible request no longer matters.
+    again = _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray", gpus_per_run=3))
+    pd.testing.assert_frame_equal(rows, again)
+    assert again.attrs["placements"] == []
 
 
 def test_ray_refuses_a_device_it_does_not_assign(tmp_path, monkeypatch):
