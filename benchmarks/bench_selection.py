@@ -235,6 +235,8 @@ def main() -> None:
     if args.million:
         args.n, args.no_baseline, args.no_float64 = 1_000_000, True, True
     kinds = args.features or (["random", "fashion"] if args.million else ["random"])
+    if "fashion" in kinds and args.base_images <= TASK_LABELS:
+        parser.error(f"--base-images must exceed the {TASK_LABELS:,} images the task model is trained on")
 
     torch.set_num_threads(args.threads)
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"

@@ -24,7 +24,7 @@ Images are random uint8 (N, 1, 28, 28) with random labels: throughput does not d
 Every case warms up first; then the cases of a part take turns, ``--rounds`` timed windows of about
 ``--seconds`` each, so that a busy spell of a shared machine hits them alike. The best window (the
 least disturbed) and the median are reported, with ratios to fp32 from the best. The numbers are
-printed as Markdown tables and written as JSON (``benchmarks/results/throughput-<device>.json``,
+printed as Markdown tables and written as JSON (``benchmarks/throughput/throughput-<device>.json``,
 ``<device>`` naming the CPU, cores and threads, or the GPU; merged with what an earlier run of other
 parts wrote there), which ``project_paper_runtime.py`` reads.
 
@@ -83,7 +83,7 @@ LP_SETTINGS = ("fp32", "bf16+channels_last", "cudnn_benchmark+bf16+channels_last
 """With the loss-prediction module only these are measured: P adds little, and the ratios carry over."""
 BATCHES = (64, 16)  # the paper profile's and the quick profile's
 NUM_CLASSES = 10
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "throughput"  # not "results": .gitignore ignores every results/ folder
 Column = tuple[str, str, Callable[[dict], str]]  # a table column: header, alignment (":" = right), cell function
 
 
@@ -384,12 +384,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds of one timed window (after warm-up)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="timed windows per case, taken round-robin over the cases; the best is reported")
+                        help="timed windows per case, round-robin over the cases; best and median are reported")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {','.join(PARTS)}")
     parser.add_argument("--settings", default=",".join(SETTINGS), help="speed settings to measure (labels)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (minutes of compilation on CPU)")
     parser.add_argument("--ray-k", default=None, help="k values under Ray (default: 1..cores on CPU, 1,2,4,8 on CUDA)")
-    parser.add_argument("--output", type=Path, default=None, help="JSON file (default benchmarks/results/...)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON file (default benchmarks/throughput/throughput-<device>.json)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -479,7 +480,7 @@ def report(stored: dict) -> None:
         print(table(stored["ray"], [
             ("batch", ":", lambda r: str(r["batch"])), SETTING, ("k", ":", lambda r: str(r["k"])),
             ("aggregate img/s", ":", lambda r: f"{r['aggregate_img_per_s']:.0f}"),
-            ("serial img/s (all threads, same time)", ":", lambda r: f"{r['serial_img_per_s']:.0f}"),
+            ("serial img/s (--threads, just before)", ":", lambda r: f"{r['serial_img_per_s']:.0f}"),
             ("× serial", ":", lambda r: f"{r['ratio_to_serial']:.2f}"),
             ("per run img/s", "", lambda r: ", ".join(f"{x:.0f}" for x in r["per_run_img_per_s"])),
             ("window (s)", ":", lambda r: f"{r['window_s']:.1f}")]))
