@@ -19,11 +19,14 @@ import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of what determines stored numbers (run keys, cached VAEs). Bump it on purpose whenever a
 change alters a run's numbers without changing its configuration, so old results are recomputed.
 
-2: keys include the data's content fingerprint; one AUC rule for multi-class and multi-label data."""
+2: keys include the data's content fingerprint; one AUC rule for multi-class and multi-label data.
+3: rows gain ``alpha_used`` (the α that scaled the family's block, which α = balanced estimates at
+every step) and ``features_seconds``; runs stored before have neither, so they are recomputed under
+new keys, never mixed with the new rows."""
 
 
 class ConfigError(ValueError):

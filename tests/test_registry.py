@@ -31,7 +31,7 @@ CONFIG = ExperimentConfig(
     dataset="mnist-sample", pool_size=80, eval_size=40, initial_labels=10, budget=10, max_labels=30,
     train=TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10), vae=VAEConfig(latent_dim=4, epochs=1),
 )
-TIMINGS = ["train_seconds", "select_seconds", "eval_seconds"]
+TIMINGS = ["train_seconds", "select_seconds", "eval_seconds", "features_seconds"]
 
 
 @pytest.fixture
