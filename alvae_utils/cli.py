@@ -23,6 +23,17 @@ from .heuristics import HEURISTICS, get_heuristic
 from .methods import DEFAULT_ALPHA, Method
 from .overrides import apply, parse_assignments
 from .profiles import PROFILES, Profile, get_profile
+from .selection import BALANCED
+
+
+def _alpha(text: str) -> float | str:
+    """``--alpha``: a number, or ``balanced`` (estimated at every selection); Method.validate checks the value."""
+    if text.strip() == BALANCED:
+        return BALANCED
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"α must be a number ≥ 0 or {BALANCED}, got {text!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,8 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--vae", action="store_true", help="run the VAE-augmented variant (same as --features vae)")
     run.add_argument("--compare-vae", action="store_true",
                      help="run both the plain and the VAE variant (same as --features vae --compare)")
-    run.add_argument("--alpha", type=float, default=None,
-                     help=f"α, the scale of the family's features in Eq. 6 (default {DEFAULT_ALPHA})")
+    run.add_argument("--alpha", type=_alpha, default=None,
+                     help=f"α, the scale of the family's features in Eq. 6 (default {DEFAULT_ALPHA}), or {BALANCED}: "
+                          "at every selection, the α that gives both feature blocks the same mean squared distance "
+                          "between pool points (core-set and MedAL only)")
     run.add_argument("--seed", nargs="+", type=int, default=None, metavar="S",
                      help="one or more seeds (default: the profile's seeds)")
     _add_set_option(run)

@@ -19,11 +19,14 @@ import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of what determines stored numbers (run keys, cached VAEs). Bump it on purpose whenever a
 change alters a run's numbers without changing its configuration, so old results are recomputed.
 
-2: keys include the data's content fingerprint; one AUC rule for multi-class and multi-label data."""
+2: keys include the data's content fingerprint; one AUC rule for multi-class and multi-label data.
+3: rows gain ``alpha_used`` (the α that scaled the family's block, which α = balanced estimates at
+every step) and ``features_seconds``; runs stored before have neither, so they are recomputed under
+new keys, never mixed with the new rows."""
 
 
 class ConfigError(ValueError):
@@ -160,6 +163,21 @@ class VAEConfig:
     lr: float = setting(1e-3, allowed=POSITIVE, help="Adam learning rate")
     weight_decay: float = setting(5e-3, allowed=NON_NEGATIVE, help="Adam weight decay")
     batch_size: int = setting(128, allowed=AT_LEAST_TWO, help="images per Adam step")
+    refit_epochs: int | None = setting(
+        None, allowed=AT_LEAST_ONE, help="epochs of a VAE refitted at every AL step (ssvae); None: epochs")
+
+    @property
+    def epochs_per_refit(self) -> int:
+        """Epochs of a family refitted at every step (:mod:`alvae_utils.ssvae`): ``refit_epochs``, else ``epochs``."""
+        return self.epochs if self.refit_epochs is None else self.refit_epochs
+
+    def fitted_once_key(self) -> dict[str, object]:
+        """The fields that determine a VAE fitted once per pool: all but ``refit_epochs``.
+
+        Cache keys of the paper VAE and the MoG-prior VAE use this, so tuning the
+        refitted family's epochs does not retrain (or orphan) the cached ones.
+        """
+        return {name: value for name, value in asdict(self).items() if name != "refit_epochs"}
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,13 @@ def _connect(ray, execution: Execution) -> None:
                               "first (README, Clusters, or `ray start --head`), or leave the address empty to "
                               "start Ray on this machine.") from None
         return
-    ray.init(address="local", include_dashboard=False, **common)
+    # Ray announces at every start that token authentication is on. For a session private to this machine
+    # that is noise (in every notebook that runs a sweep); errors still show.
+    logging.disable(logging.WARNING)
+    try:
+        ray.init(address="local", include_dashboard=False, **common)
+    finally:
+        logging.disable(logging.NOTSET)
     host = ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]
     if host not in ("127.0.0.1", "localhost", "::1"):
         note(f"[alvae] the local Ray session listens on {host}, not only 127.0.0.1: Ray was imported before alvae "

@@ -9,7 +9,10 @@ A method is a heuristic plus, optionally, one feature family and its scale α
   or refitted at every Algorithm 1 step, and whether it reads the labels of L
   (only a refitted family can: L grows at every step).
 
-The paper's VAE is the first entry. Adding a family is one :func:`register_family`
+The paper's VAE is the first entry. The paper's future work adds two more: ``ssvae``, a
+semi-supervised VAE refitted at every step from the labels of L (:mod:`alvae_utils.ssvae`),
+and ``mixvae``, a VAE with a mixture-of-Gaussians prior (:mod:`alvae_utils.mixture_prior`).
+Adding a family is one :func:`register_family`
 call; every heuristic that accepts extra features (:mod:`alvae_utils.heuristics`)
 can then use it, under the method label ``<heuristic>+<family>``.
 """
@@ -24,7 +27,9 @@ from torch import Tensor
 
 from .config import ConfigError, VAEConfig
 from .data import Dataset
+from .mixture_prior import encode_mixvae, get_or_train_mixvae
 from .registry import Registry
+from .ssvae import encode_ssvae, train_ssvae
 from .vae import encode_mu, get_or_train_vae
 
 
@@ -111,4 +116,25 @@ VAE_FAMILY = register_family(FeatureFamily(
     fit=lambda context: get_or_train_vae(context.pool, context.vae, context.pool_seed, device=context.device,
                                          progress=context.progress)[0],
     encode=encode_mu,  # the posterior means μ, not sampled z
+))
+
+SSVAE_FAMILY = register_family(FeatureFamily(
+    name="ssvae",
+    title="SSVAE",
+    # Kingma et al.'s M2, retrained on the whole pool with the labels of L at every step (alvae_utils.ssvae).
+    fit=lambda context: train_ssvae(context.pool, context.labeled, context.vae, context.seed, device=context.device,
+                                    progress=context.progress)[0],
+    encode=encode_ssvae,  # E[z|x] under q(z|x) = Σ_y q(y|x) q(z|x, y): μ(x, ŷ)
+    refit_each_step=True,
+    uses_labels=True,
+))
+
+MIXVAE_FAMILY = register_family(FeatureFamily(
+    name="mixvae",
+    title="MoG-prior VAE",
+    # The paper's VAE with a learnable mixture-of-Gaussians prior: fitted once per pool, cached
+    # (alvae_utils.mixture_prior).
+    fit=lambda context: get_or_train_mixvae(context.pool, context.vae, context.pool_seed, device=context.device,
+                                            progress=context.progress)[0],
+    encode=encode_mixvae,  # μ of q(z|x)
 ))

@@ -27,6 +27,9 @@ PAPER_FIGURES: dict[tuple[str, str], str] = {
 TSNE_STEMS: tuple[str, str] = ("fig5_tsne_resnet", "fig6_tsne_resnet_{family}")
 """Figs. 5–6: the plain feature space, and with the family's features appended."""
 
+BEYOND_STEMS: tuple[str, str] = ("beyond_{dataset}_{heuristic}", "beyond_{dataset}_{heuristic}_alpha")
+"""Notebook 05: a heuristic's new variants (learning curves), and its AUBC against α."""
+
 DATASET_TITLES: dict[str, str] = {"mnist": "MNIST", "mnist-sample": "MNIST (5k sample)", "chestmnist": "ChestMNIST",
                                   "fashionmnist": "Fashion-MNIST"}
 

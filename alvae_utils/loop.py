@@ -11,7 +11,8 @@
 
 A method is a heuristic H (:mod:`alvae_utils.heuristics`) and optionally a feature
 family (:mod:`alvae_utils.features`) whose features, scaled by α, are appended to
-T's (Eq. 6) or given to the loss-prediction module (LP+VAE). Each step is
+T's (Eq. 6) or given to the loss-prediction module (LP+VAE); α = balanced is
+estimated at every selection (:func:`alvae_utils.selection.balanced_alpha`). Each step is
 persisted by :mod:`alvae_utils.results` before the next begins, so an interrupted
 run resumes from its last completed step and gives the same numbers as an
 uninterrupted one: every random choice is seeded from (seed, step)
@@ -39,8 +40,8 @@ from .models import LossPredictionModule, TaskModel, check_pretrained_weights_av
 from .profiles import Profile, get_profile
 from .progress import track
 from .results import ResultStore, RunRecord, RunState, StoreDamaged, data_fingerprint, run_provenance, step_row
-from .seeds import FEATURES, MODEL, SELECT, TRAIN, derive_seed
-from .selection import augment_features, initial_labeled_indices
+from .seeds import ALPHA, FEATURES, MODEL, SELECT, TRAIN, derive_seed
+from .selection import BALANCED, augment_features, balanced_alpha, initial_labeled_indices
 from .training import build_task_model, predict, train_task_model
 
 
@@ -61,19 +62,28 @@ def _step_family_features(method: Method, config: ExperimentConfig, pool: Datase
 
 def _select_step(method: Method, budget: int, labeled: torch.Tensor, pool_images: torch.Tensor, task: str,
                  model: TaskModel, lp_module: LossPredictionModule | None, family_features: torch.Tensor | None,
-                 extra_features: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-    """Step 6 of Algorithm 1: gather what the heuristic needs, then β new pool indices in pick order."""
+                 extra_features: torch.Tensor | None, generator: torch.Generator,
+                 alpha_generator: torch.Generator) -> tuple[torch.Tensor, float]:
+    """Step 6 of Algorithm 1: gather what the heuristic needs, then β new pool indices in pick order.
+
+    Also returns the α that scaled the appended family block (NaN when none was appended);
+    a balanced α is estimated here, from T_f of this step's model, with pairs drawn by
+    ``alpha_generator``.
+    """
     heuristic = method.spec
     mask = torch.zeros(len(pool_images), dtype=torch.bool, device=pool_images.device)
     mask[labeled.to(mask.device)] = True
     inputs: dict[str, object] = {"task": task, "generator": generator}
+    alpha = float("nan")
     if {"features", "logits", "predicted_loss"} & set(heuristic.needs):
         predictions = predict(model, pool_images, lp_module=lp_module, extra_features=extra_features)
         features = predictions.features
-        if heuristic.extra_features == APPEND:
-            features = augment_features(features, family_features, method.alpha)
+        if heuristic.extra_features == APPEND and family_features is not None:
+            alpha = (balanced_alpha(features, family_features, alpha_generator) if method.alpha == BALANCED
+                     else float(method.alpha))
+            features = augment_features(features, family_features, alpha)
         inputs.update(features=features, logits=predictions.logits, predicted_loss=predictions.predicted_loss)
-    return select(method.heuristic, mask, budget, **inputs)
+    return select(method.heuristic, mask, budget, **inputs), alpha
 
 
 def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Dataset, evaluation: Dataset,
@@ -130,8 +140,16 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
     for step in steps:
         if len(labeled) != counts[step]:
             raise RuntimeError(f"step {step}: |L| = {len(labeled)}, expected {counts[step]}")
-        step_features = _step_family_features(method, config, pool, labeled, seed, step, family_features, device,
-                                               progress)
+        finished = step == len(counts) - 1
+        # Appended features serve only the selection, and the last step selects nothing: no refit there.
+        refit = family is not None and family.refit_each_step and (
+            not finished or heuristic.extra_features == LOSS_MODULE)
+        started = time.perf_counter()
+        step_features = (None if family is not None and family.refit_each_step and not refit else
+                         _step_family_features(method, config, pool, labeled, seed, step, family_features, device,
+                                               progress))
+        # A family fitted once per pool was fitted before the run: no step spent time on it.
+        features_seconds = time.perf_counter() - started if refit else float("nan")
         # LP+VAE: α·V(u) joins the concatenation c before the module's last layer.
         extra_features = (method.alpha * step_features
                           if step_features is not None and heuristic.extra_features == LOSS_MODULE else None)
@@ -152,21 +170,27 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
         metrics = evaluate(model, eval_images, eval_labels, evaluation.task)
         eval_seconds = time.perf_counter() - started
 
-        row = step_row(profile=store.profile, config=config, method=method, seed=seed, step=step,
-                       n_labels=len(labeled), data_description=pool.description, metrics=metrics,
-                       train_accuracy=trained.train_accuracy, epochs=trained.epochs, train_seconds=trained.seconds,
-                       select_seconds=select_seconds, eval_seconds=eval_seconds, run_key=record.key)
-        new_row = pd.DataFrame([row])
-        rows = pd.concat([rows, new_row], ignore_index=True) if len(rows) else new_row
-
-        finished = step == len(counts) - 1
+        row_select_seconds = select_seconds  # the selection that produced this step's labels
+        # A numeric α scales the family's block at every step; a balanced one is estimated by the selection below.
+        alpha_used = float("nan") if family is None or method.alpha == BALANCED else float(method.alpha)
         if not finished:
             started = time.perf_counter()
             generator = torch.Generator().manual_seed(derive_seed(SELECT, seed, step))
-            picked = _select_step(method, config.budget, labeled, pool_images, pool.task, model, lp_module,
-                                  step_features, extra_features, generator)
+            picked, alpha_selected = _select_step(
+                method, config.budget, labeled, pool_images, pool.task, model, lp_module, step_features,
+                extra_features, generator, torch.Generator().manual_seed(derive_seed(ALPHA, seed, step)))
             select_seconds = time.perf_counter() - started
             labeled = torch.cat([labeled, picked.cpu()])
+            if method.alpha == BALANCED:
+                alpha_used = alpha_selected
+
+        row = step_row(profile=store.profile, config=config, method=method, seed=seed, step=step,
+                       n_labels=counts[step], data_description=pool.description,
+                       metrics=metrics, train_accuracy=trained.train_accuracy, epochs=trained.epochs,
+                       train_seconds=trained.seconds, select_seconds=row_select_seconds, eval_seconds=eval_seconds,
+                       features_seconds=features_seconds, alpha_used=alpha_used, run_key=record.key)
+        new_row = pd.DataFrame([row])
+        rows = pd.concat([rows, new_row], ignore_index=True) if len(rows) else new_row
         record.commit_step(rows, RunState(step + 1, labeled.tolist(), select_seconds, finished),
                            modules={"model": model, "lp": lp_module} if fine_tune else None)
         if on_step is not None:

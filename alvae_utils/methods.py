@@ -1,7 +1,9 @@
 """Methods: a selection heuristic plus, optionally, a feature family and its scale α (Eq. 6).
 
 A method's label names it everywhere (results, statistics, figures):
-``coreset``, ``coreset+vae`` (α = :data:`DEFAULT_ALPHA`) or ``coreset+vae(α=0.5)``.
+``coreset``, ``coreset+vae`` (α = :data:`DEFAULT_ALPHA`), ``coreset+vae(α=0.5)`` or
+``coreset+vae(α=balanced)`` (α estimated at every selection,
+:func:`alvae_utils.selection.balanced_alpha`).
 :meth:`Method.parse` reads any label back. Heuristics and families are looked up in
 their registries (:mod:`alvae_utils.heuristics`, :mod:`alvae_utils.features`).
 """
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 
 from .config import ConfigError
 from .features import FeatureFamily, get_family
-from .heuristics import Heuristic, get_heuristic, with_variants
+from .heuristics import LOSS_MODULE, Heuristic, get_heuristic, with_variants
+from .selection import BALANCED
 
 DEFAULT_ALPHA: float = 1.0
 """Scale α of the feature block in Eq. 6. The paper does not state its value; 1.0
@@ -30,19 +33,40 @@ class Method:
 
     heuristic: str
     features: str | None = None  # a feature family's name, e.g. "vae"; None: the plain heuristic
-    alpha: float = DEFAULT_ALPHA  # scale of the family's block; unused without a family
+    # Scale of the family's block: a number ≥ 0, or BALANCED (estimated at every selection). Unused without a family.
+    alpha: float | str = DEFAULT_ALPHA
 
     def validate(self) -> None:
-        """Raise ConfigError for an unknown heuristic or family, a heuristic without variants, or a bad α."""
+        """Raise ConfigError for an unknown heuristic or family, a heuristic without variants, or a bad α.
+
+        α = ``"balanced"`` needs a family and a heuristic that appends its features to
+        T_f (core-set, MedAL). Loss prediction rejects it: there α·V enters the module's
+        last, fully connected layer, whose weights learn the block's scale, so no value
+        of α balances anything; α only rescales those weights' initialisation and steps.
+        """
         heuristic = get_heuristic(self.heuristic)
         if self.features is None:
+            if self.alpha == BALANCED:
+                raise ConfigError(f"α={BALANCED} scales a feature family's block, and {self.heuristic} has none; "
+                                  f"write e.g. {self.heuristic}+vae(α={BALANCED}).")
             return
         family = get_family(self.features)
         if heuristic.extra_features is None:
             raise ConfigError(f"heuristic {self.heuristic!r} has no {family.title} variant; "
                               f"add {family.title} features only to {', '.join(sorted(with_variants()))}.")
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ConfigError(f"α must be ≥ 0 and finite (it scales the {family.title} features), got {self.alpha}.")
+        if self.alpha == BALANCED:
+            if heuristic.extra_features == LOSS_MODULE:
+                raise ConfigError(
+                    f"α={BALANCED} is not defined for {self.heuristic}: it equalises the mean squared pair distances "
+                    f"of the two feature blocks that distance-based heuristics compare, but {self.heuristic} gives "
+                    f"α·{family.title} features to the loss-prediction module's last layer, which learns their "
+                    f"scale itself. Give α a number instead, e.g. {self.heuristic}+{self.features}(α=0.5) "
+                    "(--alpha 0.5).")
+            return
+        if isinstance(self.alpha, bool) or not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)
+                                                and self.alpha >= 0):
+            raise ConfigError(f"α must be ≥ 0 and finite, or {BALANCED} (it scales the {family.title} features), "
+                              f"got {self.alpha!r}.")
 
     @property
     def spec(self) -> Heuristic:
@@ -56,11 +80,13 @@ class Method:
 
     @property
     def label(self) -> str:
-        """``coreset``, ``coreset+vae`` (α = default) or ``coreset+vae(α=0.5)``."""
+        """``coreset``, ``coreset+vae`` (α = default), ``coreset+vae(α=0.5)`` or ``coreset+vae(α=balanced)``."""
         if self.features is None:
             return self.heuristic
         if self.alpha == DEFAULT_ALPHA:
             return f"{self.heuristic}+{self.features}"
+        if self.alpha == BALANCED:
+            return f"{self.heuristic}+{self.features}(α={BALANCED})"
         alpha = float(self.alpha) + 0.0  # -0 → 0
         text = f"{alpha:g}" if float(f"{alpha:g}") == alpha else repr(alpha)  # short, and exact: parses back
         return f"{self.heuristic}+{self.features}(α={text})"
@@ -76,24 +102,32 @@ class Method:
         The VAE family keeps the fields it had before families were a concept
         (``use_vae``), so its stored runs keep their keys.
         """
+        alpha = self.alpha if self.alpha == BALANCED else float(self.alpha) + 0.0
         fields: dict[str, object] = {"heuristic": self.heuristic, "use_vae": self.features == "vae",
-                                     "alpha": float(self.alpha) + 0.0 if self.features else None}
+                                     "alpha": alpha if self.features else None}
         if self.features not in (None, "vae"):
             fields["features"] = self.features
         return fields
 
     @classmethod
-    def parse(cls, text: str, alpha: float = DEFAULT_ALPHA) -> Method:
-        """A label → Method (validated): ``"coreset"``, ``"coreset+vae"`` (α = ``alpha``), ``"coreset+vae(α=0.5)"``."""
+    def parse(cls, text: str, alpha: float | str = DEFAULT_ALPHA) -> Method:
+        """A label → Method (validated).
+
+        ``"coreset"``, ``"coreset+vae"`` (α = ``alpha``), ``"coreset+vae(α=0.5)"`` or
+        ``"coreset+vae(α=balanced)"``; ConfigError for text that is not a label or names no valid method.
+        """
         match = _LABEL.match(text.strip()) if isinstance(text, str) else None
         if match is None:
             raise ConfigError(f"cannot parse method {text!r}; write HEURISTIC, HEURISTIC+FAMILY or "
                               "HEURISTIC+FAMILY(α=VALUE), e.g. coreset+vae.")
-        if match["alpha"] is not None:
+        if match["alpha"] == BALANCED:
+            alpha = BALANCED
+        elif match["alpha"] is not None:
             try:
                 alpha = float(match["alpha"])
             except ValueError:
-                raise ConfigError(f"cannot read α in method {text!r}; write e.g. coreset+vae(α=0.5).") from None
+                raise ConfigError(f"cannot read α in method {text!r}; write e.g. coreset+vae(α=0.5) or "
+                                  f"coreset+vae(α={BALANCED}).") from None
         method = cls(match["heuristic"], match["family"], alpha)
         method.validate()
         return method

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import ast
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 import pandas as pd
 
 from .execution import Execution
 from .config import AT_LEAST_ONE, NON_NEGATIVE, ConfigError, Range, check_value, setting
-from .figures import TSNE_STEMS
+from .figures import BEYOND_STEMS, TSNE_STEMS
 from .overrides import apply, normalise, valid_keys
 from .paths import results_root
 from .profiles import PROFILES, Profile, get_profile
@@ -70,6 +70,17 @@ class TSNEParameters:
 
 
 @dataclass(frozen=True)
+class BeyondParameters(Execution):
+    """05_beyond_the_paper; it runs sweeps, so the fields of :class:`~alvae_utils.execution.Execution` are too."""
+
+    profile: str = "quick"
+    dataset: str = "mnist"
+    overrides: dict = field(default_factory=dict)
+    alpha_level: float = setting(0.05, allowed=Range(0, 1, low_open=True, high_open=True),
+                                 help="significance level of the Holm-adjusted p-values")
+
+
+@dataclass(frozen=True)
 class Notebook:
     """One numbered notebook in ``notebooks/``.
 
@@ -87,6 +98,8 @@ class Notebook:
     reads_results_of: str | None = None  # the notebook whose stored results it analyses
     figures: tuple[str, ...] = ()
     settings: tuple[str, ...] = ()  # glob patterns of the override keys it uses (alvae_utils.overrides)
+    # The profile of the runs it makes, derived from the named one (e.g. Profile.beyond_sweep); None: that one.
+    sweep: Callable[[Profile], Profile] | None = None
 
 
 _BOTH = ("png", "pdf")
@@ -106,6 +119,10 @@ NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
     Notebook("04_tsne", TSNEParameters, trains_task_model=True,
              figures=tuple(f"{stem}.{ext}" for stem in TSNE_STEMS for ext in _BOTH),
              settings=("tsne.*", "train.lr", "train.momentum", "train.batch_size", "train.pretrained", "vae.*")),
+    Notebook("05_beyond_the_paper", BeyondParameters, per_dataset=True, trains_task_model=True, runs_sweeps=True,
+             sweep=Profile.beyond_sweep,
+             figures=tuple(f"{stem}.{ext}" for stem in BEYOND_STEMS for ext in _BOTH),
+             settings=(*_AL_RUNS, "tsne.*")),
 )}
 """The notebooks, in run order."""
 
@@ -199,9 +216,22 @@ def execution_of(params: Execution) -> Execution:
     return Execution(**{f.name: getattr(params, f.name) for f in fields(Execution)})
 
 
+def notebook_profile(notebook: str, profile: str, overrides: Mapping[str, object] | None = None) -> Profile:
+    """The profile ``notebook`` runs: the named one (or the sweep the notebook derives from it), overrides applied.
+
+    Raises ConfigError for an unknown profile, one that defines no such sweep, or overrides that do not form a run.
+    """
+    entry = NOTEBOOKS[notebook]
+    base = get_profile(profile)
+    return apply(entry.sweep(base) if entry.sweep is not None else base, overrides or {})
+
+
 def profile_of(params) -> Profile:
-    """The profile a notebook runs: the named one with the notebook's overrides applied."""
-    return apply(get_profile(params.profile), params.overrides)
+    """The profile a notebook runs, from its parameters (see :func:`notebook_profile`)."""
+    notebook = next((name for name, entry in NOTEBOOKS.items() if entry.parameters is type(params)), None)
+    if notebook is None:
+        return apply(get_profile(params.profile), params.overrides)
+    return notebook_profile(notebook, params.profile, params.overrides)
 
 
 def stored_runs(notebook: str, params) -> tuple[Profile, pd.DataFrame]:

@@ -226,6 +226,57 @@ def plot_learning_curves(
 
 
 @_styled
+def plot_aubc_vs_alpha(
+    sweep: pd.DataFrame,
+    references: pd.DataFrame,
+    title: str = "",
+    profile: str = "",
+    data_description: str = "",
+    ax: Axes | None = None,
+) -> Figure:
+    """Mean AUBC against α, with its 95% t-interval band, and reference lines (notebook 05).
+
+    ``sweep``: :func:`alvae_utils.open_questions.alpha_sweep` of one dataset. The numeric
+    α (0 = the plain heuristic) form a line on a symmetric-log axis (linear below 0.25,
+    so α = 0 fits); α = balanced is a separate point with its error bar, placed at the
+    mean α it estimated and labelled with it. ``references``: an
+    :func:`alvae_utils.stats.aubc_summary` table whose methods (the plain heuristic,
+    random) become horizontal lines with light bands. The footer gives the profile,
+    data and seeds. Raises ValueError when the sweep has no numeric α.
+    """
+    numeric = sweep[~sweep["balanced"]].sort_values("alpha")
+    if numeric.empty:
+        raise ValueError("the sweep has no numeric α to draw.")
+    fig, ax = _new_figure((6.4, 4.2), ax)
+    heuristic = Method.parse(numeric["method"].iloc[0]).heuristic
+    colour = method_style(f"{heuristic}+vae")["color"]
+    ax.plot(numeric["alpha"], numeric["mean"], marker="o", markersize=4, color=colour, label="mean AUBC at α")
+    ax.fill_between(numeric["alpha"], numeric["ci_low"], numeric["ci_high"], color=colour, alpha=0.15, linewidth=0,
+                    label="95% t-interval")
+    for _, row in sweep[sweep["balanced"]].iterrows():
+        x = row["alpha_estimated"]
+        ax.errorbar([x], [row["mean"]], yerr=[[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]],
+                    fmt="D", color="black", markersize=6, capsize=3, label=f"α = balanced (estimated ≈ {x:.3g})")
+    for _, row in references.iterrows():
+        style = method_style(row["method"])
+        ax.axhline(row["mean"], color=style["color"], linestyle=":", linewidth=1.2, label=f"{row['method']}")
+        if np.isfinite(row["ci_low"]):
+            ax.axhspan(row["ci_low"], row["ci_high"], color=style["color"], alpha=0.07, linewidth=0)
+    ax.set_xscale("symlog", linthresh=0.25)
+    ticks = sorted(set(numeric["alpha"].tolist()))
+    ax.set_xlim(-0.02, 1.25 * max(ticks[-1], *sweep["alpha_estimated"].dropna()))  # no empty negative side
+    ax.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+    ax.set_xlabel("α (scale of the VAE block, Eq. 6)")
+    ax.set_ylabel("AUBC of accuracy (mean over seeds)")
+    ax.set_title(title or f"{heuristic}: AUBC against α")
+    ax.legend(fontsize=8, title_fontsize=8, title="α = 0 is the plain heuristic")
+    seeds = sorted(set(sweep["n_runs"].astype(int)) | set(references["n_runs"].astype(int)))
+    _add_provenance(fig, provenance(profile, data_description,
+                                    seeds[0] if len(seeds) == 1 else f"seeds per point: {min(seeds)}–{max(seeds)}"))
+    return fig
+
+
+@_styled
 def plot_vae_history(
     history: list[dict] | pd.DataFrame, profile: str = "", data_description: str = "", title: str = "VAE training"
 ) -> Figure:

@@ -2,7 +2,8 @@
 
 A *profile* bundles, per dataset, the experiment settings (pool size, ξ, β, η,
 training schedule, VAE), the seeds, the methods compared and the t-SNE
-experiment of Figs. 5–6.
+experiment of Figs. 5–6, and the sweep of notebook 05 (:class:`BeyondConfig`: the
+paper's open questions).
 
 * ``paper`` — the settings pinned by Godwin et al. (2022), meant for a GPU.
 * ``quick`` — the same pipeline scaled down so ``make figures`` finishes on a
@@ -18,6 +19,39 @@ from dataclasses import dataclass, replace
 from .config import ConfigError, ExperimentConfig, TrainConfig, TSNEConfig, VAEConfig
 from .data import DATASETS, evaluation_split, split_sizes
 from .methods import Method
+from .selection import BALANCED
+
+
+@dataclass(frozen=True)
+class BeyondConfig:
+    """Notebook 05's sweep: the paper's open questions (α of Eq. 6, a class-conditional VAE, a multimodal prior).
+
+    Its methods (:attr:`methods`) are random, each heuristic plain, ``<heuristic>+vae(α=a)``
+    for each heuristic of ``alpha_heuristics`` and each α of ``alphas`` except 0, and
+    ``<heuristic>+<family>`` (α = :data:`~alvae_utils.methods.DEFAULT_ALPHA`) for each
+    heuristic of ``family_heuristics`` and each family of ``families``. α = 0 appends a
+    block of zeros, which leaves every distance and so every pick of the plain heuristic
+    unchanged (``tests/test_alpha.py`` checks it run against run), so the plain runs are
+    the α = 0 point and are not run twice.
+    """
+
+    experiments: tuple[ExperimentConfig, ...]  # one per dataset notebook 05 runs on
+    seeds: tuple[int, ...]
+    alphas: tuple[float | str, ...] = (0.0, 0.25, 1.0, 4.0, 16.0, BALANCED)
+    alpha_heuristics: tuple[str, ...] = ("coreset", "medal")  # distance-based: α = balanced is defined for them
+    families: tuple[str, ...] = ("ssvae", "mixvae")  # the paper's future work (alvae_utils.ssvae, .mixture_prior)
+    family_heuristics: tuple[str, ...] = ("coreset", "medal", "lossprediction")
+    tails_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # one snapshot per seed for the "picks in the tails" statistic
+
+    @property
+    def methods(self) -> tuple[Method, ...]:
+        heuristics = dict.fromkeys((*self.alpha_heuristics, *self.family_heuristics))
+        sweep = [Method(h, "vae", alpha) for h in self.alpha_heuristics for alpha in self.alphas if alpha != 0]
+        variants = [Method(h, family) for h in self.family_heuristics for family in self.families]
+        methods = (Method("random"), *(Method(h) for h in heuristics), *sweep, *variants)
+        for method in methods:
+            method.validate()
+        return methods
 
 
 @dataclass(frozen=True)
@@ -31,6 +65,7 @@ class Profile:
     tsne: TSNEConfig
     vae_figure_dataset: str = "mnist"
     executor: str = "serial"  # how sweeps run unless told otherwise (alvae_utils.execution; benchmarks/README)
+    beyond: BeyondConfig | None = None  # notebook 05's sweep; None: the profile has none
     overrides: tuple[tuple[str, object], ...] = ()  # (key, value) applied by alvae_utils.overrides, sorted
 
     @property
@@ -78,6 +113,20 @@ class Profile:
         experiment.validate()
         return experiment, notes
 
+    def beyond_sweep(self) -> Profile:
+        """Notebook 05's sweep as a profile of its own: its experiments, seeds and methods, this profile's name.
+
+        Its runs are stored with this profile's other runs (their keys differ by
+        experiment and method). Overrides are not carried over: apply them to the
+        result (:func:`alvae_utils.overrides.apply`). Raises ConfigError when the
+        profile defines no such sweep.
+        """
+        if self.beyond is None:
+            raise ConfigError(f"profile {self.name!r} defines no sweep for notebook 05 (Profile.beyond); "
+                              f"use one that does: {', '.join(n for n, p in PROFILES.items() if p.beyond)}.")
+        return replace(self, experiments=self.beyond.experiments, seeds=self.beyond.seeds,
+                       methods=self.beyond.methods, overrides=())
+
     def validate(self) -> None:
         """Raise ConfigError if any experiment or method of the profile cannot run."""
         for experiment in self.experiments:
@@ -85,6 +134,10 @@ class Profile:
         for method in self.methods:
             method.validate()
         self.tsne.validate()
+        if self.beyond is not None:
+            for experiment in self.beyond.experiments:
+                experiment.validate()
+            self.beyond.methods  # noqa: B018 (validates every method)
 
 
 def describe_overrides(overrides: Mapping[str, object] | Iterable[tuple[str, object]]) -> str:
@@ -120,6 +173,14 @@ _CI = ExperimentConfig(
     vae=VAEConfig(latent_dim=8, epochs=8, batch_size=32),
 )
 
+# Notebook 05 at quick: core-set's variants on a smaller pool and a shorter curve than 02's, 3 epochs for the
+# semi-supervised VAE's refits (an epoch decodes every unlabeled image once per class: 20× the paper VAE's
+# cost) and one tails snapshot, so that the notebook runs in about 15 minutes on a 2-core laptop from empty
+# results (README, Beyond the paper).
+_QUICK_BEYOND = replace(_QUICK, pool_size=1_000, eval_size=500, max_labels=300,
+                        vae=replace(_QUICK.vae, refit_epochs=3))
+_CI_BEYOND = replace(_CI, vae=replace(_CI.vae, refit_epochs=1))
+
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
@@ -128,6 +189,8 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2, 3, 4),
         methods=PAPER_METHODS,
         tsne=TSNEConfig(epochs=10),
+        beyond=BeyondConfig(experiments=(_PAPER, replace(_PAPER, dataset="chestmnist", pool_size=30_000)),
+                            seeds=(0, 1, 2, 3, 4)),
     ),
     "quick": Profile(
         name="quick",
@@ -135,6 +198,12 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         methods=PAPER_METHODS,
         tsne=TSNEConfig(pool_size=1_400, initial_labels=200, unlabeled_fraction=0.5, budget=50, epochs=4),
+        # Serial: Ray gained only 1.13× on 2 cores (357 s against 404 s for notebook 02's sweep), and a CPU
+        # default would keep a GPU machine's runs off its GPU (benchmarks/README.md#executors).
+        # Fashion-MNIST (Debian's dataset-fashion-mnist) when installed; skipped, with what to install, otherwise.
+        beyond=BeyondConfig(experiments=(_QUICK_BEYOND, replace(_QUICK_BEYOND, dataset="fashionmnist")),
+                            seeds=(0, 1, 2), alpha_heuristics=("coreset",), family_heuristics=("coreset",),
+                            tails_seeds=(0,)),
     ),
     "ci": Profile(
         name="ci",
@@ -149,6 +218,7 @@ PROFILES: dict[str, Profile] = {
             perplexity=10.0,
         ),
         vae_figure_dataset="mnist-sample",
+        beyond=BeyondConfig(experiments=(_CI_BEYOND,), seeds=(0, 1), alphas=(0.0, 4.0, BALANCED), tails_seeds=(0, 1)),
     ),
 }
 

@@ -35,34 +35,44 @@ from . import __version__
 from .config import SCHEMA_VERSION, ExperimentConfig, config_hash
 from .data import Dataset
 from .methods import DEFAULT_ALPHA, Method
+from .selection import BALANCED
 from .overrides import LISTS
 from .profiles import describe_overrides
 from .paths import REPO_ROOT, atomic_path, results_root
 
 COLUMNS: tuple[str, ...] = (
-    "profile", "dataset", "data_description", "method", "heuristic", "use_vae", "alpha", "seed",
+    "profile", "dataset", "data_description", "method", "heuristic", "use_vae", "alpha", "alpha_used", "seed",
     "step", "n_labels", "accuracy", "medmnist_acc", "auc", "train_accuracy", "epochs",
-    "train_seconds", "select_seconds", "eval_seconds", "config_key", "run_key",
+    "train_seconds", "select_seconds", "eval_seconds", "features_seconds", "config_key", "run_key",
 )
 
 
 def step_row(*, profile: str, config: ExperimentConfig, method: Method, seed: int, step: int, n_labels: int,
              data_description: str, metrics: dict[str, float], train_accuracy: float, epochs: int,
-             train_seconds: float, select_seconds: float, eval_seconds: float, run_key: str) -> dict[str, object]:
+             train_seconds: float, select_seconds: float, eval_seconds: float, features_seconds: float,
+             alpha_used: float, run_key: str) -> dict[str, object]:
     """One stored row (:data:`COLUMNS`, in order) for a completed Algorithm 1 step.
 
     ``metrics`` holds ``accuracy``, ``medmnist_acc`` and ``auc`` (see
     :func:`alvae_utils.metrics.evaluate`); times are wall-clock seconds;
-    ``select_seconds`` is the selection that produced this step's labels.
+    ``select_seconds`` is the selection that produced this step's labels;
+    ``features_seconds`` fitted and encoded the feature family at this step (NaN
+    without a family, for one fitted once per pool before the runs start, whose
+    one-off fit belongs to no step, and at the last step of a heuristic that only
+    selects with the features, since nothing is selected there). ``alpha`` is the method's α as given (a number,
+    or ``"balanced"``; NaN without a family); ``alpha_used`` is the number that scales
+    the family's block (Eq. 6): a numeric α itself, or the balanced α estimated by
+    the selection that followed this step (NaN at the last step, which none follows);
+    NaN without a family.
     """
     row = {
         "profile": profile, "dataset": config.dataset, "data_description": data_description,
         "method": method.label, "heuristic": method.heuristic, "use_vae": method.features == "vae",
-        "alpha": method.alpha if method.features else float("nan"), "seed": seed, "step": step,
-        "n_labels": n_labels, "accuracy": metrics["accuracy"], "medmnist_acc": metrics["medmnist_acc"],
+        "alpha": method.alpha if method.features else float("nan"), "alpha_used": alpha_used, "seed": seed,
+        "step": step, "n_labels": n_labels, "accuracy": metrics["accuracy"], "medmnist_acc": metrics["medmnist_acc"],
         "auc": metrics["auc"], "train_accuracy": train_accuracy, "epochs": epochs,
         "train_seconds": train_seconds, "select_seconds": select_seconds, "eval_seconds": eval_seconds,
-        "config_key": config.key(), "run_key": run_key,
+        "features_seconds": features_seconds, "config_key": config.key(), "run_key": run_key,
     }
     return {column: row[column] for column in COLUMNS}
 
@@ -111,10 +121,26 @@ def run_provenance(device: torch.device) -> dict[str, object]:
             "torch_threads": torch.get_num_threads()}
 
 
-OPTIONAL_COLUMNS: frozenset[str] = frozenset({"medmnist_acc", "auc", "alpha", "select_seconds"})
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"medmnist_acc", "auc", "alpha", "alpha_used", "select_seconds",
+                                               "features_seconds"})
 """Columns that may be NaN by design: ``medmnist_acc`` (multi-class data), ``auc`` (no class can be
-scored), ``alpha`` (no feature family) and ``select_seconds`` (lost when a run resumed from a damaged
-record). Every other column must hold a value, or the row is damaged."""
+scored), ``alpha`` (no feature family), ``alpha_used`` (no feature family, or the last step of a
+balanced run; a row with α set and no ``alpha_used`` otherwise is damaged), ``select_seconds`` (lost
+when a run resumed from a damaged record) and ``features_seconds`` (no family, or one fitted once per
+pool). Every other column must hold a value, or the row is damaged."""
+
+
+def _alpha_used_missing(row: dict[str, object], last_step: int) -> bool:
+    """Whether a row lacks the ``alpha_used`` that its method's α says it must have (see :data:`OPTIONAL_COLUMNS`)."""
+    alpha = row["alpha"]
+    return (not pd.isna(alpha) and pd.isna(row["alpha_used"])
+            and not (alpha == BALANCED and row["step"] == last_step))
+
+
+def _step_count(experiment: dict[str, object]) -> int:
+    """Steps of a finished run, from the experiment stored in its state: |{ξ, ξ + β, …, η}|."""
+    return len(range(int(experiment["initial_labels"]), int(experiment["max_labels"]) + 1,
+                     int(experiment["budget"])))
 
 
 TEXT_COLUMNS: dict[str, type] = {column: str for column in (
@@ -169,11 +195,10 @@ class RunRecord:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
             completed, labeled = int(state["completed_steps"]), list(state["labeled"])
             experiment = state["experiment"]
-            counts = list(range(int(experiment["initial_labels"]), int(experiment["max_labels"]) + 1,
-                                int(experiment["budget"])))
-            if not 0 <= completed <= len(counts):
-                raise ValueError(f"completed_steps={completed} is not between 0 and {len(counts)}")
-            expected = counts[min(completed, len(counts) - 1)]
+            steps = _step_count(experiment)
+            if not 0 <= completed <= steps:
+                raise ValueError(f"completed_steps={completed} is not between 0 and {steps}")
+            expected = int(experiment["initial_labels"]) + min(completed, steps - 1) * int(experiment["budget"])
             if len(labeled) != expected or len(set(labeled)) != len(labeled):
                 raise ValueError(f"the labeled set holds {len(labeled)} entries ({len(set(labeled))} distinct) "
                                  f"where step {completed} needs {expected} distinct ones")
@@ -183,8 +208,11 @@ class RunRecord:
                 f"`python -m alvae_utils results clean --run {self.key}` and rerun to recompute it.") from None
         return state
 
-    def _valid_rows(self, completed: int) -> pd.DataFrame:
-        """The leading rows that agree with a state of ``completed`` steps; warns about the first damaged one."""
+    def _valid_rows(self, completed: int, last_step: int) -> pd.DataFrame:
+        """The leading rows that agree with a state of ``completed`` steps; warns about the first damaged one.
+
+        ``last_step`` is the run's final step, the one step of a balanced run without an ``alpha_used``.
+        """
         if not self.csv_path.exists():
             return pd.DataFrame(columns=list(COLUMNS))
         try:
@@ -205,7 +233,8 @@ class RunRecord:
         for step, row in enumerate(rows.iloc[:completed].itertuples(index=False)):
             values = row._asdict()
             problem = ("step" if values["step"] != step else "run_key" if values["run_key"] != self.key
-                       else next((c for c in required if pd.isna(values[c])), None))
+                       else next((c for c in required if pd.isna(values[c])), None)
+                       or ("alpha_used" if _alpha_used_missing(values, last_step) else None))
             if problem:
                 warnings.warn(f"{self.csv_path}: row {step} is damaged ({problem}); the run resumes from step "
                               f"{step}.", stacklevel=3)
@@ -222,7 +251,7 @@ class RunRecord:
         if state is None:
             return pd.DataFrame(columns=list(COLUMNS)), None
         stored = int(state["completed_steps"])
-        rows = self._valid_rows(stored)
+        rows = self._valid_rows(stored, _step_count(state["experiment"]) - 1)
         completed = len(rows)
         model_file = state.get("model_file")
         fine_tune = bool(state["experiment"]["train"]["fine_tune"])  # the state holds the header it was written with
@@ -342,9 +371,7 @@ def list_runs(root: Path | None = None) -> pd.DataFrame:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 rows, state = record.load()
-            experiment = header["experiment"]
-            total = len(range(int(experiment["initial_labels"]), int(experiment["max_labels"]) + 1,
-                              int(experiment["budget"])))
+            total = _step_count(header["experiment"])
             method = header["method"]
             label = Method(method["heuristic"], method.get("features") or ("vae" if method["use_vae"] else None),
                            method["alpha"] if method["alpha"] is not None else DEFAULT_ALPHA).label

@@ -19,6 +19,7 @@ TRAIN = "train"  # batch order while training T, per (seed, step)
 SELECT = "select"  # random selection, per (seed, step)
 VAE = "vae"  # the VAE's weights and batch order, per pool seed
 FEATURES = "features"  # a feature family refitted at every step, per (family, seed, step)
+ALPHA = "alpha"  # the pool pairs that estimate a balanced α (Eq. 6), per (seed, step)
 TSNE_SAMPLE = "tsne-sample"  # the unlabeled sample of the Figs. 5–6 snapshot
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -29,9 +30,10 @@ from .features import FeatureContext
 from .heuristics import APPEND, select
 from .methods import Method
 from .paths import atomic_path, results_root
+from .results import atomic_write_text
 from .profiles import Profile
-from .seeds import MODEL, TRAIN, TSNE_SAMPLE, derive_seed
-from .selection import augment_features, initial_labeled_indices
+from .seeds import FEATURES, MODEL, TRAIN, TSNE_SAMPLE, derive_seed
+from .selection import BALANCED, augment_features, initial_labeled_indices
 from .training import build_task_model, predict, train_task_model
 from .tsne import embed, tail_statistics
 
@@ -78,34 +80,29 @@ def tsne_pool(profile: Profile) -> tuple[Dataset, bool]:
 
 
 def _vae_config(profile: Profile, dataset: str) -> VAEConfig:
-    return profile.experiment(dataset).vae if dataset in profile.datasets else VAEConfig()
+    """The VAE settings of ``dataset``'s experiment, or of the profile's first (as for any other dataset)."""
+    return profile.experiment(dataset).vae if dataset in profile.datasets else profile.experiments[0].vae
 
 
-def run_snapshot(profile: Profile, seed: int = 0, method: Method = PAPER_METHOD,
-                 device: torch.device | None = None, progress: bool = True) -> Snapshot:
-    """Compute (or load from cache) the snapshot for ``profile``.
+@dataclass
+class _Setup:
+    """The part of a snapshot shared by every feature space: pool, points, trained ResNet features."""
 
-    ``method`` must pair a heuristic that selects from appended features alone
-    (core-set, MedAL) with a feature family fitted once per pool; its plain
-    heuristic gives Fig. 5 and the method itself Fig. 6. Raises ConfigError otherwise.
-    """
-    method.validate()
-    heuristic, family = method.spec, method.family
-    if heuristic.extra_features != APPEND or set(heuristic.needs) != {"features"} or family is None \
-            or family.refit_each_step:
-        raise ConfigError(f"the t-SNE snapshot needs a heuristic that selects from features alone plus a feature "
-                          f"family fitted once per pool (e.g. coreset+vae); got {method.label}.")
+    pool: Dataset
+    fell_back: bool
+    labeled: torch.Tensor  # pool indices of the initial labels
+    points: torch.Tensor  # pool indices of every row below: labeled first, then the unlabeled sample
+    resnet: torch.Tensor  # (len(points), 512) T_f of the trained task model
+    vae_config: VAEConfig
+    key_fields: dict
+
+
+def _setup(profile: Profile, seed: int, device: torch.device, progress: bool) -> _Setup:
+    """Draw the snapshot's labels and sample, and train the task model on the labels (seeded by ``seed``)."""
     tsne = profile.tsne
     pool, fell_back = tsne_pool(profile)
     train = replace(profile.experiments[0].train, initial_epochs=tsne.epochs, epoch_increment=0)
     vae_config = _vae_config(profile, pool.name)
-    key = config_hash({"tsne": asdict(tsne), "train": asdict(train), "vae": asdict(vae_config), "dataset": pool.name,
-                       "description": pool.description, "seed": seed, "method": method.key_fields()})
-    cache = results_root() / profile.name / "tsne" / f"{key}.npz"
-    if cache.exists():
-        return _read(cache)
-
-    device = device or default_device()
     labeled = initial_labeled_indices(tsne.pool_size, tsne.initial_labels, seed)
     unlabeled_mask = torch.ones(tsne.pool_size, dtype=torch.bool)
     unlabeled_mask[labeled] = False
@@ -113,35 +110,136 @@ def run_snapshot(profile: Profile, seed: int = 0, method: Method = PAPER_METHOD,
     generator = torch.Generator().manual_seed(derive_seed(TSNE_SAMPLE, seed))
     n_sample = round(tsne.unlabeled_fraction * len(unlabeled))
     sample = unlabeled[torch.randperm(len(unlabeled), generator=generator)[:n_sample]]
-    points = torch.cat([labeled, sample])  # rows of every array below
-
-    images = pool.images.to(device)
+    points = torch.cat([labeled, sample])
+    key_fields = {"tsne": asdict(tsne), "train": asdict(train), "vae": asdict(vae_config), "dataset": pool.name,
+                  "description": pool.description, "seed": seed}
     model, _ = build_task_model(pool.num_outputs, train, seed=derive_seed(MODEL, seed, 0), device=device)
-    on_device = labeled.to(device)
+    images, on_device = pool.images.to(device), labeled.to(device)
     train_task_model(model, images[on_device], pool.labels.to(device)[on_device], pool.task, tsne.epochs, train,
                      seed=derive_seed(TRAIN, seed, 0), progress=progress)
     resnet = predict(model, images[points.to(device)]).features
-    # The pool was drawn with seed 0 (tsne_pool), so a cached VAE of the same pool is reused.
-    fitted = family.fit(FeatureContext(pool, vae_config, pool_seed=0, device=device, progress=progress))
-    family_features = family.encode(fitted, images[points.to(device)])
-    augmented = augment_features(resnet, family_features, method.alpha)
+    return _Setup(pool, fell_back, labeled, points, resnet, vae_config, key_fields)
 
-    is_labeled = torch.zeros(len(points), dtype=torch.bool, device=resnet.device)
-    is_labeled[: len(labeled)] = True
-    picks = {name: select(method.heuristic, is_labeled, tsne.budget, features=feats).cpu().numpy()
-             for name, feats in (("resnet", resnet), ("vae", augmented))}
+
+def _augmented(setup: _Setup, method: Method, seed: int, device: torch.device, progress: bool) -> torch.Tensor:
+    """T_f of the snapshot's points with the method's family features appended (Eq. 6).
+
+    A family fitted once per pool is fitted on the snapshot's pool (the pool was drawn
+    with seed 0, see :func:`tsne_pool`, so a cached VAE of that pool is reused); one
+    refitted at every step is fitted as at step 0 of a run, on the initial labels.
+    """
+    family = method.family
+    refit = family.refit_each_step
+    context = FeatureContext(setup.pool, setup.vae_config, pool_seed=0, device=device, progress=progress,
+                             labeled=setup.labeled.clone() if refit and family.uses_labels else None,
+                             seed=derive_seed(FEATURES, family.name, seed, 0) if refit else None)
+    features = family.encode(family.fit(context), setup.pool.images.to(device)[setup.points.to(device)])
+    return augment_features(setup.resnet, features.to(setup.resnet.device), method.alpha)
+
+
+def _picks(method: Method, features: torch.Tensor, n_labeled: int, budget: int) -> np.ndarray:
+    is_labeled = torch.zeros(len(features), dtype=torch.bool, device=features.device)
+    is_labeled[:n_labeled] = True
+    return select(method.heuristic, is_labeled, budget, features=features).cpu().numpy()
+
+
+def _check_snapshot_method(method: Method) -> None:
+    method.validate()
+    heuristic = method.spec
+    if heuristic.extra_features != APPEND or set(heuristic.needs) != {"features"} or method.family is None \
+            or method.alpha == BALANCED:
+        raise ConfigError(f"the t-SNE snapshot needs a heuristic that selects from features alone plus a feature "
+                          f"family with a numeric α (e.g. coreset+vae); got {method.label}.")
+
+
+def run_snapshot(profile: Profile, seed: int = 0, method: Method = PAPER_METHOD,
+                 device: torch.device | None = None, progress: bool = True) -> Snapshot:
+    """Compute (or load from cache) the snapshot for ``profile``.
+
+    ``method`` must pair a heuristic that selects from appended features alone
+    (core-set, MedAL) with a feature family and a numeric α; its plain heuristic
+    gives Fig. 5 and the method itself Fig. 6. Raises ConfigError otherwise.
+    """
+    _check_snapshot_method(method)
+    pool, fell_back = tsne_pool(profile)
+    tsne = profile.tsne
+    train = replace(profile.experiments[0].train, initial_epochs=tsne.epochs, epoch_increment=0)
+    key = config_hash({"tsne": asdict(tsne), "train": asdict(train), "vae": asdict(_vae_config(profile, pool.name)),
+                       "dataset": pool.name, "description": pool.description, "seed": seed,
+                       "method": method.key_fields()})
+    cache = results_root() / profile.name / "tsne" / f"{key}.npz"
+    if cache.exists():
+        return _read(cache)
+
+    device = device or default_device()
+    setup = _setup(profile, seed, device, progress)
+    augmented = _augmented(setup, method, seed, device, progress)
+    n_labeled = len(setup.labeled)
+    picks = {name: _picks(method, feats, n_labeled, tsne.budget)
+             for name, feats in (("resnet", setup.resnet), ("vae", augmented))}
     snapshot = Snapshot(
         dataset=pool.name, data_description=pool.description, fell_back=fell_back,
-        groups_resnet=_groups(len(points), len(labeled), picks["resnet"]),
-        groups_vae=_groups(len(points), len(labeled), picks["vae"]),
-        embedding_resnet=embed(resnet.cpu().double().numpy(), seed=seed, perplexity=tsne.perplexity),
+        groups_resnet=_groups(len(setup.points), n_labeled, picks["resnet"]),
+        groups_vae=_groups(len(setup.points), n_labeled, picks["vae"]),
+        embedding_resnet=embed(setup.resnet.cpu().double().numpy(), seed=seed, perplexity=tsne.perplexity),
         embedding_vae=embed(augmented.cpu().double().numpy(), seed=seed, perplexity=tsne.perplexity),
-        tails_resnet=_tails(resnet, len(labeled), picks["resnet"]),
-        tails_vae=_tails(augmented, len(labeled), picks["vae"]),
+        tails_resnet=_tails(setup.resnet, n_labeled, picks["resnet"]),
+        tails_vae=_tails(augmented, n_labeled, picks["vae"]),
         overlap=len(set(picks["resnet"].tolist()) & set(picks["vae"].tolist())),
     )
     _write(cache, snapshot)
     return snapshot
+
+
+def tails_by_family(profile: Profile, methods: Sequence[Method], seeds: Sequence[int],
+                    device: torch.device | None = None, progress: bool = True) -> pd.DataFrame:
+    """Notebook 04's "picks in the tails" statistic for several feature families, over several snapshots.
+
+    For each seed, one snapshot as in Figs. 5–6 (the profile's t-SNE settings, no
+    embedding): the task model trained on the initial labels, then the plain
+    heuristic's picks in the ResNet space and each method's picks with its family's
+    features appended, each measured in its own space by
+    :func:`alvae_utils.tsne.tail_statistics`. ``methods`` share one heuristic, each
+    with a family and a numeric α (e.g. ``coreset+vae``, ``coreset+mixvae``).
+
+    Returns one row per (seed, space): ``seed``, ``space`` (``"ResNet"`` or the
+    method's label), ``family`` (None for ResNet) and the statistics' keys
+    (``ratio``, ``selected_percentile``, ``mannwhitney_p`` …). Cached per seed and
+    method under ``results/<profile>/tsne/tails-<key>.json``. Raises ConfigError for a
+    method that cannot be snapshotted or methods of different heuristics, and
+    DataUnavailableError as :func:`tsne_pool`.
+    """
+    methods = list(methods)
+    if not methods:
+        raise ConfigError("tails_by_family needs at least one method, e.g. coreset+vae.")
+    for method in methods:
+        _check_snapshot_method(method)
+    heuristics = {method.heuristic for method in methods}
+    if len(heuristics) > 1:
+        raise ConfigError(f"tails_by_family compares feature spaces under one heuristic; got {sorted(heuristics)}.")
+    plain = methods[0].base
+    pool, _ = tsne_pool(profile)
+    records = []
+    for seed in seeds:
+        setup = None
+        for method in (plain, *methods):
+            key = config_hash({"tails": method.key_fields(), "tsne": asdict(profile.tsne), "seed": seed,
+                               "train": asdict(profile.experiments[0].train), "dataset": pool.name,
+                               "description": pool.description, "fingerprint": pool.fingerprint,
+                               "vae": asdict(_vae_config(profile, pool.name))})
+            cache = results_root() / profile.name / "tsne" / f"tails-{key}.json"
+            if not cache.exists():
+                if setup is None:
+                    setup = _setup(profile, seed, device or default_device(), progress)
+                features = (setup.resnet if method.family is None else
+                            _augmented(setup, method, seed, device or default_device(), progress))
+                picked = _picks(method.base if method.family is None else method, features,
+                                len(setup.labeled), profile.tsne.budget)
+                atomic_write_text(cache, json.dumps(_tails(features, len(setup.labeled), picked)))
+            statistics = json.loads(cache.read_text(encoding="utf-8"))
+            records.append({"seed": seed, "space": "ResNet" if method.family is None else method.label,
+                            "family": method.features, **statistics})
+    return pd.DataFrame(records)
 
 
 def _groups(n: int, n_labeled: int, picked: np.ndarray) -> np.ndarray:

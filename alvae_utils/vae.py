@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -147,7 +146,7 @@ def checkpoint_path(pool: Dataset, config: VAEConfig, pool_seed: int, root: Path
     """
     key = config_hash({"schema": SCHEMA_VERSION, "dataset": pool.name, "data": pool.description,
                        "fingerprint": pool.fingerprint, "pool_size": len(pool), "pool_seed": pool_seed,
-                       "vae": asdict(config)})
+                       "vae": config.fitted_once_key()})
     return (root or results_root()) / "vae" / f"{pool.name}-{key}.pt"
 
 

@@ -35,7 +35,7 @@ from .execution import Execution
 from .figures import figure_heuristics
 from .fixtures import write_medmnist_npz
 from .models import PretrainedWeightsUnavailable, check_pretrained_weights_available
-from .notebooks import NOTEBOOKS
+from .notebooks import NOTEBOOKS, notebook_profile
 from .overrides import apply
 from .paths import REPO_ROOT, build_dir, figures_dir, gallery_dir
 from .profiles import Profile, get_profile
@@ -87,9 +87,20 @@ def ci_sandbox(results: str = "results", figures: str = "figures") -> dict[str, 
     return env
 
 
-def _jobs(profile: Profile, available: list[str], notebooks: list[str],
+def _used_overrides(profile: Profile, notebook: str) -> dict[str, object]:
+    """The profile's overrides that ``notebook`` uses (lists as lists, as a notebook parameter takes them)."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in profile.overrides
+            if any(fnmatch.fnmatchcase(key, pattern) for pattern in NOTEBOOKS[notebook].settings)}
+
+
+def _notebook_profile(profile: Profile, notebook: str) -> Profile:
+    """The profile ``notebook`` runs under ``make figures`` for ``profile`` (see :func:`notebook_profile`)."""
+    return notebook_profile(notebook, profile.name, _used_overrides(profile, notebook))
+
+
+def _jobs(profile: Profile, available: Mapping[str, list[str]], notebooks: list[str],
           execution: Execution | None = None) -> list[tuple[str, dict]]:
-    """(notebook, parameters) in run order: the per-dataset notebooks once for each available dataset.
+    """(notebook, parameters) in run order: the per-dataset notebooks once for each of their available datasets.
 
     Each notebook gets the profile's overrides that it uses (none: no ``overrides`` parameter),
     and a notebook that runs sweeps the execution settings that differ from their defaults.
@@ -99,12 +110,11 @@ def _jobs(profile: Profile, available: list[str], notebooks: list[str],
               if getattr(execution, f.name) != f.default}
     jobs = []
     for notebook in notebooks:
-        used = {key: list(value) if isinstance(value, tuple) else value for key, value in profile.overrides
-                if any(fnmatch.fnmatchcase(key, pattern) for pattern in NOTEBOOKS[notebook].settings)}
+        used = _used_overrides(profile, notebook)
         common = {"profile": profile.name, **({"overrides": used} if used else {}),
                   **(chosen if NOTEBOOKS[notebook].runs_sweeps else {})}
         if NOTEBOOKS[notebook].per_dataset:
-            jobs += [(notebook, {**common, "dataset": dataset}) for dataset in available]
+            jobs += [(notebook, {**common, "dataset": dataset}) for dataset in available.get(notebook, [])]
         else:
             jobs.append((notebook, common))
     return jobs
@@ -118,17 +128,26 @@ def _quietly() -> Iterator[None]:
         yield
 
 
-def _available_datasets(profile: Profile) -> tuple[dict[str, str], dict[str, str]]:
-    """Datasets of the profile whose files can be had (with the data each will use), and why the others cannot."""
+def _available_datasets(profile: Profile, checked: dict[tuple, str | DataUnavailableError]
+                        ) -> tuple[dict[str, str], dict[str, str]]:
+    """Datasets of the profile whose files can be had (with the data each will use), and why the others cannot.
+
+    ``checked`` remembers each (dataset, sizes, seed) already tried, so notebooks sharing data load it once.
+    """
     available, skipped = {}, {}
     for experiment in profile.experiments:
-        try:
-            with _quietly():
-                pool, _ = load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
-                                               seed=experiment.pool_seed)
-            available[experiment.dataset] = pool.description
-        except DataUnavailableError as error:
-            skipped[experiment.dataset] = str(error)
+        identity = (experiment.dataset, experiment.pool_size, experiment.eval_size, experiment.pool_seed)
+        if identity not in checked:
+            try:
+                with _quietly():
+                    pool, _ = load_experiment_data(*identity[:3], seed=experiment.pool_seed)
+                checked[identity] = pool.description
+            except DataUnavailableError as error:
+                checked[identity] = error
+        if isinstance(checked[identity], DataUnavailableError):
+            skipped[experiment.dataset] = str(checked[identity])
+        else:
+            available[experiment.dataset] = checked[identity]
     return available, skipped
 
 
@@ -164,12 +183,16 @@ def _plan(profile: Profile, only: list[str] | None, execution: Execution | None 
             check_pretrained_weights_available()
         except PretrainedWeightsUnavailable as error:
             problems.append(str(error))
-    per_dataset = any(NOTEBOOKS[notebook].per_dataset for notebook in notebooks)
-    data, skipped = _available_datasets(profile) if per_dataset else ({}, {})
-    available = list(data)
-    if per_dataset and not available:
-        # A notebook that analyses what a per-dataset notebook stores has nothing to analyse.
-        notebooks = [notebook for notebook in notebooks if NOTEBOOKS[notebook].reads_results_of not in notebooks]
+    data, skipped, available, checked = {}, {}, {}, {}
+    for notebook in notebooks:
+        if NOTEBOOKS[notebook].per_dataset:
+            found, missing = _available_datasets(_notebook_profile(profile, notebook), checked)
+            available[notebook] = list(found)
+            data.update(found)
+            skipped.update({dataset: reason for dataset, reason in missing.items() if dataset not in data})
+    skipped = {dataset: reason for dataset, reason in skipped.items() if dataset not in data}
+    # A notebook that analyses what a per-dataset notebook stores has nothing to analyse without its data.
+    notebooks = [notebook for notebook in notebooks if available.get(NOTEBOOKS[notebook].reads_results_of, True)]
     if "04_tsne" in notebooks:
         try:
             with _quietly():
@@ -238,7 +261,7 @@ def make_figures(profile_name: str, only: list[str] | None = None,
         seconds = time.perf_counter() - tic
         timings.append({"notebook": notebook, "dataset": parameters.get("dataset", ""), "seconds": round(seconds, 1)})
         print(f"[alvae]   done in {seconds:.0f} s", flush=True)
-        written += figure_files(profile, notebook, parameters.get("dataset"))
+        written += figure_files(_notebook_profile(profile, notebook), notebook, parameters.get("dataset"))
     _write_timings(out_dir / "timings.csv", timings)
 
     print(f"\n[alvae] profile {profile.label}: {len(written)} figure files written to {figures_dir()}")

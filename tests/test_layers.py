@@ -8,11 +8,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "alvae_utils"
 LAYERS = [
     {"__init__", "paths", "config", "registry", "seeds", "device", "progress"},
     {"data", "fixtures", "models"},
-    {"metrics", "training", "vae", "selection", "heuristics", "features", "methods", "profiles", "overrides",
-     "results"},
+    {"metrics", "training", "vae", "ssvae", "mixture_prior", "selection", "heuristics", "features", "methods",
+     "profiles", "overrides", "results"},
     {"loop", "tsne", "tsne_experiment"},
     {"execution"},
-    {"stats", "tables", "figures", "plots"},
+    {"stats", "open_questions", "tables", "figures", "plots"},
     {"notebooks", "workflow", "cli", "__main__"},
 ]
 

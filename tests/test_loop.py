@@ -14,7 +14,7 @@ from alvae_utils.data import load_experiment_data
 from alvae_utils.results import ResultStore, data_fingerprint
 from alvae_utils.selection import initial_labeled_indices
 
-TIMINGS = ["train_seconds", "select_seconds", "eval_seconds"]
+TIMINGS = ["train_seconds", "select_seconds", "eval_seconds", "features_seconds"]
 CONFIG = ExperimentConfig(
     "mnist-sample", pool_size=120, eval_size=60, initial_labels=10, budget=10, max_labels=30,
     train=TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10), vae=VAEConfig(latent_dim=4, epochs=1),

@@ -10,7 +10,7 @@ import pytest
 
 from alvae_utils.config import ConfigError
 from alvae_utils.execution import Execution
-from alvae_utils.notebooks import NOTEBOOKS, ActiveLearningParameters, check_parameters
+from alvae_utils.notebooks import NOTEBOOKS, ActiveLearningParameters, check_parameters, profile_of
 
 SWEEP = {f.name: f.default for f in fields(Execution)}  # 02 runs sweeps: the execution settings are parameters
 
@@ -85,3 +85,18 @@ def test_papermill_reads_every_declared_parameter_with_its_type(name):
     spec = NOTEBOOKS[name].parameters
     assert {key: value["inferred_type_name"] for key, value in inspected.items()} == {
         f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in fields(spec)}
+
+
+def test_notebook_05_runs_the_profiles_beyond_sweep_and_checks_its_datasets():
+    params = check_parameters("05_beyond_the_paper", _kernel_namespace(
+        profile="ci", dataset="mnist-sample", overrides={"seeds": [0]}, alpha_level=0.05, **SWEEP))
+    profile = profile_of(params)
+    assert profile.datasets == ("mnist-sample",) and profile.seeds == (0,)
+    assert "coreset+vae(α=balanced)" in [m.label for m in profile.methods]
+    with pytest.raises(ConfigError, match="has no experiment for dataset 'chestmnist'; it defines mnist-sample"):
+        check_parameters("05_beyond_the_paper", _kernel_namespace(profile="ci", dataset="chestmnist",
+                                                                  overrides={}, alpha_level=0.05, **SWEEP))
+    with pytest.raises(ConfigError, match="lossprediction"):
+        check_parameters("05_beyond_the_paper", _kernel_namespace(
+            profile="ci", dataset="mnist-sample", overrides={"methods": ["lossprediction+vae(α=balanced)"]},
+            alpha_level=0.05, **SWEEP))

@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pandas as pd
 import pytest
@@ -45,12 +46,13 @@ def test_run_keys_separate_configurations_sources_methods_alphas_and_seeds():
         run_key(CONFIG, Method("coreset"), 1, "d"),
         run_key(CONFIG, Method("coreset", "vae", 1.0), 0, "d"),
         run_key(CONFIG, Method("coreset", "vae", 0.5), 0, "d"),
+        run_key(CONFIG, Method("coreset", "vae", "balanced"), 0, "d"),
         run_key(CONFIG, Method("medal"), 0, "d"),
         run_key(ExperimentConfig("mnist-sample", 100, 50, 10, 5, 30), Method("coreset"), 0, "d"),
         # Offline, "mnist" falls back to the embedded sample: those runs must not pass for real MNIST.
         run_key(CONFIG, Method("coreset"), 0, "MNIST embedded 5k sample"),
     }
-    assert len(keys) == 7
+    assert len(keys) == 8
     assert run_key(CONFIG, Method("coreset"), 0, "d") == run_key(CONFIG, Method("coreset"), 0, "d")
 
 
@@ -67,6 +69,21 @@ def test_record_round_trip_and_resume_state(tmp_path):
     assert rows["accuracy"].tolist() == [0.5, 0.6]
     header = json.loads(record.state_path.read_text())
     assert header["method"]["heuristic"] == "coreset" and header["experiment"]["budget"] == 10
+
+
+def test_a_balanced_run_keeps_its_alpha_the_alphas_used_and_its_label(tmp_path):
+    method = Method.parse("coreset+vae(α=balanced)")
+    record = ResultStore("t", root=tmp_path).record(CONFIG, method, 0, "d")
+    frame = pd.DataFrame([_row(step, run_key=record.key, method=method.label, use_vae=True, alpha="balanced",
+                               alpha_used=used) for step, used in enumerate([4.5, 4.25, math.nan])],
+                         columns=list(COLUMNS))
+    record.commit_step(frame, RunState(3, list(range(30)), 0.25, True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no selection follows the last step: its NaN is no damage
+        rows, state = record.load()
+    assert state.finished and rows["alpha"].tolist() == ["balanced"] * 3
+    assert rows["alpha_used"].tolist()[:2] == [4.5, 4.25] and math.isnan(rows["alpha_used"].iloc[2])
+    assert results.list_runs(tmp_path)["method"].tolist() == [method.label]
 
 
 def test_state_behind_rows_is_trusted_over_extra_rows(tmp_path):

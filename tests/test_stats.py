@@ -1,4 +1,4 @@
-"""Significance tests and mean curves (alvae_utils.stats) against hand computation and brute force."""
+"""Significance tests, mean curves and AUBC (alvae_utils.stats) against hand computation and brute force."""
 
 from __future__ import annotations
 
@@ -10,11 +10,19 @@ import pytest
 from scipy import stats as sps
 
 from alvae_utils.stats import (
+    NOTE_CONSTANT,
+    NOTE_NO_PAIRS,
+    NOTE_ONE_PAIR,
     PAPER_PAIRS,
+    aubc,
+    aubc_findings,
+    aubc_summary,
     compare_variants,
     holm,
     mean_curve,
+    paired_aubc_tests,
     paired_comparison,
+    run_aubc,
     significant_findings,
     variant_pairs,
     wilcoxon_p,
@@ -320,3 +328,236 @@ def test_multilabel_accuracies_are_exact_so_a_constant_shift_stays_constant():
     table = compare_variants(pd.DataFrame(rows))
     assert table["note"].tolist() == ["constant difference (sd = 0): t-test undefined"]
     assert not table["significant"].any() and significant_findings(table) == []
+
+
+# --- AUBC -------------------------------------------------------------------------------------------------------
+
+GRID = (10, 20, 50)  # unequal spacing: the last step is three times as wide as the first
+
+
+def _trapezoid_by_hand(n, y):
+    """The normalised area, written out step by step (no numpy)."""
+    pairs = sorted(zip(n, y, strict=True))
+    area = sum((n1 - n0) * (y0 + y1) / 2 for (n0, y0), (n1, y1) in itertools.pairwise(pairs))
+    return area / (pairs[-1][0] - pairs[0][0])
+
+
+def _grid_rows(curves: dict[tuple[str, int], tuple[float, ...]], dataset: str = "mnist", grid=GRID) -> pd.DataFrame:
+    """Tidy rows from {(method, seed): accuracy at each label count of ``grid``}."""
+    return pd.DataFrame([{"profile": "test", "dataset": dataset, "data_description": "synthetic", "config_key": "k",
+                          "method": method, "seed": seed, "step": step, "n_labels": n, "accuracy": value,
+                          "auc": np.nan}
+                         for (method, seed), values in curves.items()
+                         for step, (n, value) in enumerate(zip(grid, values, strict=True))])
+
+
+def _curves(shift: float, methods=("coreset", "coreset+vae"), seeds=SEEDS, noise=0.01, seed=0):
+    """Per seed a baseline curve on GRID; each other method adds ``shift`` plus noise to it."""
+    rng = np.random.default_rng(seed)
+    curves = {}
+    for s in seeds:
+        base = np.array([0.3, 0.6, 0.8]) + rng.normal(0, 0.03, size=3)
+        curves[(methods[0], s)] = tuple(base)
+        for method in methods[1:]:
+            curves[(method, s)] = tuple(np.clip(base + shift + rng.normal(0, noise, size=3), 0, 1))
+    return curves
+
+
+def test_aubc_hand_computed_with_unequal_spacing():
+    # (20 − 10)·(0.2 + 0.5)/2 = 3.5 and (50 − 20)·(0.5 + 0.6)/2 = 16.5: (3.5 + 16.5) / (50 − 10) = 0.5.
+    assert aubc([10, 20, 50], [0.2, 0.5, 0.6]) == pytest.approx(0.5)
+    # Not the plain mean (0.433) nor the trapezoid as if evenly spaced (0.45): the wide last step weighs more.
+    assert aubc([10, 20, 50], [0.2, 0.5, 0.6]) != pytest.approx(np.mean([0.2, 0.5, 0.6]))
+    assert aubc([3000, 6000, 9000], [0.2, 0.5, 0.6]) == pytest.approx(0.45)  # even grid: weights ¼, ½, ¼
+    assert aubc([100, 400], [0.1, 0.9]) == pytest.approx(0.5)
+    assert aubc([10, 20, 50], [0.7, 0.7, 0.7]) == pytest.approx(0.7)  # a flat curve is its value
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        n = np.sort(rng.choice(np.arange(1, 500), size=rng.integers(2, 9), replace=False))
+        y = rng.uniform(size=len(n))
+        assert aubc(n, y) == pytest.approx(_trapezoid_by_hand(n.tolist(), y.tolist()))
+        assert aubc(n, y) == pytest.approx(np.trapezoid(y, n) / (n[-1] - n[0]))
+
+
+def test_aubc_ignores_the_order_of_its_points():
+    n, y = np.array([10, 20, 50, 70]), np.array([0.2, 0.5, 0.6, 0.65])
+    for order in itertools.permutations(range(4)):
+        assert aubc(n[list(order)], y[list(order)]) == pytest.approx(aubc(n, y))
+
+
+def test_aubc_lies_between_the_smallest_and_largest_value():
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        n = np.sort(rng.choice(np.arange(1, 10_000), size=rng.integers(2, 12), replace=False))
+        y = rng.uniform(size=len(n)) ** rng.uniform(0.1, 10)  # curves near 0 and near 1 too
+        value = aubc(n, y)
+        assert y.min() - 1e-12 <= value <= y.max() + 1e-12
+        assert 0 <= value <= 1
+    assert aubc([10, 20, 50], [0, 0, 0]) == 0 and aubc([10, 20, 50], [1, 1, 1]) == 1
+
+
+def test_aubc_rejects_what_is_not_a_curve():
+    with pytest.raises(ValueError, match="at least two label counts"):
+        aubc([10], [0.5])  # one point: the label range is 0
+    with pytest.raises(ValueError, match="more than once"):
+        aubc([10, 20, 20], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="one length"):
+        aubc([10, 20], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="finite"):
+        aubc([10, np.nan], [0.1, 0.2])
+    assert np.isnan(aubc([10, 20, 50], [0.1, np.nan, 0.3]))  # an undefined metric gives an undefined area
+
+
+def test_run_aubc_is_one_number_per_run_whatever_the_row_order():
+    df = _grid_rows(_curves(0.02, methods=("coreset", "coreset+vae", "random")))
+    runs = run_aubc(df)
+    assert len(runs) == 3 * len(SEEDS)
+    assert list(runs.columns) == ["dataset", "data_description", "config_key", "method", "seed", "n_steps",
+                                  "first_labels", "last_labels", "aubc"]
+    assert (runs[["n_steps", "first_labels", "last_labels"]] == [3, 10, 50]).all().all()
+    for row in runs.itertuples():
+        run = df[(df["method"] == row.method) & (df["seed"] == row.seed)]
+        assert row.aubc == pytest.approx(_trapezoid_by_hand(run["n_labels"].tolist(), run["accuracy"].tolist()))
+    shuffled = df.sample(frac=1, random_state=0).reset_index(drop=True)
+    pd.testing.assert_frame_equal(run_aubc(shuffled), runs)
+    assert run_aubc(df, metric="auc")["aubc"].isna().all()
+
+
+def test_run_aubc_refuses_missing_steps_and_unequal_grids():
+    df = _grid_rows(_curves(0.02))
+    middle = (df["method"] == "coreset+vae") & (df["seed"] == 2) & (df["n_labels"] == 20)
+    with pytest.raises(ValueError, match=r"coreset\+vae seed 2 on mnist .* misses a step: steps \[0, 2\]"):
+        run_aubc(df[~middle])
+    # Without step numbers the gap shows as a grid the other runs do not have.
+    with pytest.raises(ValueError, match=r"do not share one label grid.*\[10, 50\]: coreset\+vae seed 2"):
+        run_aubc(df[~middle].drop(columns="step"))
+    interrupted = (df["method"] == "coreset") & (df["seed"] == 4) & (df["n_labels"] == 50)
+    with pytest.raises(ValueError, match=r"9 runs have \[10, 20, 50\], but \[10, 20\]: coreset seed 4\. .*interrupted"):
+        run_aubc(df[~interrupted])
+    with pytest.raises(ValueError, match="not share one label grid"):
+        paired_aubc_tests(df[~interrupted])
+    with pytest.raises(ValueError, match="several rows at 20 labels"):
+        run_aubc(pd.concat([df, df[middle]]))
+    with pytest.raises(ValueError, match="one label count"):
+        run_aubc(df[df["n_labels"] == 10])
+    with pytest.raises(ValueError, match="lacks column"):
+        run_aubc(df.drop(columns="seed"))
+    # Other configurations may have other grids: they are never compared.
+    other = _grid_rows(_curves(0.0), grid=(100, 200, 300)).assign(config_key="other")
+    assert set(run_aubc(pd.concat([df, other]))["last_labels"]) == {50, 300}
+
+
+def test_aubc_summary_is_the_t_interval_over_seeds():
+    runs = run_aubc(_grid_rows(_curves(0.02)))
+    summary = aubc_summary(runs, level=0.9).set_index("method")
+    for method in ("coreset", "coreset+vae"):
+        values = runs.loc[runs["method"] == method, "aubc"].to_numpy()
+        low, high = sps.t.interval(0.9, len(values) - 1, loc=values.mean(), scale=sps.sem(values))
+        assert summary.loc[method, "n_runs"] == 5
+        assert summary.loc[method, "mean"] == pytest.approx(values.mean())
+        assert (summary.loc[method, "ci_low"], summary.loc[method, "ci_high"]) == pytest.approx((low, high))
+    one = aubc_summary(runs[runs["seed"] == 0])
+    assert one["ci_low"].isna().all() and (one["n_runs"] == 1).all()
+
+
+def test_paired_aubc_test_equals_scipy_on_the_per_seed_areas():
+    df = _grid_rows(_curves(0.03))
+    table = paired_aubc_tests(df)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["baseline"], row["treatment"], row["metric"]) == ("coreset", "coreset+vae", "accuracy")
+    areas = {method: np.array([_trapezoid_by_hand(GRID, df[(df["method"] == method) & (df["seed"] == s)]
+                                                  .sort_values("n_labels")["accuracy"].tolist()) for s in SEEDS])
+             for method in ("coreset", "coreset+vae")}
+    base, treat = areas["coreset"], areas["coreset+vae"]
+    diff = treat - base
+    half = sps.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+    assert row["n_pairs"] == 5 and (row["n_steps"], row["first_labels"], row["last_labels"]) == (3, 10, 50)
+    assert row["mean_baseline"] == pytest.approx(base.mean())
+    assert row["mean_treatment"] == pytest.approx(treat.mean())
+    assert row["mean_diff"] == pytest.approx(diff.mean())
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((diff.mean() - half, diff.mean() + half))
+    assert row["d_z"] == pytest.approx(diff.mean() / diff.std(ddof=1))
+    assert row["p_ttest"] == pytest.approx(sps.ttest_rel(treat, base).pvalue)
+    assert row["p_wilcoxon"] == pytest.approx(sps.wilcoxon(treat, base, method="exact").pvalue)
+    assert row["p_holm"] == pytest.approx(row["p_ttest"])  # one comparison: Holm changes nothing
+    assert row["p_ttest"] < 0.01 and row["significant"] and row["note"] == ""
+    # Pairs are by seed: the rows' order does not matter.
+    shuffled = df.sample(frac=1, random_state=1)
+    pd.testing.assert_frame_equal(paired_aubc_tests(shuffled), table)
+
+
+def _holm_brute_force(p: list[float]) -> list[float]:
+    """Holm's adjusted p-values from the definition: p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) · p_(j))."""
+    m = len(p)
+    ranked = sorted(range(m), key=lambda i: p[i])
+    adjusted = [0.0] * m
+    for position, i in enumerate(ranked):
+        adjusted[i] = max(min(1.0, (m - j) * p[ranked[j]]) for j in range(position + 1))
+    return adjusted
+
+
+def test_paired_aubc_holm_spans_every_comparison_of_the_table(monkeypatch):
+    from alvae_utils.features import FAMILIES, VAE_FAMILY
+
+    # A second family pairs on its own: any "+family" (and α) variant is compared with its plain heuristic.
+    monkeypatch.setitem(FAMILIES, "ssvae", VAE_FAMILY)
+    methods = ("coreset", "coreset+vae", "coreset+vae(α=4)", "coreset+ssvae")
+    mnist = _grid_rows(_curves(0.01, methods=methods, seed=3))
+    lp = _grid_rows(_curves(0.02, methods=("lossprediction", "lossprediction+vae"), seed=4))
+    chest = _grid_rows(_curves(0.0, seed=5), dataset="chestmnist")
+    table = paired_aubc_tests(pd.concat([mnist, lp, chest], ignore_index=True))
+    assert table[["dataset", "baseline", "treatment"]].apply(tuple, axis=1).tolist() == [
+        ("chestmnist", "coreset", "coreset+vae"),
+        ("mnist", "coreset", "coreset+ssvae"), ("mnist", "coreset", "coreset+vae"),
+        ("mnist", "coreset", "coreset+vae(α=4)"), ("mnist", "lossprediction", "lossprediction+vae")]
+    assert table["p_ttest"].notna().all()
+    np.testing.assert_allclose(table["p_holm"], _holm_brute_force(table["p_ttest"].tolist()))
+    assert (table["p_holm"] >= table["p_ttest"]).all()
+    assert table["significant"].tolist() == (table["p_holm"] < 0.05).tolist()
+    # Each row's test is the one of its comparison alone; only p_holm depends on the family.
+    alone = paired_aubc_tests(lp)
+    got = table[table["baseline"] == "lossprediction"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.drop(columns=["p_holm", "significant"]),
+                                  alone.drop(columns=["p_holm", "significant"]))
+    # Explicit pairs: only those, and a pair with a method missing is skipped.
+    explicit = paired_aubc_tests(mnist, pairs=[("coreset", "coreset+vae"), ("medal", "medal+vae")])
+    assert explicit["treatment"].tolist() == ["coreset+vae"]
+
+
+def test_paired_aubc_notes_where_there_is_no_test():
+    one = paired_aubc_tests(_grid_rows(_curves(0.02, seeds=(0,))))
+    assert one["note"].tolist() == [NOTE_ONE_PAIR] and one["p_ttest"].isna().all() and not one["significant"].any()
+    curves = _curves(0.0)
+    base = {("coreset", s): tuple(np.round(curves[("coreset", s)], 2)) for s in SEEDS}
+    shifted = {**base, **{("coreset+vae", s): tuple(v + 0.25 for v in values) for (_, s), values in base.items()}}
+    constant = paired_aubc_tests(_grid_rows(shifted))  # the same +0.25 on every seed: sd = 0 up to rounding
+    assert constant["mean_diff"].tolist() == pytest.approx([0.25])
+    assert constant["note"].tolist() == [NOTE_CONSTANT] and np.isnan(constant["p_holm"].iloc[0])
+    apart = {(m, s if m == "coreset" else s + 10): v for (m, s), v in curves.items()}  # no seed run by both
+    none = paired_aubc_tests(_grid_rows(apart))
+    assert none["note"].tolist() == [NOTE_NO_PAIRS] and none["n_pairs"].tolist() == [0]
+    assert paired_aubc_tests(_grid_rows(curves), metric="auc").empty  # no AUC values at all
+
+
+def test_aubc_views_name_comparisons_and_ranges():
+    from alvae_utils.tables import aubc_test_view, aubc_view
+
+    df = _grid_rows(_curves(0.02, methods=("coreset", "coreset+vae", "random")))
+    view = aubc_view(aubc_summary(run_aubc(df)))
+    assert list(view.index.names) == ["dataset", "method"] and len(view) == 3
+    assert set(view["labels"]) == {"10–50"}
+    tests = aubc_test_view(paired_aubc_tests(df))
+    assert tests.index.tolist() == [("mnist", "coreset+vae vs coreset")]
+    assert tests["n_pairs"].tolist() == [5]
+
+
+def test_aubc_findings_sentences():
+    table = paired_aubc_tests(_grid_rows(_curves(0.03)))
+    (line,) = aubc_findings(table)
+    row = table.iloc[0]
+    assert line.startswith("coreset+vae vs coreset on mnist, AUBC of accuracy over 10–50 labels: Δ=+")
+    assert f"{100 * row['mean_diff']:+.2f} pp (5 pairs)" in line and line.endswith(": significant after Holm")
+    assert aubc_findings(table, alpha_level=1e-12) == []
+    with pytest.raises(ValueError, match="paired_aubc_tests"):
+        aubc_findings(table.drop(columns="first_labels"))

@@ -20,7 +20,7 @@ CONFIG = ExperimentConfig(
     train=TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10), vae=VAEConfig(latent_dim=4, epochs=1),
 )
 FINE_TUNE = replace(CONFIG, train=replace(CONFIG.train, fine_tune=True))
-TIMINGS = ["train_seconds", "select_seconds", "eval_seconds"]
+TIMINGS = ["train_seconds", "select_seconds", "eval_seconds", "features_seconds"]
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +162,19 @@ def test_a_finished_fine_tuned_run_needs_no_carried_model(tmp_path, data, monkey
     monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("a finished run was recomputed"))
     again, _ = _run(tmp_path, data, FINE_TUNE)
     _same(again, reference)
+
+
+def test_a_missing_alpha_used_is_damage_except_after_the_last_selection(tmp_path, data):
+    method = Method.parse("coreset+vae(α=balanced)")
+    features = torch.randn(CONFIG.pool_size, 4, generator=torch.Generator().manual_seed(0))
+    store = ResultStore("t", root=tmp_path)
+    reference = loop.run_algorithm1(CONFIG, method, 0, *data, store, family_features=features,
+                                    device=torch.device("cpu"), progress=False)
+    record = store.record(CONFIG, method, 0, data[0].description, data_fingerprint(*data))
+    assert reference["alpha_used"].iloc[0] > 0 and pd.isna(reference["alpha_used"].iloc[1])
+    rows, state = record.load()  # the last step's NaN is by design: no warning
+    assert state.finished and len(rows) == 2
+    record.csv_path.write_text(reference.assign(alpha_used=float("nan")).to_csv(index=False), encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"row 0 is damaged \(alpha_used\); the run resumes from step 0"):
+        rows, state = record.load()
+    assert rows.empty and state.completed_steps == 0

