@@ -39,14 +39,13 @@ from torch import Tensor, nn
 
 from .config import SCHEMA_VERSION, VAEConfig, config_hash
 from .data import Dataset
-from .device import default_device, epoch_batches, images_to_float
-from .models import MIN_BATCH, VAE
+from .device import default_device
+from .models import VAE
 from .paths import atomic_path, results_root
-from .progress import track
 from .seeds import VAE as VAE_STREAM
 from .seeds import derive_seed
 from .ssvae import check_images
-from .vae import encode_mu
+from .vae import check_training, encode_mu, fit_epochs
 
 COMPONENTS = 10
 """K, the prior's components: the classes of MNIST, and a small number for ChestMNIST's 14 labels too."""
@@ -150,34 +149,15 @@ def train_mixvae(images: Tensor, config: VAEConfig, seed: int, device: torch.dev
     images or a batch below two, or epochs < 1.
     """
     check_images(images, "mixvae")
-    if images.shape[0] < MIN_BATCH or config.batch_size < MIN_BATCH:
-        raise ValueError(f"BatchNorm needs at least {MIN_BATCH} images per batch: got {images.shape[0]} images "
-                         f"and batch_size={config.batch_size}.")
-    if config.epochs < 1:
-        raise ValueError(f"VAE epochs must be ≥ 1, got {config.epochs}.")
+    check_training(images, config)
     device = torch.device(device) if device is not None else default_device()
     images = images.to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = MixVAE(config.latent_dim, components).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         generator = torch.Generator().manual_seed(seed)
-        history: list[dict] = []
-        model.train()
-        for epoch in track(range(1, config.epochs + 1), desc="MixVAE epochs", enabled=progress):
-            sums = torch.zeros(3, device=device)
-            seen = 0
-            for index in epoch_batches(images.shape[0], config.batch_size, generator, device):
-                if len(index) < MIN_BATCH:
-                    continue
-                loss, reconstruction, kl = mixvae_loss(model, images_to_float(images[index]), samples)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                sums += torch.stack([loss, reconstruction, kl]).detach() * len(index)
-                seen += len(index)
-            loss_mean, recon_mean, kl_mean = (sums / seen).tolist()
-            history.append({"epoch": epoch, "loss": loss_mean, "reconstruction": recon_mean, "kl": kl_mean})
+        history = fit_epochs(model, images, config, generator, lambda x: mixvae_loss(model, x, samples),
+                             "MixVAE epochs", progress)
     return model.eval(), history
 
 

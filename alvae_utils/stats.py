@@ -271,19 +271,24 @@ def significant_findings(table: pd.DataFrame, alpha_level: float = 0.05) -> list
     ``"lossprediction+vae vs lossprediction on mnist at 21000 labels: Δaccuracy=+0.80 pp
     (5 pairs), p=0.03 (paired t-test), p_holm=0.2: not significant after Holm"``.
     """
-    needed = ["dataset", "data_description", "baseline", "treatment", "metric", "n_labels", "n_pairs", "mean_diff",
+    return _findings(table, alpha_level, ["n_labels"], "compare_variants",
+                     lambda row: f" at {row.n_labels} labels: Δ{row.metric}=")
+
+
+def _findings(table: pd.DataFrame, alpha_level: float, extra: list[str], source: str, where) -> list[str]:
+    """The sentences of :func:`significant_findings` and :func:`aubc_findings`; ``where(row)`` says what was tested."""
+    needed = ["dataset", "data_description", "baseline", "treatment", "metric", *extra, "n_pairs", "mean_diff",
               "p_ttest", "p_holm"]
     missing = [c for c in needed if c not in table.columns]
     if missing:
-        raise ValueError(f"table lacks column(s) {missing}; pass the output of compare_variants.")
+        raise ValueError(f"table lacks column(s) {missing}; pass the output of {source}.")
     lines = []
     table = table.assign(dataset=dataset_labels(table))
     for row in table[table["p_ttest"] < alpha_level].itertuples(index=False):
         verdict = "significant" if row.p_holm < alpha_level else "not significant"
         lines.append(
-            f"{row.treatment} vs {row.baseline} on {row.dataset} at {row.n_labels} labels: "
-            f"Δ{row.metric}={100 * row.mean_diff:+.2f} pp ({row.n_pairs} pairs), "
-            f"p={row.p_ttest:.2g} (paired t-test), p_holm={row.p_holm:.2g}: {verdict} after Holm"
+            f"{row.treatment} vs {row.baseline} on {row.dataset}{where(row)}{100 * row.mean_diff:+.2f} pp "
+            f"({row.n_pairs} pairs), p={row.p_ttest:.2g} (paired t-test), p_holm={row.p_holm:.2g}: {verdict} after Holm"
         )
     return lines
 
@@ -544,18 +549,5 @@ def aubc_findings(table: pd.DataFrame, alpha_level: float = 0.05) -> list[str]:
     ``"lossprediction+vae vs lossprediction on mnist, AUBC of accuracy over 3000–21000 labels:
     Δ=+0.80 pp (5 pairs), p=0.03 (paired t-test), p_holm=0.2: not significant after Holm"``.
     """
-    needed = ["dataset", "data_description", "baseline", "treatment", "metric", "first_labels", "last_labels",
-              "n_pairs", "mean_diff", "p_ttest", "p_holm"]
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise ValueError(f"table lacks column(s) {missing}; pass the output of paired_aubc_tests.")
-    lines = []
-    table = table.assign(dataset=dataset_labels(table))
-    for row in table[table["p_ttest"] < alpha_level].itertuples(index=False):
-        verdict = "significant" if row.p_holm < alpha_level else "not significant"
-        lines.append(
-            f"{row.treatment} vs {row.baseline} on {row.dataset}, AUBC of {row.metric} over "
-            f"{row.first_labels}–{row.last_labels} labels: Δ={100 * row.mean_diff:+.2f} pp ({row.n_pairs} pairs), "
-            f"p={row.p_ttest:.2g} (paired t-test), p_holm={row.p_holm:.2g}: {verdict} after Holm"
-        )
-    return lines
+    return _findings(table, alpha_level, ["first_labels", "last_labels"], "paired_aubc_tests",
+                     lambda row: f", AUBC of {row.metric} over {row.first_labels}–{row.last_labels} labels: Δ=")

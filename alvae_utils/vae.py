@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import SCHEMA_VERSION, VAEConfig, config_hash
 from .data import Dataset
@@ -38,30 +39,50 @@ def train_vae(
     ``{"epoch": 1-based, "loss", "reconstruction", "kl"}`` (per image, in nats).
     Returns V in eval mode. Raises ValueError for fewer than two images or epochs < 1.
     """
-    if images.shape[0] < MIN_BATCH or config.batch_size < MIN_BATCH:
-        raise ValueError(
-            f"BatchNorm needs at least {MIN_BATCH} images per batch: got {images.shape[0]} images "
-            f"and batch_size={config.batch_size}."
-        )
-    if config.epochs < 1:
-        raise ValueError(f"VAE epochs must be ≥ 1, got {config.epochs}.")
+    check_training(images, config)
     device = torch.device(device) if device is not None else default_device()
     images = images.to(device)
     seed_everything(seed)
     vae = VAE(config.latent_dim).to(device)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(seed)
+
+    def loss_terms(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        recon_logits, mu, logvar = vae(x)
+        return vae_loss(recon_logits, x, mu, logvar)
+
+    history = fit_epochs(vae, images, config, generator, loss_terms, "VAE epochs", progress)
+    return vae.eval(), history
+
+
+def check_training(images: Tensor, config: VAEConfig) -> None:
+    """ValueError, before any training: fewer images than a BatchNorm batch needs, a smaller batch, or epochs < 1."""
+    if images.shape[0] < MIN_BATCH or config.batch_size < MIN_BATCH:
+        raise ValueError(f"BatchNorm needs at least {MIN_BATCH} images per batch: got {images.shape[0]} images "
+                         f"and batch_size={config.batch_size}.")
+    if config.epochs < 1:
+        raise ValueError(f"VAE epochs must be ≥ 1, got {config.epochs}.")
+
+
+def fit_epochs(model: nn.Module, images: Tensor, config: VAEConfig, generator: torch.Generator,
+               loss_terms: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]], desc: str,
+               progress: bool) -> list[dict]:
+    """``config.epochs`` epochs of Adam on ``loss_terms(x)`` = (loss, reconstruction, kl), batch means in nats.
+
+    ``images``: uint8 (N, 1, 28, 28) on the model's device; batches of ``config.batch_size``
+    in ``generator``'s order, a last batch too small for BatchNorm skipped. Returns the
+    per-epoch means per image: ``{"epoch", "loss", "reconstruction", "kl"}``. Shared by the
+    paper VAE and the mixture-prior VAE (:mod:`alvae_utils.mixture_prior`).
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict] = []
-    vae.train()
-    for epoch in track(range(1, config.epochs + 1), desc="VAE epochs", enabled=progress):
-        sums = torch.zeros(3, device=device)
+    model.train()
+    for epoch in track(range(1, config.epochs + 1), desc=desc, enabled=progress):
+        sums = torch.zeros(3, device=images.device)
         seen = 0
-        for index in epoch_batches(images.shape[0], config.batch_size, generator, device):
+        for index in epoch_batches(images.shape[0], config.batch_size, generator, images.device):
             if len(index) < MIN_BATCH:
                 continue
-            x = images_to_float(images[index])
-            recon_logits, mu, logvar = vae(x)
-            loss, reconstruction, kl = vae_loss(recon_logits, x, mu, logvar)
+            loss, reconstruction, kl = loss_terms(images_to_float(images[index]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -69,8 +90,7 @@ def train_vae(
             seen += len(index)
         loss_mean, recon_mean, kl_mean = (sums / seen).tolist()
         history.append({"epoch": epoch, "loss": loss_mean, "reconstruction": recon_mean, "kl": kl_mean})
-    vae.eval()
-    return vae, history
+    return history
 
 
 def encode_mu(vae: VAE, images: Tensor) -> Tensor:
