@@ -120,8 +120,8 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
     group.add_argument("--executor", choices=("serial", "ray"), default="",
                        help="serial: one run after another; ray: in parallel on Ray (default: the profile's)")
     group.add_argument("--ray-address", default="", metavar="ADDRESS",
-                       help="attach to a running Ray cluster: auto or the head's host:port "
-                            "(default: start Ray on this machine, on 127.0.0.1 only)")
+                       help="attach to a running Ray cluster: auto, the head's host:port, or ray://host:10001 "
+                            "(Ray Client) (default: start Ray on this machine, on 127.0.0.1 only)")
     group.add_argument("--cpus-per-run", type=float, default=1.0, metavar="N", help="ray: CPUs per run (default 1)")
     group.add_argument("--gpus-per-run", type=float, default=0.0, metavar="F",
                        help="ray: GPUs per run; 0.25 packs 4 runs on each GPU (default 0: runs on CPUs)")

@@ -7,7 +7,8 @@ An executor only runs them; it knows nothing of heuristics or features.
 * ``serial`` — one run after another in this process (progress bars per run and per step).
 * ``ray`` — every run is a Ray task with ``cpus_per_run`` CPUs and ``gpus_per_run`` of a GPU
   (0.25: four runs share each GPU). Ray starts locally (listening on 127.0.0.1 only, no
-  dashboard UI) or attaches to a running cluster (``address="auto"`` or ``"host:port"``).
+  dashboard UI) or attaches to a running cluster (``address="auto"``, ``"host:port"``, or
+  ``"ray://host:port"`` for Ray Client from a machine outside the cluster).
   The pool and the family features travel once through Ray's object store; each worker
   writes its steps into the results store itself, so the results root must be on storage
   every node sees (checked when a run starts).
@@ -49,6 +50,8 @@ from .progress import bar, log_line, note, track
 EXECUTORS = ("serial", "ray")
 LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Set to 0 before Ray is imported, a Ray started here binds 127.0.0.1 instead of the machine's address."""
+CLIENT_SCHEME = "ray://"
+"""Ray Client: a driver off the cluster attaches through the head's client server (default port 10001)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ class Execution:
 
     executor: str = setting("", help="serial: one run after another here; ray: runs in parallel on Ray; "
                                      "'': the profile's choice")
-    address: str = setting("", help="ray: '' starts Ray on this machine; 'auto' or the head's 'host:port' "
+    address: str = setting("", help="ray: '' starts Ray on this machine; 'auto', the head's 'host:port' or "
+                                    "'ray://host:port' (Ray Client) "
                                     "attaches to a running cluster")
     cpus_per_run: float = setting(1.0, allowed=POSITIVE, help="ray: CPUs each run reserves")
     gpus_per_run: float = setting(0.0, allowed=NON_NEGATIVE,
@@ -89,10 +93,9 @@ class Execution:
                                           or self.max_retries != 3):
             raise ConfigError("address, cpus_per_run, gpus_per_run and max_retries are Ray's settings; give "
                               "executor='ray' too, or drop them (serial runs in this process, on its device).")
-        if self.address.startswith("ray://"):
-            raise ConfigError(f"address {self.address!r}: Ray Client (ray://) needs the ray[client] extra, which "
-                              "alvae does not install; run the driver on a node of the cluster and give "
-                              "'auto' or the head's host:port.")
+        if self.address.startswith(CLIENT_SCHEME) and importlib.util.find_spec("grpc") is None:
+            raise ConfigError(f"address {self.address!r}: Ray Client (ray://) needs grpcio, which alvae's "
+                              "requirements include: `pip install 'ray[client]'`, or `make setup`.")
 
     @property
     def run_threads(self) -> int | None:
@@ -232,9 +235,10 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """ConfigError, within ``timeout`` seconds, when a ``host:port`` Ray address does not accept connections."""
     if not address or address == "auto":
         return
-    host, _, port = address.rpartition(":")
+    host, _, port = address.removeprefix(CLIENT_SCHEME).rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"Ray address {address!r} is not 'auto' or host:port (e.g. 10.0.0.5:6379).")
+        raise ConfigError(f"Ray address {address!r} is not 'auto', host:port (e.g. 10.0.0.5:6379) or "
+                          "ray://host:port (Ray Client, e.g. ray://10.0.0.5:10001).")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as error:

@@ -15,8 +15,9 @@ TEMPLATE = REPO / "cluster" / "slurm-ray.sbatch"
 
 STANDINS = {
     "scontrol": 'printf "gpu-a\\ngpu-b\\ngpu-c\\n"',
-    # `srun ... hostname --ip-address` answers with the node's addresses; any other step is recorded.
-    "srun": 'case " $* " in *" hostname --ip-address "*) echo "10.1.2.3 fe80::1";; '
+    # `srun ... hostname --ip-address` answers with the node's addresses, IPv6 first (the template must pick the
+    # IPv4 one); any other step is recorded.
+    "srun": 'case " $* " in *" hostname --ip-address "*) echo "fe80::1 10.1.2.3";; '
             '*) echo "srun $*" >> "$CALLS";; esac',
     "ray": 'echo "ray $*" >> "$CALLS"',
     "make": 'echo "make $* auth=$RAY_AUTH_MODE token=${#RAY_AUTH_TOKEN}" >> "$CALLS"',

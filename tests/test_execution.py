@@ -5,6 +5,7 @@ The Ray tests share one local session (``ray_cluster``, in conftest.py): 4 logic
 runs themselves run on the CPU, and record the GPU ids they were given.
 """
 
+import importlib.util
 import json
 import os
 import secrets
@@ -25,7 +26,7 @@ import pytest
 
 from alvae_utils import execution, loop
 from alvae_utils.config import ConfigError, TrainConfig
-from alvae_utils.execution import Execution, SweepFailed, run_sweep
+from alvae_utils.execution import Execution, SweepFailed, _check_reachable, run_sweep
 from alvae_utils.methods import Method
 from alvae_utils.profiles import get_profile
 
@@ -65,11 +66,22 @@ def _alive(pid: int) -> bool:
     ({"executor": "serial", "gpus_per_run": 0.5}, "are Ray's settings; give executor='ray'"),
     ({"executor": "serial", "address": "auto"}, "are Ray's settings; give executor='ray'"),
     ({"executor": "serial", "max_retries": 1}, "are Ray's settings; give executor='ray'"),
-    ({"executor": "ray", "address": "ray://head:10001"}, "needs the ray\\[client\\] extra"),
 ])
 def test_bad_execution_settings_are_refused_with_the_fix(settings, message):
     with pytest.raises(ConfigError, match=message):
         Execution(**settings).validate()
+
+
+def test_ray_client_addresses_need_grpcio_and_a_port(monkeypatch):
+    Execution("ray", address="ray://head:10001").validate()  # grpcio comes with alvae's requirements
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "grpc" else real(name, *args))
+    with pytest.raises(ConfigError, match=r"Ray Client \(ray://\) needs grpcio.*pip install 'ray\[client\]'"):
+        Execution("ray", address="ray://head:10001").validate()
+    with pytest.raises(ConfigError, match=r"'ray://head' is not 'auto', host:port .* or ray://host:port"):
+        _check_reachable("ray://head")
+    with pytest.raises(ConfigError, match="cannot reach the Ray head at ray://127.0.0.1:1 "):
+        _check_reachable("ray://127.0.0.1:1", timeout=2)
 
 
 def test_threads_per_run_follow_the_cpus_under_ray_and_torch_under_serial():
@@ -234,18 +246,25 @@ def test_ray_refuses_a_device_it_does_not_assign(tmp_path, monkeypatch):
 
 @contextmanager
 def _ray_head(tmp_path, env):
-    """A Ray head on 127.0.0.1 in its own process group (``ray start --block``), stopped by that group's id only."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    """A Ray head on 127.0.0.1 in its own process group (``ray start --block``), stopped by that group's id only.
+
+    Yields (the head's host:port, its Ray Client address ray://host:port).
+    """
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    port, client_port = ports
     temp = tempfile.mkdtemp(prefix="alvae-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
     log = open(tmp_path / "head.log", "w")
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-         f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}"],
+         f"--port={port}", f"--ray-client-server-port={client_port}", "--num-cpus=2", "--include-dashboard=false",
+         f"--temp-dir={temp}"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}"
     finally:
         for signal_, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
             with suppress(ProcessLookupError):
@@ -261,14 +280,18 @@ def test_a_sweep_attaches_to_a_running_cluster_from_another_process(tmp_path):
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": secrets.token_hex(32), "ALVAE_RESULTS_ROOT": str(tmp_path / "results"),
            "ALVAE_OFFLINE": "1"}
-    with _ray_head(tmp_path, env) as address:
+    def sweep(address, heuristics, seed):
         command = [sys.executable, "-m", "alvae_utils", "run", "--profile", "ci", "--dataset", "mnist-sample",
-                   "--heuristic", "random", "coreset", "--seed", "0", "--executor", "ray", "--ray-address", address,
+                   "--heuristic", *heuristics, "--seed", seed, "--executor", "ray", "--ray-address", address,
                    "--no-progress"]
         deadline, driver = time.time() + 120, None
         while driver is None or (driver.returncode and "cannot attach" in driver.stderr and time.time() < deadline):
             driver = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)  # head may lag
-    assert driver.returncode == 0, driver.stderr[-3000:]
+        assert driver.returncode == 0, driver.stderr[-3000:]
+
+    with _ray_head(tmp_path, env) as (address, client_address):
+        sweep(address, ["random", "coreset"], "0")  # a driver on a node of the cluster
+        sweep(client_address, ["random"], "1")  # Ray Client: a driver off the cluster
     states = _states(tmp_path / "results")
-    assert len(states) == 2 and all(s["finished"] and s["produced_by"]["executor"] == "ray" for s in states.values())
+    assert len(states) == 3 and all(s["finished"] and s["produced_by"]["executor"] == "ray" for s in states.values())
     assert {s["produced_by"]["node"] for s in states.values()} == {"127.0.0.1"}
