@@ -45,7 +45,7 @@ from .paths import atomic_path, results_root
 from .seeds import VAE as VAE_STREAM
 from .seeds import derive_seed
 from .ssvae import check_images
-from .vae import check_training, encode_mu, fit_epochs
+from .vae import check_training, encode_mu, fit_epochs, readable_checkpoint
 
 COMPONENTS = 10
 """K, the prior's components: the classes of MNIST, and a small number for ChestMNIST's 14 labels too."""
@@ -212,7 +212,7 @@ def get_or_train_mixvae(pool: Dataset, config: VAEConfig, pool_seed: int, device
     networks and batch order.
     """
     path = checkpoint_path(pool, config, pool_seed)
-    if path.exists():
+    if readable_checkpoint(path, "MoG-prior VAE"):
         model, history, _ = load_mixvae(path, device=device)
         return model, history, False
     model, history = train_mixvae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,

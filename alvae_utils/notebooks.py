@@ -204,8 +204,11 @@ def check_parameters(notebook: str, namespace: Mapping[str, object]):
             raise ConfigError(f"{notebook}: unknown profile {params.profile!r}; choose one of {', '.join(PROFILES)}"
                               + (" (or \"\" for the stored runs)." if entry.reads_results_of else "."))
         profile = profile_of(params)  # raises when the overrides do not form a valid run
-        if getattr(params, "dataset", None) is not None:
-            profile.experiment(params.dataset)  # raises with the profile's datasets
+        if getattr(params, "dataset", None) is not None and params.dataset not in profile.datasets:
+            where = f"profile {params.profile!r}" if entry.sweep is None else \
+                f"the sweep of {notebook} (profile {params.profile!r}'s `beyond` setting)"
+            raise ConfigError(f"{notebook}: {where} has no experiment for dataset {params.dataset!r}; it defines "
+                              f"{', '.join(profile.datasets)}.")
         if entry.runs_sweeps:
             execution_of(params).resolved(profile)
     return params

@@ -217,25 +217,36 @@ def verdicts(aubc_tests: pd.DataFrame, sweeps: dict[str, pd.DataFrame], counts: 
     family_rows = aubc_tests[aubc_tests["treatment"].map(lambda label: Method.parse(label).features not in
                                                          (None, "vae"))]
     answers["families"] = ("; ".join(_test_sentence(row, alpha_level) for _, row in family_rows.iterrows()) + "."
-                           if len(family_rows) else "no +ssvae or +mixvae runs among the rows.")
-    if tails is not None:
+                           if len(family_rows) else "no variant with a new family was compared with its plain "
+                           "heuristic (both must be among the methods).")
+    if tails is not None and len(tails.drop(index="ResNet", errors="ignore")):
         lines = []
         for space, row in tails.drop(index="ResNet").iterrows():
-            further = row["ratio_vs_resnet"] > 0 and row["p_vs_resnet"] < alpha_level
+            if np.isnan(row["p_vs_resnet"]):
+                test, verdict = f"{int(row['n_seeds'])} snapshot(s): no paired test", "untested"
+            else:
+                further = row["ratio_vs_resnet"] > 0 and row["p_vs_resnet"] < alpha_level
+                test = f"p = {row['p_vs_resnet']:.2g}"
+                verdict = ("picks further out than ResNet alone" if further else
+                           "not significantly further out than ResNet alone")
             lines.append(f"{space}: ratio {row['ratio_mean']:.3f} vs ResNet {tails.loc['ResNet', 'ratio_mean']:.3f} "
-                         f"(paired Δ {row['ratio_vs_resnet']:+.3f}, p = {row['p_vs_resnet']:.2g}, "
-                         f"{int(row['seeds_in_tails'])}/{int(row['n_seeds'])} snapshots in the tails): "
-                         + ("picks further out than ResNet alone" if further else
-                            "not significantly further out than ResNet alone"))
+                         f"(paired Δ {row['ratio_vs_resnet']:+.3f}, {test}, "
+                         f"{int(row['seeds_in_tails'])}/{int(row['n_seeds'])} snapshots in the tails): {verdict}")
         answers["tails"] = "; ".join(lines) + "."
     wins = aubc_tests[(aubc_tests["p_holm"] < alpha_level) & (aubc_tests["mean_diff"] > 0)]
     losses = aubc_tests[(aubc_tests["p_holm"] < alpha_level) & (aubc_tests["mean_diff"] < 0)]
-    if len(wins):
+    tested = int(aubc_tests["p_holm"].notna().sum())
+    if not tested:
+        answers["overall"] = (f"no comparison could be tested ({len(aubc_tests)} compared; see their notes, e.g. one "
+                              "seed gives one pair): nothing is claimed either way.")
+    elif len(wins):
         best = wins.loc[wins["mean_diff"].idxmax()]
         answers["overall"] = (f"{len(wins)} of {len(aubc_tests)} variants beat their plain heuristic significantly "
                               f"after Holm; the largest gain: {_test_sentence(best, alpha_level)}.")
     else:
-        answers["overall"] = (f"none of the {len(aubc_tests)} variants beats its plain heuristic significantly after "
+        untested = len(aubc_tests) - tested
+        answers["overall"] = (f"none of the {tested} tested variants beats its plain heuristic significantly after "
                               f"Holm (AUBC, {alpha_level} level)"
-                              + (f"; {len(losses)} are significantly worse" if len(losses) else "") + ".")
+                              + (f"; {len(losses)} are significantly worse" if len(losses) else "")
+                              + (f"; {untested} could not be tested" if untested else "") + ".")
     return answers

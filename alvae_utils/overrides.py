@@ -135,8 +135,13 @@ def _list(key: str, value: object) -> tuple:
         for label in items:
             if not isinstance(label, str):
                 raise ConfigError(f"methods are labels such as 'coreset+vae', got {label!r}.")
-            Method.parse(label)  # raises for an unknown heuristic or family
-        return items
+        # Normalised labels: "coreset+vae(α=4.0)" and " coreset+vae(α=4)" are one method, stored under one label.
+        labels = tuple(Method.parse(label).label for label in items)  # raises for an unknown heuristic or family
+        if len(set(labels)) != len(labels):
+            twice = sorted({label for label in labels if labels.count(label) > 1})
+            raise ConfigError(f"methods name the same method twice ({', '.join(twice)}) in {list(items)}; "
+                              "give each once.")
+        return labels
     for seed in items:
         if isinstance(seed, str) and seed.strip().isascii() and seed.strip().isdecimal():
             continue

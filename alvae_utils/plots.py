@@ -247,6 +247,10 @@ def plot_aubc_vs_alpha(
     numeric = sweep[~sweep["balanced"]].sort_values("alpha")
     if numeric.empty:
         raise ValueError("the sweep has no numeric α to draw.")
+    if "dataset" in sweep.columns and sweep["dataset"].nunique() > 1:
+        raise ValueError(f"the sweep mixes datasets {sorted(sweep['dataset'].unique())}; draw one at a time.")
+    if sweep.loc[sweep["balanced"], "alpha_estimated"].isna().any():
+        raise ValueError("α = balanced has no estimated α (its rows lack alpha_used); it cannot be placed.")
     fig, ax = _new_figure((6.4, 4.2), ax)
     heuristic = Method.parse(numeric["method"].iloc[0]).heuristic
     colour = method_style(f"{heuristic}+vae")["color"]

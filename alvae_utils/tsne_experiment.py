@@ -228,7 +228,7 @@ def tails_by_family(profile: Profile, methods: Sequence[Method], seeds: Sequence
                                "description": pool.description, "fingerprint": pool.fingerprint,
                                "vae": asdict(_vae_config(profile, pool.name))})
             cache = results_root() / profile.name / "tsne" / f"tails-{key}.json"
-            if not cache.exists():
+            if not _readable_tails(cache):
                 if setup is None:
                     setup = _setup(profile, seed, device or default_device(), progress)
                 features = (setup.resnet if method.family is None else
@@ -240,6 +240,26 @@ def tails_by_family(profile: Profile, methods: Sequence[Method], seeds: Sequence
             records.append({"seed": seed, "space": "ResNet" if method.family is None else method.label,
                             "family": method.features, **statistics})
     return pd.DataFrame(records)
+
+
+_TAIL_KEYS = frozenset({"ratio", "selected_percentile", "mannwhitney_p", "n_selected"})
+
+
+def _readable_tails(path: Path) -> bool:
+    """Whether a cached tails file exists and holds the statistics; a damaged one is removed, with a warning."""
+    if not path.exists():
+        return False
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(stored, dict) and _TAIL_KEYS <= set(stored):
+            return True
+        problem = f"it lacks {sorted(_TAIL_KEYS - set(stored if isinstance(stored, dict) else ()))}"
+    except (ValueError, UnicodeDecodeError) as error:
+        problem = f"{type(error).__name__}: {error}"
+    warnings.warn(f"the cached tails statistics {path} are damaged ({problem}); they are removed and computed again.",
+                  stacklevel=3)
+    path.unlink(missing_ok=True)
+    return False
 
 
 def _groups(n: int, n_labeled: int, picked: np.ndarray) -> np.ndarray:

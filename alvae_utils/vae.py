@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +53,23 @@ def train_vae(
 
     history = fit_epochs(vae, images, config, generator, loss_terms, "VAE epochs", progress)
     return vae.eval(), history
+
+
+def readable_checkpoint(path: Path, what: str) -> bool:
+    """Whether a cached checkpoint exists and torch can read it; a damaged one is removed, with a warning, to be refit.
+
+    A cache is what a fit left, so refitting loses nothing: it is seeded and gives the same model.
+    """
+    if not path.exists():
+        return False
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+        return True
+    except Exception as error:  # truncated, corrupted or not a checkpoint at all: torch raises many kinds
+        warnings.warn(f"the cached {what} {path} cannot be read ({type(error).__name__}: {error}); it is removed "
+                      "and fitted again.", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return False
 
 
 def check_training(images: Tensor, config: VAEConfig) -> None:
@@ -178,7 +196,7 @@ def get_or_train_vae(pool: Dataset, config: VAEConfig, pool_seed: int, device: t
     unlabeled points alike: its features are task-agnostic.
     """
     path = checkpoint_path(pool, config, pool_seed)
-    if path.exists():
+    if readable_checkpoint(path, "VAE"):
         vae, history, _ = load_vae(path, device=device)
         return vae, history, False
     vae, history = train_vae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,

@@ -206,3 +206,19 @@ def test_every_mixvae_method_runs_end_to_end_and_resumes_after_a_kill(tmp_path, 
     reference = sweep(tmp_path / "reference", methods[1:2])
     pd.testing.assert_frame_equal(_numbers(resumed[resumed["method"] == "medal+mixvae"]), _numbers(reference),
                                   check_dtype=False)
+
+
+def test_a_damaged_cached_vae_is_refitted_with_a_warning(pool, tmp_path, monkeypatch):
+    from alvae_utils import vae
+
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    config = VAEConfig(latent_dim=4, epochs=1, batch_size=8)
+    for fit, path in ((vae.get_or_train_vae, vae.checkpoint_path), (get_or_train_mixvae, checkpoint_path)):
+        first, _, trained = fit(pool, config, 0, device="cpu", progress=False)
+        assert trained
+        cached = path(pool, config, 0)
+        cached.write_bytes(cached.read_bytes()[:1000])  # truncated, as by a crash or a full disk
+        with pytest.warns(UserWarning, match="cannot be read .* removed and fitted again"):
+            again, _, trained = fit(pool, config, 0, device="cpu", progress=False)
+        assert trained and all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                                 again.state_dict().values(), strict=True))

@@ -93,7 +93,8 @@ def test_notebook_05_runs_the_profiles_beyond_sweep_and_checks_its_datasets():
     profile = profile_of(params)
     assert profile.datasets == ("mnist-sample",) and profile.seeds == (0,)
     assert "coreset+vae(α=balanced)" in [m.label for m in profile.methods]
-    with pytest.raises(ConfigError, match="has no experiment for dataset 'chestmnist'; it defines mnist-sample"):
+    with pytest.raises(ConfigError, match=r"the sweep of 05_beyond_the_paper \(profile 'ci''s `beyond` setting\) has "
+                                          "no experiment for dataset 'chestmnist'; it defines mnist-sample"):
         check_parameters("05_beyond_the_paper", _kernel_namespace(profile="ci", dataset="chestmnist",
                                                                   overrides={}, alpha_level=0.05, **SWEEP))
     with pytest.raises(ConfigError, match="lossprediction"):

@@ -131,10 +131,13 @@ def test_verdicts_are_computed_from_the_tables():
     assert answers["tails"].count("not significantly further out") == 1
 
     no_effect = _sweep_rows(noise=0.0)
-    no_effect["accuracy"] = no_effect.groupby(["seed", "step"])["accuracy"].transform("first")
+    first = no_effect.groupby(["seed", "step"])["accuracy"].transform("first")
+    no_effect["accuracy"] = first + np.random.default_rng(1).normal(0, 0.01, len(first))  # no shift, only noise
     flat = paired_aubc_tests(no_effect)
-    assert verdicts(flat, {}, multiplicity_counts(no_effect, flat))["overall"].startswith(
-        f"none of the {len(flat)} variants beats its plain heuristic")
+    assert not flat["significant"].any() and flat["p_holm"].notna().all()
+    assert verdicts(flat, {}, multiplicity_counts(no_effect, flat))["overall"] == (
+        f"none of the {len(flat)} tested variants beats its plain heuristic significantly after Holm (AUBC, 0.05 "
+        "level).")
 
 
 def test_figure_methods_and_tails_spaces():
@@ -191,3 +194,19 @@ def test_a_beyond_sweep_rejects_balanced_alpha_for_loss_prediction():
     wrong = BeyondConfig(ci.beyond.experiments, ci.beyond.seeds, alpha_heuristics=("lossprediction",))
     with pytest.raises(ValueError, match="balanced is not defined for lossprediction"):
         replace(ci, beyond=wrong).validate()
+
+
+def test_verdicts_claim_nothing_when_nothing_could_be_tested():
+    rows = _sweep_rows()
+    one_seed = rows[rows["seed"] == 0]
+    tests = paired_aubc_tests(one_seed)
+    answers = verdicts(tests, {"coreset": alpha_sweep(one_seed, "coreset")}, multiplicity_counts(one_seed, tests))
+    assert answers["overall"].startswith("no comparison could be tested (6 compared")
+    only_new = rows[rows["method"].isin(["coreset+ssvae", "random"])]
+    tests = paired_aubc_tests(only_new)
+    assert verdicts(tests, {}, multiplicity_counts(only_new, tests))["families"].startswith(
+        "no variant with a new family was compared with its plain heuristic")
+    ratios = {"ResNet": [1.2], "coreset+vae": [1.5]}
+    tails = tails_summary(_tails(ratios, {"ResNet": [0.01], "coreset+vae": [0.01]}))
+    flat = paired_aubc_tests(rows)
+    assert "1 snapshot(s): no paired test" in verdicts(flat, {}, multiplicity_counts(rows, flat), tails)["tails"]

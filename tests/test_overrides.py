@@ -11,6 +11,7 @@ from alvae_utils.cli import main
 from alvae_utils.execution import Execution
 from alvae_utils.config import ConfigError
 from alvae_utils.notebooks import NothingToAnalyse, check_parameters, stored_runs
+from alvae_utils.overrides import normalise
 from alvae_utils.plots import plot_learning_curves
 from alvae_utils.profiles import get_profile
 from alvae_utils.results import load_results, stored_sets
@@ -221,3 +222,10 @@ def test_03_honours_methods_and_seeds_and_tsne_settings_do_not_split_the_stored_
     assert set(rows["method"]) == {"coreset"} and set(rows["seed"]) == {1}
     with pytest.raises(ConfigError, match="given without a profile"):
         stored_runs("03_significance_tests", notebooks.SignificanceParameters(profile="", overrides={"budget": 10}))
+
+
+def test_a_method_written_two_ways_is_one_method():
+    assert normalise({"methods": [" coreset ", "coreset+vae(α=4.0)"]})["methods"] == ("coreset", "coreset+vae(α=4)")
+    for twice in (["coreset", "coreset+vae(α=4)", "coreset+vae(α=4.0)"], ["coreset+vae", "coreset+vae(α=1)"]):
+        with pytest.raises(ConfigError, match="name the same method twice"):
+            normalise({"methods": twice})

@@ -138,6 +138,13 @@ def test_tails_by_family_measures_every_vae_once_per_seed_and_caches(tmp_path, m
     again = tsne_experiment.tails_by_family(profile, methods, seeds=[0, 1], progress=False)
     assert refits["n"] == 2 and trainings["n"] == 2
     pd.testing.assert_frame_equal(again, tails)
+    # A damaged cache is reported, removed and computed again, to the same numbers.
+    caches = sorted((tmp_path / "results" / "ci" / "tsne").glob("tails-*.json"))
+    caches[0].write_text("{}")
+    caches[1].write_text(caches[1].read_text()[:40])
+    with pytest.warns(UserWarning, match="cached tails statistics .* are damaged"):
+        repaired = tsne_experiment.tails_by_family(profile, methods, seeds=[0, 1], progress=False)
+    pd.testing.assert_frame_equal(repaired, tails)
     # The plain space is the same selection that notebook 04's snapshot measures (Fig. 5).
     snapshot = tsne_experiment.run_snapshot(profile, seed=0, method=methods[0], progress=False)
     assert tails.iloc[0][list(snapshot.tails_resnet)].to_dict() == pytest.approx(snapshot.tails_resnet)
