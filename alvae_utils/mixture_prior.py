@@ -45,7 +45,7 @@ from .paths import atomic_path, results_root
 from .seeds import VAE as VAE_STREAM
 from .seeds import derive_seed
 from .ssvae import check_images
-from .vae import check_training, encode_mu, fit_epochs, readable_checkpoint
+from .vae import cached_fit, check_training, encode_mu, fit_epochs
 
 COMPONENTS = 10
 """K, the prior's components: the classes of MNIST, and a small number for ChestMNIST's 14 labels too."""
@@ -211,12 +211,9 @@ def get_or_train_mixvae(pool: Dataset, config: VAEConfig, pool_seed: int, device
     Seeded like the paper VAE (its stream and ``pool_seed``), so the two share their initial
     networks and batch order.
     """
-    path = checkpoint_path(pool, config, pool_seed)
-    if readable_checkpoint(path, "MoG-prior VAE"):
-        model, history, _ = load_mixvae(path, device=device)
-        return model, history, False
-    model, history = train_mixvae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
-                                  progress=progress)
-    save_mixvae(path, model, history, {"dataset": pool.name, "pool_size": len(pool),
-                                       "data_description": pool.description})
-    return model, history, True
+    meta = {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description}
+    return cached_fit(checkpoint_path(pool, config, pool_seed), "MoG-prior VAE",
+                      lambda path: load_mixvae(path, device=device),
+                      lambda: train_mixvae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
+                                           progress=progress),
+                      lambda path, model, history: save_mixvae(path, model, history, meta))

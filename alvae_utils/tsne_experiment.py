@@ -228,15 +228,16 @@ def tails_by_family(profile: Profile, methods: Sequence[Method], seeds: Sequence
                                "description": pool.description, "fingerprint": pool.fingerprint,
                                "vae": asdict(_vae_config(profile, pool.name))})
             cache = results_root() / profile.name / "tsne" / f"tails-{key}.json"
-            if not _readable_tails(cache):
+            statistics = _cached_tails(cache)
+            if statistics is None:
                 if setup is None:
                     setup = _setup(profile, seed, device or default_device(), progress)
                 features = (setup.resnet if method.family is None else
                             _augmented(setup, method, seed, device or default_device(), progress))
                 picked = _picks(method.base if method.family is None else method, features,
                                 len(setup.labeled), profile.tsne.budget)
-                atomic_write_text(cache, json.dumps(_tails(features, len(setup.labeled), picked)))
-            statistics = json.loads(cache.read_text(encoding="utf-8"))
+                statistics = _tails(features, len(setup.labeled), picked)
+                atomic_write_text(cache, json.dumps(statistics))
             records.append({"seed": seed, "space": "ResNet" if method.family is None else method.label,
                             "family": method.features, **statistics})
     return pd.DataFrame(records)
@@ -245,21 +246,21 @@ def tails_by_family(profile: Profile, methods: Sequence[Method], seeds: Sequence
 _TAIL_KEYS = frozenset({"ratio", "selected_percentile", "mannwhitney_p", "n_selected"})
 
 
-def _readable_tails(path: Path) -> bool:
-    """Whether a cached tails file exists and holds the statistics; a damaged one is removed, with a warning."""
+def _cached_tails(path: Path) -> dict | None:
+    """The tails statistics cached at ``path``; None when absent, or damaged (then removed, with a warning)."""
     if not path.exists():
-        return False
+        return None
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(stored, dict) and _TAIL_KEYS <= set(stored):
-            return True
+            return stored
         problem = f"it lacks {sorted(_TAIL_KEYS - set(stored if isinstance(stored, dict) else ()))}"
     except (ValueError, UnicodeDecodeError) as error:
         problem = f"{type(error).__name__}: {error}"
     warnings.warn(f"the cached tails statistics {path} are damaged ({problem}); they are removed and computed again.",
                   stacklevel=3)
     path.unlink(missing_ok=True)
-    return False
+    return None
 
 
 def _groups(n: int, n_labeled: int, picked: np.ndarray) -> np.ndarray:

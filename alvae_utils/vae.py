@@ -55,21 +55,27 @@ def train_vae(
     return vae.eval(), history
 
 
-def readable_checkpoint(path: Path, what: str) -> bool:
-    """Whether a cached checkpoint exists and torch can read it; a damaged one is removed, with a warning, to be refit.
+def cached_fit(path: Path, what: str, load: Callable[[Path], tuple], fit: Callable[[], tuple],
+               save: Callable[[Path, object, list[dict]], None]) -> tuple[object, list[dict], bool]:
+    """(model, history, fitted_now) from the cache at ``path``, or from ``fit()``, then saved there.
 
-    A cache is what a fit left, so refitting loses nothing: it is seeded and gives the same model.
+    ``load(path)`` returns (model, history, meta); ``fit()`` (model, history). A cache that
+    cannot be read (truncated, corrupted) is reported with a warning, removed and fitted
+    again: fits are seeded, so nothing is lost. Shared by the paper VAE and the MoG-prior VAE.
     """
-    if not path.exists():
-        return False
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-        return True
-    except Exception as error:  # truncated, corrupted or not a checkpoint at all: torch raises many kinds
-        warnings.warn(f"the cached {what} {path} cannot be read ({type(error).__name__}: {error}); it is removed "
-                      "and fitted again.", stacklevel=3)
-        path.unlink(missing_ok=True)
-        return False
+    if path.exists():
+        try:
+            model, history, _ = load(path)
+            return model, history, False
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # a damaged file: torch and pickle raise many kinds
+            warnings.warn(f"the cached {what} {path} cannot be read ({type(error).__name__}: {error}); it is "
+                          "removed and fitted again.", stacklevel=3)
+            path.unlink(missing_ok=True)
+    model, history = fit()
+    save(path, model, history)
+    return model, history, True
 
 
 def check_training(images: Tensor, config: VAEConfig) -> None:
@@ -195,11 +201,8 @@ def get_or_train_vae(pool: Dataset, config: VAEConfig, pool_seed: int, device: t
     Returns (V in eval mode, per-epoch history, trained_now). V sees labeled and
     unlabeled points alike: its features are task-agnostic.
     """
-    path = checkpoint_path(pool, config, pool_seed)
-    if readable_checkpoint(path, "VAE"):
-        vae, history, _ = load_vae(path, device=device)
-        return vae, history, False
-    vae, history = train_vae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
-                             progress=progress)
-    save_vae(path, vae, history, {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description})
-    return vae, history, True
+    meta = {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description}
+    return cached_fit(checkpoint_path(pool, config, pool_seed), "VAE", lambda path: load_vae(path, device=device),
+                      lambda: train_vae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
+                                        progress=progress),
+                      lambda path, vae, history: save_vae(path, vae, history, meta))
