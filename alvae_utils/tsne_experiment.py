@@ -168,8 +168,9 @@ def run_snapshot(profile: Profile, seed: int = 0, method: Method = PAPER_METHOD,
                        "dataset": pool.name, "description": pool.description, "seed": seed,
                        "method": method.key_fields()})
     cache = results_root() / profile.name / "tsne" / f"{key}.npz"
-    if cache.exists():
-        return _read(cache)
+    snapshot = _read(cache)
+    if snapshot is not None:
+        return snapshot
 
     device = device or default_device()
     setup = _setup(profile, seed, device, progress)
@@ -287,11 +288,21 @@ def _write(path: Path, snapshot: Snapshot) -> None:
                  meta=np.array(json.dumps(meta, default=float)))
 
 
-def _read(path: Path) -> Snapshot:
-    with np.load(path) as stored:
-        meta = json.loads(str(stored["meta"]))
-        return Snapshot(groups_resnet=stored["groups_resnet"], groups_vae=stored["groups_vae"],
-                        embedding_resnet=stored["embedding_resnet"], embedding_vae=stored["embedding_vae"], **meta)
+def _read(path: Path) -> Snapshot | None:
+    """The snapshot cached at ``path``; None when absent, or damaged (then removed, with a warning)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as stored:
+            meta = json.loads(str(stored["meta"]))
+            return Snapshot(groups_resnet=stored["groups_resnet"], groups_vae=stored["groups_vae"],
+                            embedding_resnet=stored["embedding_resnet"], embedding_vae=stored["embedding_vae"],
+                            **meta)
+    except Exception as error:  # truncated or corrupted: numpy, zipfile and json raise many kinds
+        warnings.warn(f"the cached t-SNE snapshot {path} cannot be read ({type(error).__name__}: {error}); it is "
+                      "removed and computed again.", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def tails_table(snapshot: Snapshot) -> pd.DataFrame:

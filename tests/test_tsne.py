@@ -147,6 +147,12 @@ def test_tails_by_family_measures_every_vae_once_per_seed_and_caches(tmp_path, m
     pd.testing.assert_frame_equal(repaired, tails)
     # The plain space is the same selection that notebook 04's snapshot measures (Fig. 5).
     snapshot = tsne_experiment.run_snapshot(profile, seed=0, method=methods[0], progress=False)
+    # Its cache too: a truncated file is reported, removed and computed again, to the same snapshot.
+    (npz,) = (tmp_path / "results" / "ci" / "tsne").glob("*.npz")
+    npz.write_bytes(npz.read_bytes()[:200])
+    with pytest.warns(UserWarning, match="cached t-SNE snapshot .* cannot be read"):
+        again = tsne_experiment.run_snapshot(profile, seed=0, method=methods[0], progress=False)
+    assert again.tails_vae == snapshot.tails_vae and (again.embedding_vae == snapshot.embedding_vae).all()
     assert tails.iloc[0][list(snapshot.tails_resnet)].to_dict() == pytest.approx(snapshot.tails_resnet)
     assert tails.iloc[1][list(snapshot.tails_vae)].to_dict() == pytest.approx(snapshot.tails_vae)
     with pytest.raises(ConfigError, match="one heuristic"):
