@@ -1,21 +1,26 @@
 """Executing a sweep: its runs one after another in this process, or fanned out over Ray.
 
-:func:`alvae_utils.loop.plan_sweep` checks a sweep, loads its data, fits the once-per-pool
-feature families (the VAE) and returns independent runs (:class:`~alvae_utils.loop.PlannedRun`).
-An executor only runs them; it knows nothing of heuristics or features.
+:func:`alvae_utils.loop.plan_sweep` checks a sweep, loads its data and returns independent
+runs (:class:`~alvae_utils.loop.PlannedRun`) and the once-per-pool feature-family fits (the
+VAE, :class:`~alvae_utils.loop.FamilyFit`) that some of them need. An executor only runs
+them; it knows nothing of heuristics or features.
 
-* ``serial`` — one run after another in this process (progress bars per run and per step).
-* ``ray`` — every run is a Ray task with ``cpus_per_run`` CPUs and ``gpus_per_run`` of a GPU
-  (0.25: four runs share each GPU). Ray starts locally (listening on 127.0.0.1 only, no
-  dashboard UI) or attaches to a running cluster (``address="auto"``, ``"host:port"``, or
-  ``"ray://host:port"`` for Ray Client from a machine outside the cluster).
-  The pool and the family features travel once through Ray's object store; each worker
-  writes its steps into the results store itself, so the results root must be on storage
-  every node sees (checked when a run starts).
+* ``serial`` — the fits, then one run after another, in this process (progress bars per
+  run and per step).
+* ``ray`` — every fit and every run is a Ray task with ``cpus_per_run`` CPUs and
+  ``gpus_per_run`` of a GPU (0.25: four runs share each GPU). Each family is fitted by one
+  task; only the runs that use it wait for it, the others start at once, the costliest
+  first (:meth:`~alvae_utils.loop.PlannedRun.remaining_work`). Ray starts locally
+  (listening on 127.0.0.1 only, no dashboard UI) or attaches to a running cluster
+  (``address="auto"``, ``"host:port"``, or ``"ray://host:port"`` for Ray Client from a
+  machine outside the cluster). The pool and the family features travel once through
+  Ray's object store; each worker writes its steps (and a fit its checkpoint) into the
+  results root itself, so the results root must be on storage every node sees (checked
+  when a task starts).
 
-Either way a run pins torch's thread count (serial: ``threads``, default as torch has it;
-Ray: ``threads``, default the CPUs per run) and records it with the device in its state, so
-serial at 1 thread gives the same rows as Ray at 1 CPU per run. A run that fails does not stop
+Either way a run, and a fit, pins torch's thread count (serial: ``threads``, default as torch
+has it; Ray: ``threads``, default the CPUs per run) and records it with the device in its
+state, so serial at 1 thread gives the same rows as Ray at 1 CPU per run. A run that fails does not stop
 the others: failures are reported together at the end (:class:`SweepFailed`). Under Ray a
 worker process that dies (SIGKILL, out of memory, a lost node) is retried up to
 ``max_retries`` times, resuming from the run's last stored step; Ctrl-C cancels every
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 import platform
 import socket
@@ -42,10 +48,10 @@ import torch
 
 from .config import NON_NEGATIVE, POSITIVE, ConfigError, ExperimentConfig, Range, check_settings, setting
 from .device import resolve_device
-from .loop import PlannedRun, plan_sweep
+from .loop import FamilyFit, PlannedRun, SweepInputs, SweepPlan, plan_sweep
 from .methods import Method
 from .profiles import Profile, get_profile
-from .progress import bar, log_line, note, track
+from .progress import EventBuffer, bar, log_line, note, track
 
 EXECUTORS = ("serial", "ray")
 LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -125,10 +131,11 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
               execution: Execution | None = None) -> pd.DataFrame:
     """Every (method, seed) run of one dataset, resuming what is stored; returns their rows.
 
-    Everything is checked (:func:`alvae_utils.loop.plan_sweep`) and the VAE fitted, on
-    ``device``, before any run starts; the runs then go to ``execution``'s executor
-    (default: the profile's, :attr:`~alvae_utils.profiles.Profile.executor`). Under Ray
-    a run uses the device Ray gives it: a GPU when ``gpus_per_run`` > 0, else the CPU.
+    Everything is checked (:func:`alvae_utils.loop.plan_sweep`) before any training
+    starts; the VAE fit and the runs then go to ``execution``'s executor (default: the
+    profile's, :attr:`~alvae_utils.profiles.Profile.executor`). Serial fits the VAE and
+    runs on ``device``; under Ray a fit or run uses the device Ray gives it: a GPU when
+    ``gpus_per_run`` > 0, else the CPU.
     ``rows.attrs["placements"]`` lists where and when each run (each attempt, under
     Ray) executed: run, executor, node, GPU ids, pid, device, started, finished (Unix
     seconds). Raises ConfigError for invalid settings, and :class:`SweepFailed`, after
@@ -139,17 +146,18 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
     if execution.executor == "ray":
         _require_ray()
         if device is not None and (resolve_device(device).type == "cuda") != (execution.gpus_per_run > 0):
-            raise ConfigError(f"device {device!r} with gpus_per_run={execution.gpus_per_run:g}: under Ray a run uses "
-                              "the device Ray assigns, a GPU when gpus_per_run > 0, else the CPU. Set gpus_per_run "
-                              "instead (device only chooses where the VAE is fitted, before the runs).")
+            raise ConfigError(f"device {device!r} with gpus_per_run={execution.gpus_per_run:g}: under Ray the runs "
+                              "and the VAE use the device Ray assigns, a GPU when gpus_per_run > 0, else the CPU. "
+                              "Set gpus_per_run instead, or leave device unset.")
         _check_reachable(execution.address)  # before the data and the VAE, not after
-    runs = plan_sweep(profile, dataset, methods, seeds, experiment, device, progress)
-    desc = f"{profile.name}/{runs[0].experiment.dataset}" if runs else profile.name
+    plan = plan_sweep(profile, dataset, methods, seeds, experiment)
+    desc = f"{profile.name}/{plan.runs[0].experiment.dataset}" if plan.runs else profile.name
     placements: list[dict] = []
     if execution.executor == "serial":
+        runs = plan.fitted(resolve_device(device), execution.run_threads, progress)
         frames = _run_serially(runs, execution, resolve_device(device), progress, desc, placements)
     else:
-        frames = _run_on_ray(runs, execution, progress, desc, placements)
+        frames = _run_on_ray(plan, execution, progress, desc, placements)
     rows = pd.concat(frames, ignore_index=True)
     rows.attrs["placements"] = placements
     return rows
@@ -249,13 +257,23 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 def _check_resources(ray, execution: Execution) -> None:
     """ConfigError when no node of the cluster can ever hold one run (Ray would wait forever)."""
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    if any(n.get("CPU", 0) >= execution.cpus_per_run and n.get("GPU", 0) >= execution.gpus_per_run for n in nodes):
+    if _capacity(ray, execution):
         return
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
     largest = ", ".join(f"{n.get('CPU', 0):g} CPUs and {n.get('GPU', 0):g} GPUs" for n in nodes) or "no nodes"
     raise ConfigError(f"each run asks for {execution.cpus_per_run:g} CPUs and {execution.gpus_per_run:g} GPUs, but "
                       f"no node of the Ray cluster has that much (nodes: {largest}); lower cpus_per_run or "
                       "gpus_per_run (0 runs on CPUs), or attach to a cluster with GPUs.")
+
+
+def _capacity(ray, execution: Execution) -> int:
+    """How many tasks of ``execution``'s size the live nodes of the cluster hold at once."""
+    def fits(available: float, each: float) -> float:
+        return math.floor(available / each + 1e-9) if each else math.inf
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    return int(sum(min(fits(n.get("CPU", 0), execution.cpus_per_run), fits(n.get("GPU", 0), execution.gpus_per_run))
+                   for n in nodes))
 
 
 @contextmanager
@@ -273,43 +291,65 @@ def _visibility_markers(runs: list[PlannedRun]):
             marker.unlink(missing_ok=True)
 
 
-def _run_on_ray(runs: list[PlannedRun], execution: Execution, progress: bool, desc: str,
+def _run_on_ray(plan: SweepPlan, execution: Execution, progress: bool, desc: str,
                 placements: list[dict]) -> list[pd.DataFrame]:
+    runs = plan.runs
     finished = {index for index, run in enumerate(runs) if run.completed_steps() == run.total_steps}
     frames = {index: runs[index].run(torch.device("cpu"), progress=False) for index in finished}  # just loads
     pending = [index for index in range(len(runs)) if index not in finished]
     if pending:
         with ray_session(execution) as ray:
             _check_resources(ray, execution)
-            done = _fan_out(ray, [runs[index] for index in pending], execution, progress, desc, placements)
+            done = _fan_out(ray, [runs[index] for index in pending], plan.fits, execution, progress, desc,
+                            placements)
         frames.update(zip(pending, done, strict=True))
     return [frames[index] for index in range(len(runs))]
 
 
-def _fan_out(ray, runs: list[PlannedRun], execution: Execution, progress: bool, desc: str,
-             placements: list[dict]) -> list[pd.DataFrame]:
-    events = ray.remote(num_cpus=0)(_Events).remote()
-    work = ray.remote(_work).options(num_cpus=execution.cpus_per_run, num_gpus=execution.gpus_per_run,
-                                     max_retries=execution.max_retries, retry_exceptions=False)
+def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: Execution, progress: bool,
+             desc: str, placements: list[dict]) -> list[pd.DataFrame]:
+    """Run ``runs`` (and first the ``fits`` they use) as Ray tasks; their rows in the order of ``runs``.
+
+    Each family is fitted by one task, started first. Runs are handed to Ray as slots free
+    up (Ray's pattern of limiting pending tasks), at most as many as the cluster can run at
+    once: the costliest run first (longest-processing-time order) among those whose family
+    is fitted, so that a run waiting for the VAE does not hold a slot, and no long run is
+    left alone at the end. Nodes that join the cluster are used as they come.
+    """
+    # Workers send their events (a run or fit started, a step stored, a run ended) without waiting: a worker
+    # blocked in ray.get lends its CPU to another task, which would then run on a core already taken.
+    events = ray.remote(num_cpus=0)(EventBuffer).remote()
+    resources = {"num_cpus": execution.cpus_per_run, "num_gpus": execution.gpus_per_run,
+                 "max_retries": execution.max_retries, "retry_exceptions": False}
+    work, fit_family = ray.remote(_work).options(**resources), ray.remote(_fit).options(**resources)
     done = [run.completed_steps() for run in runs]
     steps = bar(sum(run.total_steps for run in runs), f"{desc} steps (Ray)", enabled=progress,
                 initial=sum(done), leave=True)
     frames: dict[int, pd.DataFrame] = {}
     failures: dict[str, str] = {}
+    waiting = sorted(range(len(runs)), key=lambda index: -runs[index].remaining_work())
     with _visibility_markers(runs) as markers:
+        users = {run.fitted_once: str(markers[run.store.root]) for run in runs if run.fitted_once}
+        features = {fit.family.name: fit_family.remote(fit, execution.run_threads, users[fit.family.name], events)
+                    for fit in fits if fit.family.name in users}
+        fitting = {ref: name for name, ref in features.items()}
         shared = {}  # the runs of a sweep share one SweepInputs: put it into the object store once
-        pending = {}
-        for index, run in enumerate(runs):
-            inputs = shared.setdefault(id(run.inputs), ray.put(run.inputs))
-            ref = work.remote(run.with_inputs(None), inputs, index, execution.run_threads,
-                              str(markers[run.store.root]), events)
-            pending[ref] = index
+        pending: dict = {}
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            while waiting or pending:
+                free = max(1, _capacity(ray, execution)) - len(pending) - len(fitting)
+                for index in _next_runs(runs, waiting, set(features) - set(fitting.values()), free):
+                    run = runs[index]
+                    inputs = shared.setdefault(id(run.inputs), ray.put(run.inputs))
+                    ref = work.remote(run.with_inputs(None), inputs, features.get(run.fitted_once), index,
+                                      execution.run_threads, str(markers[run.store.root]), events)
+                    pending[ref] = index
+                ready, _ = ray.wait([*pending, *fitting], num_returns=1, timeout=0.5)
                 for event in ray.get(events.drain.remote()):
                     _show(event, runs, done, steps, progress, placements)
                 for ref in ready:
+                    if fitting.pop(ref, None) is not None:  # its runs may start (a failed fit fails them)
+                        continue
                     index = pending.pop(ref)
                     try:
                         frames[index] = ray.get(ref)
@@ -321,7 +361,7 @@ def _fan_out(ray, runs: list[PlannedRun], execution: Execution, progress: bool, 
             for event in ray.get(events.drain.remote()):
                 _show(event, runs, done, steps, progress, placements)
         except BaseException:  # Ctrl-C included: stop every worker; their completed steps are stored
-            for ref in pending:
+            for ref in [*pending, *fitting]:
                 ray.cancel(ref, force=True)
             raise
         finally:
@@ -332,11 +372,21 @@ def _fan_out(ray, runs: list[PlannedRun], execution: Execution, progress: bool, 
     return [frames[index] for index in sorted(frames)]
 
 
+def _next_runs(runs: list[PlannedRun], waiting: list[int], fitted: set[str], free: int) -> list[int]:
+    """Up to ``free`` runs taken from ``waiting`` (costliest first) whose family, if any, is in ``fitted``."""
+    chosen = [index for index in waiting if runs[index].fitted_once in (None, *fitted)][:max(0, free)]
+    for index in chosen:
+        waiting.remove(index)
+    return chosen
+
+
 def _show(event: tuple, runs: list[PlannedRun], done: list[int], steps, progress: bool,
           placements: list[dict]) -> None:
-    """Apply one worker event: advance the driver's bar (a step stored), say where a run started, or log it ended.
+    """Apply one worker event: advance the driver's bar (a step stored), say where a run or a fit started, or log
+    that a run ended.
 
-    A retried run starts again, so it has one placement per attempt.
+    ``event`` is (kind, run index or, for "fitting", the family's title, value). A retried
+    run starts again, so it has one placement per attempt.
     """
     kind, index, value = event
     if kind == "step":
@@ -344,45 +394,51 @@ def _show(event: tuple, runs: list[PlannedRun], done: list[int], steps, progress
         steps.update(sum(done) - steps.n)
         if progress:
             log_line(f"{steps.desc}: {sum(done)}/{steps.total}")
-    elif kind == "started":
-        placements.append({"run": runs[index].label, **value})
+    elif kind in ("started", "fitting"):
+        what = runs[index].label if kind == "started" else f"fitting the {index}"
+        if kind == "started":
+            placements.append({"run": what, **value})
         where = f"GPU {','.join(value['gpu_ids'])}" if value["gpu_ids"] else "CPU"
-        note(f"[alvae] {runs[index].label}: node {value['node']}, {where} ({value['device']}, pid {value['pid']})",
+        note(f"[alvae] {what}: node {value['node']}, {where} ({value['device']}, pid {value['pid']})",
              enabled=progress)
     elif kind == "finished":
         attempt = next(p for p in reversed(placements) if p["run"] == runs[index].label and p["pid"] == value["pid"])
         attempt["finished"] = value["time"]
 
 
-class _Events:
-    """A Ray actor collecting workers' events (run started, step stored) for the driver to drain."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-
-    def add(self, event: tuple) -> None:
-        self.events.append(event)
-
-    def drain(self) -> list[tuple]:
-        events, self.events = self.events, []
-        return events
-
-
-def _work(run: PlannedRun, inputs, index: int, threads: int | None, marker: str, events) -> pd.DataFrame:
-    """One run in a Ray worker: check the results root, pick the device Ray gave, run (or resume) it."""
+def _placed(marker: str) -> tuple[torch.device, dict]:
+    """In a Ray worker: check that the results root is visible, then the device Ray gave and the placement."""
     import ray
 
     node = ray.util.get_node_ip_address()
     if not Path(marker).exists():
         raise ResultsRootNotShared(
-            f"node {node} cannot see the results root {run.store.root.parent} (the driver's marker "
+            f"node {node} cannot see the results root {Path(marker).parent.parent} (the driver's marker "
             f"{Path(marker).name} is missing there). The results root must be on storage every node sees: set "
             "ALVAE_RESULTS_ROOT to a shared path (see README, Clusters).")
     gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
     # Ray restricts CUDA_VISIBLE_DEVICES to the GPUs it assigned; logical GPUs on a CPU machine run on the CPU.
     device = torch.device("cuda:0" if gpu_ids and torch.cuda.is_available() else "cpu")
-    placement = {"executor": "ray", "node": node, "gpu_ids": gpu_ids, "pid": os.getpid()}
+    return device, {"executor": "ray", "node": node, "gpu_ids": gpu_ids, "pid": os.getpid()}
+
+
+def _fit(fit: FamilyFit, threads: int | None, marker: str, events) -> torch.Tensor:
+    """One family fitted once per pool, in a Ray worker: its (N, k) features of the pool, on the CPU."""
+    device, placement = _placed(marker)
+    events.add.remote(("fitting", fit.family.title, {**placement, "device": str(device)}))
+    return fit.fit(device, threads, progress=False)
+
+
+def _work(run: PlannedRun, inputs: SweepInputs, features: torch.Tensor | None, index: int, threads: int | None,
+          marker: str, events) -> pd.DataFrame:
+    """One run in a Ray worker: check the results root, pick the device Ray gave, run (or resume) it.
+
+    ``features`` are the run's once-fitted family features (:attr:`PlannedRun.fitted_once`), if any.
+    """
+    device, placement = _placed(marker)
     events.add.remote(("started", index, {**placement, "device": str(device), "started": time.time()}))
+    if features is not None:
+        inputs = replace(inputs, family_features={run.fitted_once: features})
     rows = run.with_inputs(inputs).run(device, threads, progress=False, placement=placement,
                                        on_step=lambda completed: events.add.remote(("step", index, completed)))
     events.add.remote(("finished", index, {"pid": os.getpid(), "time": time.time()}))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -41,6 +42,9 @@ class FeatureContext:
     ``labeled`` holds the pool indices of L (int64, (|L|,)) when the family uses
     labels (read them as ``pool.labels[labeled]``); ``seed`` is derived from the
     run's seed, the family and the step, so a resumed run refits identically.
+    ``cache_root`` is the results root of the sweep, where a family fitted once per
+    pool caches its fit (None: :func:`~alvae_utils.paths.results_root` of this process;
+    a worker on another node may have another).
     """
 
     pool: Dataset
@@ -50,6 +54,7 @@ class FeatureContext:
     progress: bool = True
     labeled: Tensor | None = None
     seed: int | None = None
+    cache_root: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ VAE_FAMILY = register_family(FeatureFamily(
     title="VAE",
     # Trained once on the whole pool without labels, cached on disk (alvae_utils.vae).
     fit=lambda context: get_or_train_vae(context.pool, context.vae, context.pool_seed, device=context.device,
-                                         progress=context.progress)[0],
+                                         progress=context.progress, root=context.cache_root)[0],
     encode=encode_mu,  # the posterior means μ, not sampled z
 ))
 
@@ -135,6 +140,6 @@ MIXVAE_FAMILY = register_family(FeatureFamily(
     # The paper's VAE with a learnable mixture-of-Gaussians prior: fitted once per pool, cached
     # (alvae_utils.mixture_prior).
     fit=lambda context: get_or_train_mixvae(context.pool, context.vae, context.pool_seed, device=context.device,
-                                            progress=context.progress)[0],
+                                            progress=context.progress, root=context.cache_root)[0],
     encode=encode_mixvae,  # μ of q(z|x)
 ))

@@ -25,13 +25,14 @@ import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .config import ConfigError, ExperimentConfig
+from .config import ConfigError, ExperimentConfig, VAEConfig
 from .data import Dataset, load_experiment_data
-from .device import default_device, pinned_threads, resolve_device
+from .device import default_device, pinned_threads
 from .features import FAMILIES, FeatureContext, FeatureFamily, pool_features
 from .heuristics import APPEND, HEURISTICS, LOSS_MODULE, Heuristic, select
 from .methods import Method
@@ -109,15 +110,15 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
     method.validate()
     if len(pool) != config.pool_size:
         raise ConfigError(f"pool has {len(pool)} images but the configuration says {config.pool_size}.")
-    family = method.family
-    if family is not None and not family.refit_each_step and family_features is None:
-        raise ConfigError(f"method {method.label} needs the pool's {family.title} features; pass family_features.")
     device = device or default_device()
     record = store.record(config, method, seed, pool.description, data_fingerprint(pool, evaluation),
                           provenance={**run_provenance(device), **(placement or {})})
     rows, state = record.load()
-    if state is not None and state.finished:
+    if state is not None and state.finished:  # a finished run is only loaded: it needs no features
         return rows
+    family = method.family
+    if family is not None and not family.refit_each_step and family_features is None:
+        raise ConfigError(f"method {method.label} needs the pool's {family.title} features; pass family_features.")
     if state is not None:
         _check_same_numerics(record, device)
 
@@ -218,12 +219,38 @@ def _check_same_numerics(record: RunRecord, device: torch.device) -> None:
 class SweepInputs:
     """What all runs of one dataset share: the pool, the evaluation set and the once-fitted family features.
 
-    ``family_features`` maps a family name to its (N, k) features of the pool, on the CPU.
+    ``family_features`` maps a family name to its (N, k) features of the pool, on the CPU;
+    it is empty until the sweep's :class:`FamilyFit` are done (:meth:`SweepPlan.fitted`).
     """
 
     pool: Dataset
     evaluation: Dataset
     family_features: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FamilyFit:
+    """Fitting one feature family once per pool for a sweep: an executor's unit of work that runs depend on.
+
+    One fit serves every run of the sweep that uses the family, so no two workers fit the
+    same one; the family's own cache (the VAE's checkpoint) lets the next sweep load it.
+    """
+
+    family: FeatureFamily
+    pool: Dataset
+    vae: VAEConfig
+    pool_seed: int
+    cache_root: Path  # the sweep's results root: the fit is cached there, wherever it runs
+
+    def fit(self, device: torch.device, threads: int | None = None, progress: bool = True) -> torch.Tensor:
+        """The pool's (N, k) float32 features, on the CPU, fitted with torch pinned to ``threads`` like a run.
+
+        Raises ValueError naming the family when its features are not finite (N, k ≥ 1).
+        """
+        FAMILIES.setdefault(self.family.name, self.family)  # registered in a notebook, fitted in a worker
+        with pinned_threads(threads):
+            context = FeatureContext(self.pool, self.vae, self.pool_seed, device, progress, cache_root=self.cache_root)
+            return pool_features(self.family, context).cpu()
 
 
 @dataclass(frozen=True)
@@ -253,6 +280,12 @@ class PlannedRun:
         """Steps of a finished run: the points of its learning curve."""
         return len(self.experiment.label_counts())
 
+    @property
+    def fitted_once(self) -> str | None:
+        """The name of the family fitted once per pool that this run needs (:class:`FamilyFit`), if any."""
+        family = self.entries[1]
+        return None if family is None or family.refit_each_step else family.name
+
     def with_inputs(self, inputs: SweepInputs | None) -> PlannedRun:
         return replace(self, inputs=inputs)
 
@@ -263,6 +296,26 @@ class PlannedRun:
         except StoreDamaged:
             return 0
         return 0 if state is None else int(state["completed_steps"])
+
+    def remaining_work(self) -> int:
+        """An estimate of the work left, in images through a network (a training image counts 3: forward, backward).
+
+        Training (|L| × epochs at each remaining step), evaluation, the pool's predictions
+        at each selection when the heuristic needs them, and a family refitted at every
+        step (its epochs over the pool). Executors start the costliest runs first
+        (longest-processing-time order), so that no long run is left alone at the end.
+        """
+        config, (heuristic, family) = self.experiment, self.entries
+        counts, done = config.label_counts(), self.completed_steps()
+        eval_size = len(self.inputs.evaluation)
+        work = sum(3 * counts[step] * config.train.epochs_for_step(step) + eval_size
+                   for step in range(done, len(counts)))
+        selections = max(0, len(counts) - 1 - done)
+        if {"features", "logits", "predicted_loss"} & set(heuristic.needs):
+            work += selections * config.pool_size
+        if family is not None and family.refit_each_step:
+            work += selections * 3 * config.pool_size * config.vae.epochs_per_refit
+        return work
 
     def _record(self) -> RunRecord:
         pool, evaluation = self.inputs.pool, self.inputs.evaluation
@@ -284,18 +337,35 @@ class PlannedRun:
                 progress=progress, on_step=on_step, placement=placement)
 
 
+@dataclass(frozen=True)
+class SweepPlan:
+    """A checked sweep: its runs, and the once-per-pool family fits that its unfinished runs need first.
+
+    An executor does each fit once, then attaches its features to the runs that need
+    it (:attr:`PlannedRun.fitted_once`); the other runs need not wait for it.
+    """
+
+    inputs: SweepInputs  # shared by the runs, without family features
+    runs: tuple[PlannedRun, ...]
+    fits: tuple[FamilyFit, ...]
+
+    def fitted(self, device: torch.device, threads: int | None = None, progress: bool = True) -> list[PlannedRun]:
+        """Every fit done here, one after another, on ``device`` with ``threads``; the runs with their features."""
+        features = {fit.family.name: fit.fit(device, threads, progress) for fit in self.fits}
+        inputs = replace(self.inputs, family_features=features)
+        return [run.with_inputs(inputs) for run in self.runs]
+
+
 def plan_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | None = None,
-               seeds: Sequence[int] | None = None, experiment: ExperimentConfig | None = None,
-               device: torch.device | str | None = None, progress: bool = True) -> list[PlannedRun]:
+               seeds: Sequence[int] | None = None, experiment: ExperimentConfig | None = None) -> SweepPlan:
     """Every (method, seed) run of one dataset, checked and ready to hand to an executor.
 
     All checks (configuration, methods, seeds, pretrained weights, data files) run
-    here, before any training starts. Feature families fitted once per pool (the VAE)
-    are fitted here, on ``device``, once for all runs and cached by the family, so
-    no two workers ever fit the same one.
+    here, before any training starts, and the data is loaded. Feature families fitted
+    once per pool (the VAE) are not fitted here: the plan lists them
+    (:attr:`SweepPlan.fits`), one fit per family that an unfinished run uses.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    device = resolve_device(device)
     experiment = experiment or profile.experiment(dataset)
     methods = list(methods or profile.methods)
     run_seeds = list(profile.seeds if seeds is None else seeds)
@@ -310,11 +380,10 @@ def plan_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] |
 
     pool, evaluation = load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
                                             seed=experiment.pool_seed)
-    fitted_once = {}
-    for family in dict.fromkeys(m.family for m in methods if m.family and not m.family.refit_each_step):
-        context = FeatureContext(pool, experiment.vae, experiment.pool_seed, device, progress)
-        fitted_once[family.name] = pool_features(family, context).cpu()
-    inputs = SweepInputs(pool, evaluation, fitted_once)
-    store = ResultStore(profile.name, overrides=profile.overrides)
-    return [PlannedRun(experiment, method, seed, store, inputs, (method.spec, method.family))
-            for method, seed in itertools.product(methods, run_seeds)]
+    store, inputs = ResultStore(profile.name, overrides=profile.overrides), SweepInputs(pool, evaluation)
+    runs = tuple(PlannedRun(experiment, method, seed, store, inputs, (method.spec, method.family))
+                 for method, seed in itertools.product(methods, run_seeds))
+    needed = dict.fromkeys(run.entries[1] for run in runs
+                           if run.fitted_once and run.completed_steps() < run.total_steps)
+    fits = tuple(FamilyFit(family, pool, experiment.vae, experiment.pool_seed, store.root.parent) for family in needed)
+    return SweepPlan(inputs, runs, fits)

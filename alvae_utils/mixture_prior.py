@@ -205,14 +205,15 @@ def load_mixvae(path: str | os.PathLike, device: torch.device | str | None = Non
 
 
 def get_or_train_mixvae(pool: Dataset, config: VAEConfig, pool_seed: int, device: torch.device | str | None = None,
-                        progress: bool = True) -> tuple[MixVAE, list[dict], bool]:
+                        progress: bool = True, root: Path | None = None) -> tuple[MixVAE, list[dict], bool]:
     """The MixVAE of this pool, trained once on all of it, without labels, and cached: (model, history, trained_now).
 
     Seeded like the paper VAE (its stream and ``pool_seed``), so the two share their initial
-    networks and batch order.
+    networks and batch order. The cache is under ``root`` (default
+    :func:`~alvae_utils.paths.results_root`).
     """
     meta = {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description}
-    return cached_fit(checkpoint_path(pool, config, pool_seed), "MoG-prior VAE",
+    return cached_fit(checkpoint_path(pool, config, pool_seed, root), "MoG-prior VAE",
                       lambda path: load_mixvae(path, device=device),
                       lambda: train_mixvae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
                                            progress=progress),

@@ -115,3 +115,22 @@ def track(items: Iterable[Item], desc: str, total: int | None = None, enabled: b
                 log_line(f"{desc}: {done}/{total}")
     finally:
         progress.close()
+
+
+class EventBuffer:
+    """Events sent from other processes, kept in order for the driver to drain (run as a Ray actor).
+
+    Workers ``add`` their events (a run started, a step stored) without waiting for a reply.
+    It lives in this light module so that the actor's process does not import torch.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def add(self, event: tuple) -> None:
+        self.events.append(event)
+
+    def drain(self) -> list[tuple]:
+        """The events added since the last drain, oldest first."""
+        events, self.events = self.events, []
+        return events

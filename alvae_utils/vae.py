@@ -195,14 +195,15 @@ def checkpoint_path(pool: Dataset, config: VAEConfig, pool_seed: int, root: Path
 
 
 def get_or_train_vae(pool: Dataset, config: VAEConfig, pool_seed: int, device: torch.device | str | None = None,
-                     progress: bool = True) -> tuple[VAE, list[dict], bool]:
+                     progress: bool = True, root: Path | None = None) -> tuple[VAE, list[dict], bool]:
     """The VAE V for this pool, trained once on all of it (seeded from ``pool_seed``) and cached.
 
     Returns (V in eval mode, per-epoch history, trained_now). V sees labeled and
-    unlabeled points alike: its features are task-agnostic.
+    unlabeled points alike: its features are task-agnostic. The cache is under ``root``
+    (default :func:`~alvae_utils.paths.results_root`).
     """
     meta = {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description}
-    return cached_fit(checkpoint_path(pool, config, pool_seed), "VAE", lambda path: load_vae(path, device=device),
+    return cached_fit(checkpoint_path(pool, config, pool_seed, root), "VAE", lambda path: load_vae(path, device=device),
                       lambda: train_vae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
                                         progress=progress),
                       lambda path, vae, history: save_vae(path, vae, history, meta))

@@ -1,11 +1,14 @@
 """Serial vs Ray on one machine: notebook 02's sweep, timed side by side in one process.
 
-Three executions of the same sweep, each from empty results (the VAE is fitted in each):
+Three executions of the same sweep, each from empty results (the VAE is fitted in each, with
+the runs' thread count):
 
 * ``serial, 2 threads`` — alvae before the Ray executor: one run after another, torch on both cores;
 * ``serial, 1 thread`` — one run after another, torch pinned to 1 thread;
 * ``ray, 1 CPU per run`` — Ray starts here and runs as many runs at once as there are cores,
-  each pinned to 1 thread. Its start-up is timed separately and included in the wall time.
+  each pinned to 1 thread; the VAE is fitted by one of those tasks, and only the runs that use
+  it wait for it. Its start-up is timed separately and included in the wall time; the script
+  prints when each run started and finished.
 
 A run's numbers depend on its thread count, not on the executor: the script checks that
 ``serial, 1 thread`` and ``ray`` give identical rows (timing columns aside) and reports how far
@@ -45,6 +48,15 @@ def _timed_sweep(root: Path, args: argparse.Namespace, execution: Execution) -> 
     return rows, time.perf_counter() - started
 
 
+def _print_timeline(placements: list[dict], started: float) -> None:
+    """When each run started and finished, in seconds from the sweep's start, and on which worker process."""
+    print("\n  run | worker pid | started (s) | finished (s)")
+    for placement in sorted(placements, key=lambda placement: placement["started"]):
+        print(f"  {placement['run']} | {placement['pid']} | {placement['started'] - started:.1f} | "
+              f"{placement['finished'] - started:.1f}")
+    print("  (the VAE is fitted by its own task, from the start; runs that use it start after it)\n", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="quick")
@@ -68,9 +80,11 @@ def main() -> None:
         started = time.perf_counter()
         with ray_session(ray_execution):  # started here, so the sweep's time is its own
             ray_start = time.perf_counter() - started
+            sweep_started = time.time()
             rows, seconds = _timed_sweep(Path(tmp) / "ray", args, ray_execution)
         results[f"ray, 1 CPU per run ({cores} workers)"] = (rows, seconds + ray_start)
         print(f"  ray: start-up {ray_start:.1f} s + sweep {seconds:.1f} s", flush=True)
+        _print_timeline(rows.attrs["placements"], sweep_started)
 
     baseline = results["serial, 2 threads"][1]
     print("\n| execution | wall time (s) | speed-up vs serial, 2 threads |\n|---|---:|---:|")

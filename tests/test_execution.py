@@ -23,10 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from alvae_utils import execution, loop
 from alvae_utils.config import ConfigError, TrainConfig
 from alvae_utils.execution import Execution, SweepFailed, _check_reachable, run_sweep
+from alvae_utils.features import FAMILIES, FeatureFamily, register_family
 from alvae_utils.methods import Method
 from alvae_utils.profiles import get_profile
 
@@ -105,13 +107,43 @@ def test_a_run_resumed_with_another_thread_count_is_refused(tmp_path, monkeypatc
 
 def test_serial_reports_a_failing_run_after_the_others_finish(tmp_path, monkeypatch):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
-    runs = loop.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI, progress=False)
+    runs = loop.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI).runs
     state = runs[0]._record().state_path
     state.parent.mkdir(parents=True)
     state.write_text("{not json")
     with pytest.raises(SweepFailed, match=r"(?s)1 run\(s\) failed \(1 finished.*random seed 0: StoreDamaged"):
         _sweep(tmp_path, monkeypatch, ["random"], [0, 1], SERIAL_1_THREAD)
     assert runs[1].completed_steps() == runs[1].total_steps
+
+
+def test_capacity_counts_the_runs_each_live_node_holds_at_once():
+    class Cluster:
+        @staticmethod
+        def nodes():
+            return [{"Alive": True, "Resources": {"CPU": 4.0, "GPU": 2.0}},
+                    {"Alive": True, "Resources": {"CPU": 3.0}},
+                    {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+
+    assert execution._capacity(Cluster, Execution("ray", cpus_per_run=1)) == 4 + 3
+    assert execution._capacity(Cluster, Execution("ray", cpus_per_run=1.5)) == 2 + 2
+    assert execution._capacity(Cluster, Execution("ray", cpus_per_run=0.5, gpus_per_run=0.3)) == 6, \
+        "3 runs per GPU on the first node (8 by its CPUs); none on the node without GPUs"
+    assert execution._capacity(Cluster, Execution("ray", cpus_per_run=8)) == 0
+
+
+def test_runs_are_handed_out_costliest_first_once_their_family_is_fitted(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    plan = loop.plan_sweep("ci", CI.dataset, [Method("random"), Method("coreset"), Method.parse("coreset+vae")],
+                           [0, 1], experiment=CI)
+    runs = list(plan.runs)
+    waiting = sorted(range(len(runs)), key=lambda index: -runs[index].remaining_work())
+    labels = lambda indices: [runs[index].method.label for index in indices]  # noqa: E731
+    assert labels(waiting) == ["coreset", "coreset", "coreset+vae", "coreset+vae", "random", "random"]
+    assert labels(execution._next_runs(runs, waiting, set(), 3)) == ["coreset", "coreset", "random"], \
+        "runs waiting for the VAE hold no slot"
+    assert labels(execution._next_runs(runs, waiting, {"vae"}, 1)) == ["coreset+vae"], "then they go first"
+    assert labels(execution._next_runs(runs, waiting, {"vae"}, 5)) == ["coreset+vae", "random"]
+    assert waiting == [] and execution._next_runs(runs, waiting, {"vae"}, 2) == []
 
 
 # --- Ray (one shared local session) --------------------------------------------------------------
@@ -192,6 +224,41 @@ def test_ctrl_c_stops_the_workers_and_keeps_their_steps(tmp_path, monkeypatch, r
     assert rows.groupby("seed")["step"].apply(list).tolist() == [list(range(len(SLOW.label_counts())))] * 2
 
 
+def test_ray_fits_a_family_once_in_a_task_while_the_other_runs_go_ahead(tmp_path, monkeypatch, ray_cluster):
+    log, results = tmp_path / "fits.log", tmp_path / "results"
+
+    def fit(context):
+        # Waits for a plain run's first stored step: that happens only if the plain runs need not wait for the fit.
+        deadline = time.time() + 120
+        while not any(results.rglob("*.state.json")) and time.time() < deadline:
+            time.sleep(0.2)
+        with log.open("a") as file:
+            file.write(f"{torch.get_num_threads()} {context.cache_root == results} "
+                       f"{any(results.rglob('*.state.json'))}\n")
+
+    register_family(FeatureFamily(name="waiting", title="Waiting", fit=fit,
+                                  encode=lambda fitted, images: images.flatten(1)[:, :4].float()))
+    try:
+        rows = _sweep(results, monkeypatch, ["random", "coreset+waiting"], [0, 1], Execution("ray", cpus_per_run=1))
+    finally:
+        FAMILIES.pop("waiting")
+    assert log.read_text().splitlines() == ["1 True True"], \
+        "fitted once, pinned to the run's thread count, into the sweep's results root, while random runs ran"
+    assert set(rows["method"]) == {"random", "coreset+waiting"} and rows["step"].max() == 2
+
+
+def test_serial_fits_a_family_pinned_to_the_runs_thread_count(tmp_path, monkeypatch):
+    threads = []
+    register_family(FeatureFamily(name="counting", title="Counting",
+                                  fit=lambda context: threads.append(torch.get_num_threads()),
+                                  encode=lambda fitted, images: images.flatten(1)[:, :4].float()))
+    try:
+        _sweep(tmp_path, monkeypatch, ["coreset+counting", "lossprediction+counting"], [0], SERIAL_1_THREAD)
+    finally:
+        FAMILIES.pop("counting")
+    assert threads == [1], "one fit for both runs, at the runs' 1 thread (torch has 2 here)"
+
+
 def test_a_worker_that_cannot_see_the_results_root_fails_before_training(tmp_path, monkeypatch, ray_cluster):
     @contextmanager
     def unseen(runs):
@@ -199,15 +266,16 @@ def test_a_worker_that_cannot_see_the_results_root_fails_before_training(tmp_pat
 
     monkeypatch.setattr(execution, "_visibility_markers", unseen)
     monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("trained without a results root"))
-    with pytest.raises(SweepFailed, match="(?s)ResultsRootNotShared: node .* cannot see the results root "
-                                         ".*storage every node sees"):
-        _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray"))
+    with pytest.raises(SweepFailed, match="(?s)2 run.*ResultsRootNotShared: node .* cannot see the results root "
+                                         ".*storage every node sees.*coreset\\+vae seed 0: ResultsRootNotShared"):
+        _sweep(tmp_path, monkeypatch, ["random", "coreset+vae"], [0], Execution("ray"))
     assert not _states(tmp_path)
+    assert not (tmp_path / "vae").exists(), "the VAE's task failed before fitting it"
 
 
 def test_ray_reports_a_failing_run_after_the_others_finish(tmp_path, monkeypatch, ray_cluster):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
-    runs = loop.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI, progress=False)
+    runs = loop.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI).runs
     state = runs[1]._record().state_path
     state.parent.mkdir(parents=True)
     state.write_text("{not json")
@@ -238,8 +306,8 @@ def test_a_run_no_node_can_hold_is_refused_instead_of_waiting_forever(tmp_path, 
 
 
 def test_ray_refuses_a_device_it_does_not_assign(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="device 'cpu' with gpus_per_run=0.5: under Ray a run uses the device Ray "
-                                          "assigns"):
+    with pytest.raises(ConfigError, match="device 'cpu' with gpus_per_run=0.5: under Ray the runs and the VAE use "
+                                          "the device Ray assigns"):
         run_sweep("ci", CI.dataset, [Method("random")], [0], experiment=CI, device="cpu", progress=False,
                   execution=Execution("ray", gpus_per_run=0.5))
 

@@ -190,3 +190,30 @@ def test_sweep_trains_the_vae_once_and_reuses_it(tmp_path, monkeypatch):
     execution.run_sweep("ci", "mnist-sample", methods=methods, seeds=[0, 1], experiment=config, progress=False)
     assert calls["n"] == 1, "the cached VAE is reused"
     assert len(list((tmp_path / "vae").glob("*.pt"))) == 1
+
+
+def test_a_plan_fits_each_family_once_and_only_for_unfinished_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    config = replace(CONFIG, max_labels=20)
+    methods = [Method("random"), Method("coreset", "vae"), Method("lossprediction", "vae", 2.0)]
+    plan = loop.plan_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config)
+    assert [fit.family.name for fit in plan.fits] == ["vae"], "one fit for the four runs that use the VAE"
+    assert [run.fitted_once for run in plan.runs] == [None, None, "vae", "vae", "vae", "vae"]
+    assert plan.fits[0].cache_root == tmp_path
+    execution.run_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config, progress=False)
+    assert loop.plan_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config).fits == (), \
+        "finished runs are loaded, so nothing is fitted for them"
+
+
+def test_remaining_work_counts_training_evaluation_selection_and_refits(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    config = replace(CONFIG, vae=replace(CONFIG.vae, refit_epochs=2))
+    plan = loop.plan_sweep("ci", "mnist-sample", [Method("random"), Method("coreset"), Method("coreset", "ssvae")],
+                           [0], experiment=config)
+    random_, coreset, ssvae = (run.remaining_work() for run in plan.runs)
+    # |L| = 10, 20, 30 with 1, 2, 3 epochs: 140 training images, 3 units each; 60 evaluated at each of 3 steps.
+    assert random_ == 3 * (10 * 1 + 20 * 2 + 30 * 3) + 3 * 60
+    assert coreset == random_ + 2 * 120, "the pool's predictions at each of the 2 selections"
+    assert ssvae == coreset + 2 * 3 * 120 * 2, "2 refit epochs over the pool at each selection"
+    execution.run_sweep("ci", "mnist-sample", [Method("random")], [0], experiment=config, progress=False)
+    assert plan.runs[0].remaining_work() == 0
