@@ -5,7 +5,7 @@ A method is a heuristic plus, optionally, one feature family and its scale α
 
 * how it is fitted: ``fit(context)`` trains its encoder, or loads it from the family's own cache;
 * how it encodes images: ``encode(fitted, images)`` → (N, k) float features;
-* whether it is fitted once per pool (fitted before the runs start and shared by them)
+* whether it is fitted once per pool (fitted before the runs that use it, and shared by them)
   or refitted at every Algorithm 1 step, and whether it reads the labels of L
   (only a refitted family can: L grows at every step).
 
@@ -65,7 +65,7 @@ class FeatureFamily:
     title: str  # for messages and figure titles, e.g. "VAE"
     fit: Callable[[FeatureContext], object]  # trains the encoder, or loads it from the family's cache
     encode: Callable[[object, Tensor], Tensor]  # (fitted, uint8 images (N, 1, 28, 28)) → (N, k) features
-    refit_each_step: bool = False  # False: fitted once per pool, before the runs start
+    refit_each_step: bool = False  # False: fitted once per pool, before the runs that use it
     uses_labels: bool = False  # reads the labels of L (requires refit_each_step)
 
 

@@ -198,7 +198,7 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         methods=PAPER_METHODS,
         tsne=TSNEConfig(pool_size=1_400, initial_labels=200, unlabeled_fraction=0.5, budget=50, epochs=4),
-        # Serial: Ray gained only 1.13× on 2 cores (357 s against 404 s for notebook 02's sweep), and a CPU
+        # Serial: Ray gained only 1.13× on 2 cores (326 s against 369 s for notebook 02's sweep), and a CPU
         # default would keep a GPU machine's runs off its GPU (benchmarks/README.md#executors).
         # Fashion-MNIST (Debian's dataset-fashion-mnist) when installed; skipped, with what to install, otherwise.
         beyond=BeyondConfig(experiments=(_QUICK_BEYOND, replace(_QUICK_BEYOND, dataset="fashionmnist")),

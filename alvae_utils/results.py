@@ -57,7 +57,7 @@ def step_row(*, profile: str, config: ExperimentConfig, method: Method, seed: in
     :func:`alvae_utils.metrics.evaluate`); times are wall-clock seconds;
     ``select_seconds`` is the selection that produced this step's labels;
     ``features_seconds`` fitted and encoded the feature family at this step (NaN
-    without a family, for one fitted once per pool before the runs start, whose
+    without a family, for one fitted once per pool before the runs that use it, whose
     one-off fit belongs to no step, and at the last step of a heuristic that only
     selects with the features, since nothing is selected there). ``alpha`` is the method's α as given (a number,
     or ``"balanced"``; NaN without a family); ``alpha_used`` is the number that scales

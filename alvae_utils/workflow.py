@@ -189,7 +189,8 @@ def _plan(profile: Profile, only: list[str] | None, execution: Execution | None 
             found, missing = _available_datasets(_notebook_profile(profile, notebook), checked)
             available[notebook] = list(found)
             data.update(found)
-            skipped.update({dataset: reason for dataset, reason in missing.items() if dataset not in data})
+            skipped.update(missing)
+    # A dataset one notebook lacks may be one another has found (05's sample vs 02's MNIST, say).
     skipped = {dataset: reason for dataset, reason in skipped.items() if dataset not in data}
     # A notebook that analyses what a per-dataset notebook stores has nothing to analyse without its data.
     notebooks = [notebook for notebook in notebooks if available.get(NOTEBOOKS[notebook].reads_results_of, True)]

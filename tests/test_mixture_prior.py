@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alvae_utils import execution, loop
-from alvae_utils.config import ExperimentConfig, TrainConfig, VAEConfig
+from alvae_utils.config import VAEConfig
 from alvae_utils.data import load_experiment_data
 from alvae_utils.features import get_family
 from alvae_utils.methods import Method
@@ -25,18 +25,7 @@ from alvae_utils.mixture_prior import (
 from alvae_utils.models import VAE
 from alvae_utils.seeds import VAE as VAE_STREAM
 from alvae_utils.seeds import derive_seed
-
-TINY = ExperimentConfig(
-    dataset="mnist-sample", pool_size=16, eval_size=10, initial_labels=4, budget=4, max_labels=8,
-    train=TrainConfig(initial_epochs=1, epoch_increment=0, batch_size=4),
-    vae=VAEConfig(latent_dim=4, epochs=1, batch_size=8),
-)
-
-
-def _numbers(rows):
-    """A run's rows without its timings, which differ between any two runs."""
-    return rows.drop(columns=[column for column in rows if column.endswith("_seconds")]).reset_index(drop=True)
-
+from tiny import TINY, numbers
 
 def _prior(means, logvars, logits=None):
     """A MixturePrior in float64 with the given parameters (K, d), (K, d), (K,)."""
@@ -204,7 +193,7 @@ def test_every_mixvae_method_runs_end_to_end_and_resumes_after_a_kill(tmp_path, 
 
     # The interrupted run equals an uninterrupted one, whose sweep fitted the model afresh.
     reference = sweep(tmp_path / "reference", methods[1:2])
-    pd.testing.assert_frame_equal(_numbers(resumed[resumed["method"] == "medal+mixvae"]), _numbers(reference),
+    pd.testing.assert_frame_equal(numbers(resumed[resumed["method"] == "medal+mixvae"]), numbers(reference),
                                   check_dtype=False)
 
 

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from alvae_utils import execution, features, loop
-from alvae_utils.config import ExperimentConfig, TrainConfig, VAEConfig
 from alvae_utils.data import MULTILABEL, Dataset, load_experiment_data
 from alvae_utils.fixtures import write_medmnist_npz
 from alvae_utils.methods import Method
@@ -24,17 +23,7 @@ from alvae_utils.ssvae import (
     negative_elbo,
     train_ssvae,
 )
-
-TINY = ExperimentConfig(
-    dataset="mnist-sample", pool_size=16, eval_size=10, initial_labels=4, budget=4, max_labels=8,
-    train=TrainConfig(initial_epochs=1, epoch_increment=0, batch_size=4),
-    vae=VAEConfig(latent_dim=4, epochs=1, batch_size=8),
-)
-
-
-def _numbers(rows):
-    """A run's rows without its timings, which differ between any two runs."""
-    return rows.drop(columns=[column for column in rows if column.endswith("_seconds")]).reset_index(drop=True)
+from tiny import TINY, numbers
 
 # A tiny M2 whose maps are written out, so its loss can be computed by hand:
 # 2-pixel images, latent dimension 1, C classes (or binary labels).
@@ -263,7 +252,7 @@ def test_every_ssvae_method_runs_end_to_end_and_resumes_after_a_kill(tmp_path, m
     assert resumed["n_labels"].tolist() == [4, 8] * 3
 
     reference = sweep(tmp_path / "reference", methods[2:])
-    pd.testing.assert_frame_equal(_numbers(resumed[resumed["method"] == "lossprediction+ssvae"]), _numbers(reference),
+    pd.testing.assert_frame_equal(numbers(resumed[resumed["method"] == "lossprediction+ssvae"]), numbers(reference),
                                   check_dtype=False)
 
 
