@@ -19,14 +19,17 @@ import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of what determines stored numbers (run keys, cached VAEs). Bump it on purpose whenever a
 change alters a run's numbers without changing its configuration, so old results are recomputed.
 
 2: keys include the data's content fingerprint; one AUC rule for multi-class and multi-label data.
 3: rows gain ``alpha_used`` (the α that scaled the family's block, which α = balanced estimates at
 every step) and ``features_seconds``; runs stored before have neither, so they are recomputed under
-new keys, never mixed with the new rows."""
+new keys, never mixed with the new rows.
+4: a feature family fitted once per pool (the VAE, the MoG-prior VAE) is fitted at its runs' torch
+thread count, where the driver's count was used before, and its cache is keyed on the device type
+and thread count; runs that used a VAE fitted the old way are recomputed, never mixed with new ones."""
 
 
 class ConfigError(ValueError):

@@ -50,6 +50,12 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     return device
 
 
+def numerics(device: torch.device) -> dict[str, object]:
+    """What a fit's numbers depend on beyond its settings and data: the device type and, on the CPU, torch's
+    thread count now (oneDNN splits its reductions by thread). Part of a cached fit's key."""
+    return {"device": device.type, **({"torch_threads": torch.get_num_threads()} if device.type == "cpu" else {})}
+
+
 @contextmanager
 def pinned_threads(threads: int | None) -> Iterator[None]:
     """Run the block with torch's intra-op thread count set to ``threads`` (None: leave it), then restore it.

@@ -13,15 +13,16 @@ them; it knows nothing of heuristics or features.
   first (:meth:`~alvae_utils.loop.PlannedRun.remaining_work`). Ray starts locally
   (listening on 127.0.0.1 only, no dashboard UI) or attaches to a running cluster
   (``address="auto"``, ``"host:port"``, or ``"ray://host:port"`` for Ray Client from a
-  machine outside the cluster). The pool and the family features travel once through
-  Ray's object store; each worker writes its steps (and a fit its checkpoint) into the
+  machine outside the cluster). The pool (once for the runs, once with each fit) and the family
+  features travel through Ray's object store; each worker writes its steps (and a fit its checkpoint) into the
   results root itself, so the results root must be on storage every node sees (checked
   when a task starts).
 
 Either way a run, and a fit, pins torch's thread count (serial: ``threads``, default as torch
 has it; Ray: ``threads``, default the CPUs per run) and records it with the device in its
 state, so serial at 1 thread gives the same rows as Ray at 1 CPU per run. A run that fails does not stop
-the others: failures are reported together at the end (:class:`SweepFailed`). Under Ray a
+the others, nor does a fit that fails stop the runs without its family: failures are reported
+together at the end (:class:`SweepFailed`). Under Ray a
 worker process that dies (SIGKILL, out of memory, a lost node) is retried up to
 ``max_retries`` times, resuming from the run's last stored step; Ctrl-C cancels every
 worker, and every completed step stays stored.
@@ -154,8 +155,8 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
     desc = f"{profile.name}/{plan.runs[0].experiment.dataset}" if plan.runs else profile.name
     placements: list[dict] = []
     if execution.executor == "serial":
-        runs = plan.fitted(resolve_device(device), execution.run_threads, progress)
-        frames = _run_serially(runs, execution, resolve_device(device), progress, desc, placements)
+        runs, fit_errors = plan.fitted(resolve_device(device), execution.run_threads, progress)
+        frames = _run_serially(runs, fit_errors, execution, resolve_device(device), progress, desc, placements)
     else:
         frames = _run_on_ray(plan, execution, progress, desc, placements)
     rows = pd.concat(frames, ignore_index=True)
@@ -163,10 +164,13 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
     return rows
 
 
-def _run_serially(runs: list[PlannedRun], execution: Execution, device: torch.device, progress: bool,
-                  desc: str, placements: list[dict]) -> list[pd.DataFrame]:
+def _run_serially(runs: list[PlannedRun], fit_errors: dict[str, str], execution: Execution, device: torch.device,
+                  progress: bool, desc: str, placements: list[dict]) -> list[pd.DataFrame]:
     frames, failures = [], {}
     for run in track(runs, desc=f"{desc} runs", enabled=progress, leave=True):
+        if run.fitted_once in fit_errors:
+            failures[run.label] = _fit_failed(run, fit_errors[run.fitted_once])
+            continue
         placement = {"executor": "serial", "node": platform.node(), "gpu_ids": [], "pid": os.getpid()}
         started = time.time()
         try:
@@ -178,6 +182,11 @@ def _run_serially(runs: list[PlannedRun], execution: Execution, device: torch.de
     if failures:
         raise SweepFailed(failures, len(frames))
     return frames
+
+
+def _fit_failed(run: PlannedRun, error: str) -> str:
+    """The failure of a run whose family could not be fitted: says it was the fit that failed."""
+    return f"fitting the {run.entries[1].title} it uses failed ({error}); the run did not start"
 
 
 def _require_ray() -> None:
@@ -266,6 +275,17 @@ def _check_resources(ray, execution: Execution) -> None:
                       "gpus_per_run (0 runs on CPUs), or attach to a cluster with GPUs.")
 
 
+def _outcome(ray, ref) -> object:
+    """The result of a finished task, or its error as text: what it raised, or how its worker died for good."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as error:  # the task raised: report it, keep the others
+        cause = error.cause if error.cause is not None else error
+        return f"{type(cause).__name__}: {cause}"
+    except ray.exceptions.RayError as error:  # its worker died more than max_retries times
+        return f"{type(error).__name__}: {error}"
+
+
 def _capacity(ray, execution: Execution) -> int:
     """How many tasks of ``execution``'s size the live nodes of the cluster hold at once."""
     def fits(available: float, each: float) -> float:
@@ -300,8 +320,8 @@ def _run_on_ray(plan: SweepPlan, execution: Execution, progress: bool, desc: str
     if pending:
         with ray_session(execution) as ray:
             _check_resources(ray, execution)
-            done = _fan_out(ray, [runs[index] for index in pending], plan.fits, execution, progress, desc,
-                            placements)
+            pending_runs = [runs[index] for index in pending]
+            done = _fan_out(ray, pending_runs, plan.fits(pending_runs), execution, progress, desc, placements)
         frames.update(zip(pending, done, strict=True))
     return [frames[index] for index in range(len(runs))]
 
@@ -333,12 +353,16 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
         features = {fit.family.name: fit_family.remote(fit, execution.run_threads, users[fit.family.name], events)
                     for fit in fits if fit.family.name in users}
         fitting = {ref: name for name, ref in features.items()}
+        fit_errors: dict[str, str] = {}
         shared = {}  # the runs of a sweep share one SweepInputs: put it into the object store once
         pending: dict = {}
         try:
             while waiting or pending:
+                for index in [index for index in waiting if runs[index].fitted_once in fit_errors]:
+                    waiting.remove(index)
+                    failures[runs[index].label] = _fit_failed(runs[index], fit_errors[runs[index].fitted_once])
                 free = max(1, _capacity(ray, execution)) - len(pending) - len(fitting)
-                for index in _next_runs(runs, waiting, set(features) - set(fitting.values()), free):
+                for index in _next_runs(runs, waiting, set(fitting.values()), free):
                     run = runs[index]
                     inputs = shared.setdefault(id(run.inputs), ray.put(run.inputs))
                     ref = work.remote(run.with_inputs(None), inputs, features.get(run.fitted_once), index,
@@ -348,16 +372,15 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
                 for event in ray.get(events.drain.remote()):
                     _show(event, runs, done, steps, progress, placements)
                 for ref in ready:
-                    if fitting.pop(ref, None) is not None:  # its runs may start (a failed fit fails them)
-                        continue
-                    index = pending.pop(ref)
-                    try:
-                        frames[index] = ray.get(ref)
-                    except ray.exceptions.RayTaskError as error:  # the run raised: report it, keep the others
-                        cause = error.cause if error.cause is not None else error
-                        failures[runs[index].label] = f"{type(cause).__name__}: {cause}"
-                    except ray.exceptions.RayError as error:  # its worker died more than max_retries times
-                        failures[runs[index].label] = f"{type(error).__name__}: {error}"
+                    name = fitting.pop(ref, None)
+                    result = _outcome(ray, ref)
+                    if name is not None:  # its runs may start, or fail with it
+                        if isinstance(result, str):
+                            fit_errors[name] = result
+                    elif isinstance(result, str):
+                        failures[runs[pending.pop(ref)].label] = result
+                    else:
+                        frames[pending.pop(ref)] = result
             for event in ray.get(events.drain.remote()):
                 _show(event, runs, done, steps, progress, placements)
         except BaseException:  # Ctrl-C included: stop every worker; their completed steps are stored
@@ -372,9 +395,9 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
     return [frames[index] for index in sorted(frames)]
 
 
-def _next_runs(runs: list[PlannedRun], waiting: list[int], fitted: set[str], free: int) -> list[int]:
-    """Up to ``free`` runs taken from ``waiting`` (costliest first) whose family, if any, is in ``fitted``."""
-    chosen = [index for index in waiting if runs[index].fitted_once in (None, *fitted)][:max(0, free)]
+def _next_runs(runs: list[PlannedRun], waiting: list[int], fitting: set[str], free: int) -> list[int]:
+    """Up to ``free`` runs taken from ``waiting`` (costliest first) whose family, if any, is not ``fitting`` still."""
+    chosen = [index for index in waiting if runs[index].fitted_once not in fitting][:max(0, free)]
     for index in chosen:
         waiting.remove(index)
     return chosen

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -96,7 +97,7 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
 
     ``family_features`` (N, k) are the pool's features from the method's family
     when that family is fitted once per pool (the VAE means μ for ``+vae``);
-    :func:`plan_sweep` computes them. A family refitted at every step is fitted
+    :class:`FamilyFit` computes them. A family refitted at every step is fitted
     here. ``on_step(completed)`` is called after each step is stored; ``placement``
     (where an executor placed the run) joins the provenance in the run's state.
 
@@ -290,12 +291,15 @@ class PlannedRun:
         return replace(self, inputs=inputs)
 
     def completed_steps(self) -> int:
-        """Steps stored so far: 0 for a run never started, or whose state is damaged (running it says so)."""
+        """Steps a rerun starts after: those stored with valid rows; 0 for a run never started, or whose state
+        is damaged (running it says so)."""
         try:
-            state = self._record().read_state()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # damaged rows: running the run warns, once
+                _, state = self._record().load()
         except StoreDamaged:
             return 0
-        return 0 if state is None else int(state["completed_steps"])
+        return 0 if state is None else state.completed_steps
 
     def remaining_work(self) -> int:
         """An estimate of the work left, in images through a network (a training image counts 3: forward, backward).
@@ -341,19 +345,41 @@ class PlannedRun:
 class SweepPlan:
     """A checked sweep: its runs, and the once-per-pool family fits that its unfinished runs need first.
 
-    An executor does each fit once, then attaches its features to the runs that need
-    it (:attr:`PlannedRun.fitted_once`); the other runs need not wait for it.
+    An executor does each fit once (:meth:`fits`), then attaches its features to the runs
+    that need it (:attr:`PlannedRun.fitted_once`); the other runs need not wait for it.
     """
 
     inputs: SweepInputs  # shared by the runs, without family features
     runs: tuple[PlannedRun, ...]
-    fits: tuple[FamilyFit, ...]
 
-    def fitted(self, device: torch.device, threads: int | None = None, progress: bool = True) -> list[PlannedRun]:
-        """Every fit done here, one after another, on ``device`` with ``threads``; the runs with their features."""
-        features = {fit.family.name: fit.fit(device, threads, progress) for fit in self.fits}
+    def fits(self, runs: Sequence[PlannedRun] | None = None) -> tuple[FamilyFit, ...]:
+        """One fit per family fitted once per pool that a run of ``runs`` (default: all) still needs, as stored now.
+
+        A finished run is only loaded, so it needs none; one whose stored rows are damaged
+        resumes, and needs its family again.
+        """
+        fits: dict[str, FamilyFit] = {}
+        for run in self.runs if runs is None else runs:
+            if run.fitted_once and run.fitted_once not in fits and run.completed_steps() < run.total_steps:
+                fits[run.fitted_once] = FamilyFit(run.entries[1], run.inputs.pool, run.experiment.vae,
+                                                  run.experiment.pool_seed, run.store.root.parent)
+        return tuple(fits.values())
+
+    def fitted(self, device: torch.device, threads: int | None = None, progress: bool = True
+               ) -> tuple[list[PlannedRun], dict[str, str]]:
+        """Every fit done here, one after another, on ``device`` with ``threads``.
+
+        Returns the runs with their features, and ``{family name: error}`` for each fit that
+        raised: the runs that use that family cannot run, the others can.
+        """
+        features, errors = {}, {}
+        for fit in self.fits():
+            try:
+                features[fit.family.name] = fit.fit(device, threads, progress)
+            except Exception as error:  # reported with the runs that need it, after the others ran
+                errors[fit.family.name] = f"{type(error).__name__}: {error}"
         inputs = replace(self.inputs, family_features=features)
-        return [run.with_inputs(inputs) for run in self.runs]
+        return [run.with_inputs(inputs) for run in self.runs], errors
 
 
 def plan_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | None = None,
@@ -362,8 +388,8 @@ def plan_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] |
 
     All checks (configuration, methods, seeds, pretrained weights, data files) run
     here, before any training starts, and the data is loaded. Feature families fitted
-    once per pool (the VAE) are not fitted here: the plan lists them
-    (:attr:`SweepPlan.fits`), one fit per family that an unfinished run uses.
+    once per pool (the VAE) are not fitted here: :meth:`SweepPlan.fits` lists them, one
+    fit per family that an unfinished run uses.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     experiment = experiment or profile.experiment(dataset)
@@ -383,7 +409,4 @@ def plan_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] |
     store, inputs = ResultStore(profile.name, overrides=profile.overrides), SweepInputs(pool, evaluation)
     runs = tuple(PlannedRun(experiment, method, seed, store, inputs, (method.spec, method.family))
                  for method, seed in itertools.product(methods, run_seeds))
-    needed = dict.fromkeys(run.entries[1] for run in runs
-                           if run.fitted_once and run.completed_steps() < run.total_steps)
-    fits = tuple(FamilyFit(family, pool, experiment.vae, experiment.pool_seed, store.root.parent) for family in needed)
-    return SweepPlan(inputs, runs, fits)
+    return SweepPlan(inputs, runs)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 
 from .config import SCHEMA_VERSION, VAEConfig, config_hash
 from .data import Dataset
-from .device import default_device
+from .device import default_device, numerics
 from .models import VAE
 from .paths import atomic_path, results_root
 from .seeds import VAE as VAE_STREAM
@@ -173,15 +174,18 @@ def encode_mixvae(model: MixVAE, images: Tensor) -> Tensor:
     return encode_mu(model.vae, images)
 
 
-def checkpoint_path(pool: Dataset, config: VAEConfig, pool_seed: int, root: Path | None = None) -> Path:
+def checkpoint_path(pool: Dataset, config: VAEConfig, pool_seed: int, numerics: Mapping[str, object],
+                    root: Path | None = None) -> Path:
     """Where the MixVAE of this pool and configuration is cached: ``<results root>/mixvae/<dataset>-<key>.pt``.
 
     The key hashes what determines the model: the pool (name, source, content, size,
-    seed), the VAE settings, K and S.
+    seed), the VAE settings, K and S, and the ``numerics`` it is fitted with
+    (:func:`alvae_utils.device.numerics`).
     """
     key = config_hash({"schema": SCHEMA_VERSION, "family": "mixvae", "dataset": pool.name, "data": pool.description,
                        "fingerprint": pool.fingerprint, "pool_size": len(pool), "pool_seed": pool_seed,
-                       "vae": config.fitted_once_key(), "components": COMPONENTS, "kl_samples": KL_SAMPLES})
+                       "vae": config.fitted_once_key(), "components": COMPONENTS, "kl_samples": KL_SAMPLES,
+                       "numerics": dict(numerics)})
     return (root or results_root()) / "mixvae" / f"{pool.name}-{key}.pt"
 
 
@@ -212,8 +216,9 @@ def get_or_train_mixvae(pool: Dataset, config: VAEConfig, pool_seed: int, device
     networks and batch order. The cache is under ``root`` (default
     :func:`~alvae_utils.paths.results_root`).
     """
+    device = torch.device(device) if device is not None else default_device()
     meta = {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description}
-    return cached_fit(checkpoint_path(pool, config, pool_seed, root), "MoG-prior VAE",
+    return cached_fit(checkpoint_path(pool, config, pool_seed, numerics(device), root), "MoG-prior VAE",
                       lambda path: load_mixvae(path, device=device),
                       lambda: train_mixvae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
                                            progress=progress),

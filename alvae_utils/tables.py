@@ -29,7 +29,7 @@ def runtime_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Wall-clock seconds per method (summed over steps and seeds), split into train/select/eval/features.
 
     ``features_seconds`` is the fitting of a feature family refitted at every step
-    (``+ssvae``); a family fitted once per pool is fitted before the runs and counts in
+    (``+ssvae``); a family fitted once per pool is fitted before the runs that use it and counts in
     none (the column is 0 for it). Compare a heuristic figure's total with
     :data:`PAPER_RUNTIME_SECONDS` only as an order of magnitude: the paper ran on 4 GPUs.
     """

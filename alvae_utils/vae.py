@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .config import SCHEMA_VERSION, VAEConfig, config_hash
 from .data import Dataset
-from .device import default_device, epoch_batches, images_to_float, map_batches, module_device
+from .device import default_device, epoch_batches, images_to_float, map_batches, module_device, numerics
 from .models import MIN_BATCH, VAE, vae_loss
 from .paths import atomic_path, results_root
 from .progress import track
@@ -183,14 +183,16 @@ def load_vae(path: str | os.PathLike, device: torch.device | str | None = None) 
     return vae, checkpoint["history"], checkpoint["meta"]
 
 
-def checkpoint_path(pool: Dataset, config: VAEConfig, pool_seed: int, root: Path | None = None) -> Path:
+def checkpoint_path(pool: Dataset, config: VAEConfig, pool_seed: int, numerics: Mapping[str, object],
+                    root: Path | None = None) -> Path:
     """Where the VAE of this pool (its name, size, seed, source and content) and VAE configuration is cached.
 
-    Shared by every profile and notebook with the same pool and settings.
+    Shared by every profile and notebook with the same pool and settings, fitted with the
+    same ``numerics`` (:func:`alvae_utils.device.numerics`: device type, CPU threads).
     """
     key = config_hash({"schema": SCHEMA_VERSION, "dataset": pool.name, "data": pool.description,
                        "fingerprint": pool.fingerprint, "pool_size": len(pool), "pool_seed": pool_seed,
-                       "vae": config.fitted_once_key()})
+                       "vae": config.fitted_once_key(), "numerics": dict(numerics)})
     return (root or results_root()) / "vae" / f"{pool.name}-{key}.pt"
 
 
@@ -200,10 +202,13 @@ def get_or_train_vae(pool: Dataset, config: VAEConfig, pool_seed: int, device: t
 
     Returns (V in eval mode, per-epoch history, trained_now). V sees labeled and
     unlabeled points alike: its features are task-agnostic. The cache is under ``root``
-    (default :func:`~alvae_utils.paths.results_root`).
+    (default :func:`~alvae_utils.paths.results_root`), keyed also on the device type and,
+    on the CPU, torch's thread count now, which change the trained weights.
     """
+    device = torch.device(device) if device is not None else default_device()
     meta = {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description}
-    return cached_fit(checkpoint_path(pool, config, pool_seed, root), "VAE", lambda path: load_vae(path, device=device),
+    return cached_fit(checkpoint_path(pool, config, pool_seed, numerics(device), root), "VAE",
+                      lambda path: load_vae(path, device=device),
                       lambda: train_vae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
                                         progress=progress),
                       lambda path, vae, history: save_vae(path, vae, history, meta))

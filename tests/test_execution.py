@@ -139,11 +139,11 @@ def test_runs_are_handed_out_costliest_first_once_their_family_is_fitted(tmp_pat
     waiting = sorted(range(len(runs)), key=lambda index: -runs[index].remaining_work())
     labels = lambda indices: [runs[index].method.label for index in indices]  # noqa: E731
     assert labels(waiting) == ["coreset", "coreset", "coreset+vae", "coreset+vae", "random", "random"]
-    assert labels(execution._next_runs(runs, waiting, set(), 3)) == ["coreset", "coreset", "random"], \
+    assert labels(execution._next_runs(runs, waiting, {"vae"}, 3)) == ["coreset", "coreset", "random"], \
         "runs waiting for the VAE hold no slot"
-    assert labels(execution._next_runs(runs, waiting, {"vae"}, 1)) == ["coreset+vae"], "then they go first"
-    assert labels(execution._next_runs(runs, waiting, {"vae"}, 5)) == ["coreset+vae", "random"]
-    assert waiting == [] and execution._next_runs(runs, waiting, {"vae"}, 2) == []
+    assert labels(execution._next_runs(runs, waiting, set(), 1)) == ["coreset+vae"], "then they go first"
+    assert labels(execution._next_runs(runs, waiting, set(), 5)) == ["coreset+vae", "random"]
+    assert waiting == [] and execution._next_runs(runs, waiting, set(), 2) == []
 
 
 # --- Ray (one shared local session) --------------------------------------------------------------
@@ -247,6 +247,15 @@ def test_ray_fits_a_family_once_in_a_task_while_the_other_runs_go_ahead(tmp_path
     assert set(rows["method"]) == {"random", "coreset+waiting"} and rows["step"].max() == 2
 
 
+def test_the_vae_is_fitted_and_cached_per_thread_count_so_a_shared_root_gives_the_same_rows(tmp_path, monkeypatch):
+    one_thread = _sweep(tmp_path / "alone", monkeypatch, ["coreset+vae"], [1], SERIAL_1_THREAD)
+    _sweep(tmp_path / "shared", monkeypatch, ["coreset+vae"], [0], Execution("serial", threads=2))
+    shared = _sweep(tmp_path / "shared", monkeypatch, ["coreset+vae"], [0, 1], SERIAL_1_THREAD)
+    assert len(list((tmp_path / "shared" / "vae").glob("*.pt"))) == 2, "one VAE per thread count"
+    pd.testing.assert_frame_equal(one_thread.drop(columns=TIMINGS).reset_index(drop=True),
+                                  shared[shared["seed"] == 1].drop(columns=TIMINGS).reset_index(drop=True))
+
+
 def test_serial_fits_a_family_pinned_to_the_runs_thread_count(tmp_path, monkeypatch):
     threads = []
     register_family(FeatureFamily(name="counting", title="Counting",
@@ -267,7 +276,8 @@ def test_a_worker_that_cannot_see_the_results_root_fails_before_training(tmp_pat
     monkeypatch.setattr(execution, "_visibility_markers", unseen)
     monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("trained without a results root"))
     with pytest.raises(SweepFailed, match="(?s)2 run.*ResultsRootNotShared: node .* cannot see the results root "
-                                         ".*storage every node sees.*coreset\\+vae seed 0: ResultsRootNotShared"):
+                                         ".*storage every node sees.*coreset\\+vae seed 0: fitting the VAE it uses "
+                                         "failed \\(ResultsRootNotShared"):
         _sweep(tmp_path, monkeypatch, ["random", "coreset+vae"], [0], Execution("ray"))
     assert not _states(tmp_path)
     assert not (tmp_path / "vae").exists(), "the VAE's task failed before fitting it"

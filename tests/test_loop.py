@@ -197,12 +197,27 @@ def test_a_plan_fits_each_family_once_and_only_for_unfinished_runs(tmp_path, mon
     config = replace(CONFIG, max_labels=20)
     methods = [Method("random"), Method("coreset", "vae"), Method("lossprediction", "vae", 2.0)]
     plan = loop.plan_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config)
-    assert [fit.family.name for fit in plan.fits] == ["vae"], "one fit for the four runs that use the VAE"
+    assert [fit.family.name for fit in plan.fits()] == ["vae"], "one fit for the four runs that use the VAE"
     assert [run.fitted_once for run in plan.runs] == [None, None, "vae", "vae", "vae", "vae"]
-    assert plan.fits[0].cache_root == tmp_path
+    assert plan.fits()[0].cache_root == tmp_path
     execution.run_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config, progress=False)
-    assert loop.plan_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config).fits == (), \
+    assert plan.fits() == () and plan.fits(plan.runs[:2]) == (), \
         "finished runs are loaded, so nothing is fitted for them"
+
+
+def test_a_finished_vae_run_whose_rows_are_damaged_gets_its_vae_again_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    methods = [Method("coreset", "vae")]
+    rows = execution.run_sweep("ci", "mnist-sample", methods, [0], experiment=CONFIG, progress=False)
+    csv = next((tmp_path / "ci").rglob("*.csv"))
+    damaged = pd.read_csv(csv)
+    damaged.loc[1, "accuracy"] = float("nan")
+    damaged.to_csv(csv, index=False)
+    plan = loop.plan_sweep("ci", "mnist-sample", methods, [0], experiment=CONFIG)
+    assert plan.runs[0].completed_steps() == 1 and [fit.family.name for fit in plan.fits()] == ["vae"]
+    with pytest.warns(UserWarning, match="damaged"):
+        again = execution.run_sweep("ci", "mnist-sample", methods, [0], experiment=CONFIG, progress=False)
+    pd.testing.assert_frame_equal(rows.drop(columns=TIMINGS), again.drop(columns=TIMINGS))
 
 
 def test_remaining_work_counts_training_evaluation_selection_and_refits(tmp_path, monkeypatch):

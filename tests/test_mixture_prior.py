@@ -8,6 +8,7 @@ import torch
 
 from alvae_utils import execution, loop
 from alvae_utils.config import VAEConfig
+from alvae_utils.device import numerics
 from alvae_utils.data import load_experiment_data
 from alvae_utils.features import get_family
 from alvae_utils.methods import Method
@@ -141,7 +142,8 @@ def test_training_is_deterministic_cached_and_keyed_on_what_determines_it(pool, 
     state = torch.get_rng_state()
     model, history, trained = get_or_train_mixvae(pool, TINY.vae, 0, device="cpu", progress=False)
     assert torch.equal(torch.get_rng_state(), state), "training leaves the caller's RNG as it was"
-    assert trained and checkpoint_path(pool, TINY.vae, 0).exists()
+    cpu = numerics(torch.device("cpu"))
+    assert trained and checkpoint_path(pool, TINY.vae, 0, cpu).exists()
     assert [row["epoch"] for row in history] == [1] and all(math.isfinite(v) for v in history[0].values())
     features = encode_mixvae(model, pool.images)
     assert features.shape == (len(pool), 4) and torch.equal(features, encode_mixvae(model, pool.images))
@@ -152,10 +154,11 @@ def test_training_is_deterministic_cached_and_keyed_on_what_determines_it(pool, 
     loaded, _, trained = get_or_train_mixvae(pool, TINY.vae, 0, device="cpu", progress=False)
     assert not trained and torch.equal(encode_mixvae(loaded, pool.images), features)
 
-    key = checkpoint_path(pool, TINY.vae, 0)
-    assert checkpoint_path(pool, VAEConfig(latent_dim=4, epochs=2, batch_size=16), 0) != key
-    assert checkpoint_path(pool, TINY.vae, 1) != key
-    assert checkpoint_path(pool.subset(torch.arange(15)), TINY.vae, 0) != key
+    key = checkpoint_path(pool, TINY.vae, 0, cpu)
+    assert checkpoint_path(pool, VAEConfig(latent_dim=4, epochs=2, batch_size=16), 0, cpu) != key
+    assert checkpoint_path(pool, TINY.vae, 1, cpu) != key
+    assert checkpoint_path(pool.subset(torch.arange(15)), TINY.vae, 0, cpu) != key
+    assert checkpoint_path(pool, TINY.vae, 0, {"device": "cpu", "torch_threads": 99}) != key
     assert key.parent.name == "mixvae"
 
 
@@ -205,7 +208,7 @@ def test_a_damaged_cached_vae_is_refitted_with_a_warning(pool, tmp_path, monkeyp
     for fit, path in ((vae.get_or_train_vae, vae.checkpoint_path), (get_or_train_mixvae, checkpoint_path)):
         first, _, trained = fit(pool, config, 0, device="cpu", progress=False)
         assert trained
-        cached = path(pool, config, 0)
+        cached = path(pool, config, 0, numerics(torch.device("cpu")))
         cached.write_bytes(cached.read_bytes()[:1000])  # truncated, as by a crash or a full disk
         with pytest.warns(UserWarning, match="cannot be read .* removed and fitted again"):
             again, _, trained = fit(pool, config, 0, device="cpu", progress=False)

@@ -16,6 +16,8 @@ from alvae_utils.profiles import get_profile
 from alvae_utils.results import ResultStore, data_fingerprint, run_key
 from alvae_utils.vae import checkpoint_path
 
+CPU_1 = {"device": "cpu", "torch_threads": 1}
+
 
 def _strip_marker(path):
     with np.load(path) as stored:
@@ -32,7 +34,7 @@ def test_a_replaced_file_of_the_same_shape_gives_new_run_and_vae_keys(tmp_path):
         _strip_marker(tmp_path / "breastmnist.npz")
         pool, evaluation = load_experiment_data("breastmnist", 200, 50, seed=0, root=tmp_path, download=False)
         keys.append((run_key(experiment, Method("coreset"), 0, pool.description, data_fingerprint(pool, evaluation)),
-                     checkpoint_path(pool, experiment.vae, 0, root=tmp_path), pool.description))
+                     checkpoint_path(pool, experiment.vae, 0, CPU_1, root=tmp_path), pool.description))
     (run_a, vae_a, description_a), (run_b, vae_b, description_b) = keys
     assert description_a == description_b, "same name, same shape: the description cannot tell them apart"
     assert run_a != run_b and vae_a != vae_b

@@ -27,6 +27,8 @@ from alvae_utils.results import ResultStore, data_fingerprint, load_results, run
 from alvae_utils.selection import top_k_select
 from alvae_utils.vae import checkpoint_path
 
+CPU_1 = {"device": "cpu", "torch_threads": 1}  # the pinned VAE keys: fitted on the CPU at 1 thread
+
 CONFIG = ExperimentConfig(
     dataset="mnist-sample", pool_size=80, eval_size=40, initial_labels=10, budget=10, max_labels=30,
     train=TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10), vae=VAEConfig(latent_dim=4, epochs=1),
@@ -88,7 +90,7 @@ def test_ci_profile_keys_are_pinned(tmp_path):
                         for m in profile.methods} for e in profile.experiments}
     assert keys == expected["run_keys"]
     assert {e.dataset: e.key() for e in profile.experiments} == expected["config_keys"]
-    assert {e.dataset: checkpoint_path(data[e.dataset][0], e.vae, e.pool_seed, root=tmp_path).name
+    assert {e.dataset: checkpoint_path(data[e.dataset][0], e.vae, e.pool_seed, CPU_1, root=tmp_path).name
             for e in profile.experiments} == expected["vae_checkpoints"]
 
 
@@ -205,16 +207,21 @@ def test_a_heuristic_returning_bad_indices_is_stopped_before_anything_is_stored(
     (lambda fitted, images: torch.zeros(len(images)), r"gave \(80,\) for 80 pool images"),
     (lambda fitted, images: torch.zeros(len(images), 0), r"gave \(80, 0\)"),
 ])
-def test_a_family_giving_bad_features_is_named_before_any_training(tmp_path, monkeypatch, encode, message):
+def test_a_family_giving_bad_features_is_named_and_fails_only_its_runs(tmp_path, monkeypatch, encode, message):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
-    register_family(FeatureFamily(name="badfeat", title="bad", fit=lambda context: None, encode=encode))
-    monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("trained before the check"))
+    register_family(FeatureFamily(name="badfeat", title="Bad", fit=lambda context: None, encode=encode))
+    trained = []
+    real = loop.train_task_model
+    monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: trained.append(1) or real(*a, **k))
     try:
-        with pytest.raises(ValueError, match=f"feature family 'badfeat' {message}"):
-            execution.run_sweep("ci", CONFIG.dataset, methods=[Method("lossprediction", "badfeat")], seeds=[0],
-                                experiment=CONFIG, progress=False)
+        with pytest.raises(execution.SweepFailed, match=r"(?s)1 run\(s\) failed \(1 finished.*lossprediction\+badfeat "
+                                                       f"seed 0: fitting the Bad it uses failed \\(ValueError: "
+                                                       f"feature family 'badfeat' {message}"):
+            execution.run_sweep("ci", CONFIG.dataset, methods=[Method("lossprediction", "badfeat"), Method("random")],
+                                seeds=[0], experiment=CONFIG, progress=False)
     finally:
         FAMILIES.pop("badfeat")
+    assert len(trained) == len(CONFIG.label_counts()), "only the random run trained, one model per step"
 
 
 @pytest.mark.parametrize("name", ["a,b", "x/y", "../x", "a*", "a[0]", "a.b", "tab\tname", "9lives", ""])

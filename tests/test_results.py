@@ -116,12 +116,16 @@ def _pool(name: str, size: int, description: str) -> Dataset:
                    "multi-class", tuple("0123456789"), description)
 
 
-def test_vae_checkpoint_path_depends_on_pool_source_and_vae_settings(tmp_path):
-    a = vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(), 0, root=tmp_path)
-    assert a == vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(), 0, root=tmp_path)
-    assert a != vae.checkpoint_path(_pool("mnist", 200, "d"), VAEConfig(), 0, root=tmp_path)
-    assert a != vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(epochs=3), 0, root=tmp_path)
-    assert a != vae.checkpoint_path(_pool("mnist", 100, "other source"), VAEConfig(), 0, root=tmp_path)
+def test_vae_checkpoint_path_depends_on_pool_source_vae_settings_and_numerics(tmp_path):
+    cpu_1 = {"device": "cpu", "torch_threads": 1}
+    a = vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(), 0, cpu_1, root=tmp_path)
+    assert a == vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(), 0, cpu_1, root=tmp_path)
+    assert a != vae.checkpoint_path(_pool("mnist", 200, "d"), VAEConfig(), 0, cpu_1, root=tmp_path)
+    assert a != vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(epochs=3), 0, cpu_1, root=tmp_path)
+    assert a != vae.checkpoint_path(_pool("mnist", 100, "other source"), VAEConfig(), 0, cpu_1, root=tmp_path)
+    assert a != vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(), 0, {"device": "cpu", "torch_threads": 2},
+                                    root=tmp_path), "the thread count changes the trained weights"
+    assert a != vae.checkpoint_path(_pool("mnist", 100, "d"), VAEConfig(), 0, {"device": "cuda"}, root=tmp_path)
     assert a.parent == tmp_path / "vae" and a.name.startswith("mnist-")
 
 

@@ -199,9 +199,10 @@ def test_refit_epochs_sets_the_ssvae_epochs_and_leaves_the_cached_vaes_keys_alon
                              device="cpu", progress=False)
     assert len(history) == 2, "unset: the VAE's epochs"
     # The paper VAE and the MoG-prior VAE are fitted once per pool: the refit setting is not theirs.
+    cpu = {"device": "cpu", "torch_threads": 1}
     for path in (vae.checkpoint_path, mixture_prior.checkpoint_path):
-        assert path(pool, replace(TINY.vae, refit_epochs=7), 0, root=tmp_path) == path(pool, TINY.vae, 0, root=tmp_path)
-        assert path(pool, replace(TINY.vae, epochs=7), 0, root=tmp_path) != path(pool, TINY.vae, 0, root=tmp_path)
+        assert path(pool, replace(TINY.vae, refit_epochs=7), 0, cpu, tmp_path) == path(pool, TINY.vae, 0, cpu, tmp_path)
+        assert path(pool, replace(TINY.vae, epochs=7), 0, cpu, tmp_path) != path(pool, TINY.vae, 0, cpu, tmp_path)
 
 
 def test_bad_inputs_are_refused_with_clear_errors(pool):
