@@ -155,8 +155,9 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
     desc = f"{profile.name}/{plan.runs[0].experiment.dataset}" if plan.runs else profile.name
     placements: list[dict] = []
     if execution.executor == "serial":
-        runs, fit_errors = plan.fitted(resolve_device(device), execution.run_threads, progress)
-        frames = _run_serially(runs, fit_errors, execution, resolve_device(device), progress, desc, placements)
+        device = resolve_device(device)
+        runs, fit_errors = plan.fitted(device, execution.run_threads, progress)
+        frames = _run_serially(runs, fit_errors, execution, device, progress, desc, placements)
     else:
         frames = _run_on_ray(plan, execution, progress, desc, placements)
     rows = pd.concat(frames, ignore_index=True)
@@ -347,7 +348,7 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
                 initial=sum(done), leave=True)
     frames: dict[int, pd.DataFrame] = {}
     failures: dict[str, str] = {}
-    waiting = sorted(range(len(runs)), key=lambda index: -runs[index].remaining_work())
+    waiting = sorted(range(len(runs)), key=lambda index: -runs[index].remaining_work(done[index]))
     with _visibility_markers(runs) as markers:
         users = {run.fitted_once: str(markers[run.store.root]) for run in runs if run.fitted_once}
         features = {fit.family.name: fit_family.remote(fit, execution.run_threads, users[fit.family.name], events)

@@ -47,6 +47,10 @@ from .selection import BALANCED, augment_features, balanced_alpha, initial_label
 from .training import build_task_model, predict, train_task_model
 
 
+PREDICTED = frozenset({"features", "logits", "predicted_loss"})
+"""Heuristic inputs that need T's predictions of the whole pool at every selection."""
+
+
 def _step_family_features(method: Method, config: ExperimentConfig, pool: Dataset, labeled: torch.Tensor,
                           seed: int, step: int, fitted_once: torch.Tensor | None, device: torch.device,
                           progress: bool) -> torch.Tensor | None:
@@ -77,7 +81,7 @@ def _select_step(method: Method, budget: int, labeled: torch.Tensor, pool_images
     mask[labeled.to(mask.device)] = True
     inputs: dict[str, object] = {"task": task, "generator": generator}
     alpha = float("nan")
-    if {"features", "logits", "predicted_loss"} & set(heuristic.needs):
+    if PREDICTED & set(heuristic.needs):
         predictions = predict(model, pool_images, lp_module=lp_module, extra_features=extra_features)
         features = predictions.features
         if heuristic.extra_features == APPEND and family_features is not None:
@@ -301,21 +305,23 @@ class PlannedRun:
             return 0
         return 0 if state is None else state.completed_steps
 
-    def remaining_work(self) -> int:
+    def remaining_work(self, completed: int | None = None) -> int:
         """An estimate of the work left, in images through a network (a training image counts 3: forward, backward).
 
         Training (|L| × epochs at each remaining step), evaluation, the pool's predictions
         at each selection when the heuristic needs them, and a family refitted at every
-        step (its epochs over the pool). Executors start the costliest runs first
-        (longest-processing-time order), so that no long run is left alone at the end.
+        step (its epochs over the pool), after ``completed`` steps (default: as stored now).
+        Executors start the costliest runs first (longest-processing-time order), so that no
+        long run is left alone at the end.
         """
         config, (heuristic, family) = self.experiment, self.entries
-        counts, done = config.label_counts(), self.completed_steps()
+        counts = config.label_counts()
+        done = self.completed_steps() if completed is None else completed
         eval_size = len(self.inputs.evaluation)
         work = sum(3 * counts[step] * config.train.epochs_for_step(step) + eval_size
                    for step in range(done, len(counts)))
         selections = max(0, len(counts) - 1 - done)
-        if {"features", "logits", "predicted_loss"} & set(heuristic.needs):
+        if PREDICTED & set(heuristic.needs):
             work += selections * config.pool_size
         if family is not None and family.refit_each_step:
             work += selections * 3 * config.pool_size * config.vae.epochs_per_refit

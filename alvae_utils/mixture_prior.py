@@ -40,11 +40,9 @@ from torch import Tensor, nn
 
 from .config import SCHEMA_VERSION, VAEConfig, config_hash
 from .data import Dataset
-from .device import default_device, numerics
+from .device import default_device
 from .models import VAE
 from .paths import atomic_path, results_root
-from .seeds import VAE as VAE_STREAM
-from .seeds import derive_seed
 from .ssvae import check_images
 from .vae import cached_fit, check_training, encode_mu, fit_epochs
 
@@ -216,10 +214,5 @@ def get_or_train_mixvae(pool: Dataset, config: VAEConfig, pool_seed: int, device
     networks and batch order. The cache is under ``root`` (default
     :func:`~alvae_utils.paths.results_root`).
     """
-    device = torch.device(device) if device is not None else default_device()
-    meta = {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description}
-    return cached_fit(checkpoint_path(pool, config, pool_seed, numerics(device), root), "MoG-prior VAE",
-                      lambda path: load_mixvae(path, device=device),
-                      lambda: train_mixvae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
-                                           progress=progress),
-                      lambda path, model, history: save_mixvae(path, model, history, meta))
+    return cached_fit(pool, config, pool_seed, device, progress, root, what="MoG-prior VAE", path_of=checkpoint_path,
+                      load=load_mixvae, train=train_mixvae, save=save_mixvae)

@@ -55,17 +55,25 @@ def train_vae(
     return vae.eval(), history
 
 
-def cached_fit(path: Path, what: str, load: Callable[[Path], tuple], fit: Callable[[], tuple],
-               save: Callable[[Path, object, list[dict]], None]) -> tuple[object, list[dict], bool]:
-    """(model, history, fitted_now) from the cache at ``path``, or from ``fit()``, then saved there.
+def cached_fit(pool: Dataset, config: VAEConfig, pool_seed: int, device: torch.device | str | None,
+               progress: bool, root: Path | None, *, what: str, path_of: Callable[..., Path],
+               load: Callable[..., tuple], train: Callable[..., tuple], save: Callable[..., None]
+               ) -> tuple[object, list[dict], bool]:
+    """(model, history, fitted_now) of a model fitted once on the whole pool: from its cache, or trained and cached.
 
-    ``load(path)`` returns (model, history, meta); ``fit()`` (model, history). A cache that
-    cannot be read (truncated, corrupted) is reported with a warning, removed and fitted
-    again: fits are seeded, so nothing is lost. Shared by the paper VAE and the MoG-prior VAE.
+    ``path_of(pool, config, pool_seed, numerics, root)`` is the cache file, keyed on the
+    device type and CPU thread count (:func:`~alvae_utils.device.numerics`), which change
+    the trained weights; ``load(path, device=)`` returns (model, history, meta);
+    ``train(images, config, seed=, device=, progress=)`` (model, history), seeded from
+    ``pool_seed``; ``save(path, model, history, meta)``. A cache that cannot be read
+    (truncated, corrupted) is reported with a warning, removed and fitted again: fits are
+    seeded, so nothing is lost. Shared by the paper VAE and the MoG-prior VAE.
     """
+    device = torch.device(device) if device is not None else default_device()
+    path = path_of(pool, config, pool_seed, numerics(device), root)
     if path.exists():
         try:
-            model, history, _ = load(path)
+            model, history, _ = load(path, device=device)
             return model, history, False
         except torch.OutOfMemoryError:
             raise
@@ -73,8 +81,9 @@ def cached_fit(path: Path, what: str, load: Callable[[Path], tuple], fit: Callab
             warnings.warn(f"the cached {what} {path} cannot be read ({type(error).__name__}: {error}); it is "
                           "removed and fitted again.", stacklevel=3)
             path.unlink(missing_ok=True)
-    model, history = fit()
-    save(path, model, history)
+    model, history = train(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
+                           progress=progress)
+    save(path, model, history, {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description})
     return model, history, True
 
 
@@ -205,10 +214,5 @@ def get_or_train_vae(pool: Dataset, config: VAEConfig, pool_seed: int, device: t
     (default :func:`~alvae_utils.paths.results_root`), keyed also on the device type and,
     on the CPU, torch's thread count now, which change the trained weights.
     """
-    device = torch.device(device) if device is not None else default_device()
-    meta = {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description}
-    return cached_fit(checkpoint_path(pool, config, pool_seed, numerics(device), root), "VAE",
-                      lambda path: load_vae(path, device=device),
-                      lambda: train_vae(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
-                                        progress=progress),
-                      lambda path, vae, history: save_vae(path, vae, history, meta))
+    return cached_fit(pool, config, pool_seed, device, progress, root, what="VAE", path_of=checkpoint_path,
+                      load=load_vae, train=train_vae, save=save_vae)
