@@ -117,7 +117,8 @@ class SweepFailed(RuntimeError):
 
     def __init__(self, failures: dict[str, str], finished: int):
         self.failures = failures
-        listing = "\n".join(f"  {label}: {error}" for label, error in failures.items())
+        # By run label: the order in which Ray's workers failed is not the same from one sweep to the next.
+        listing = "\n".join(f"  {label}: {error}" for label, error in sorted(failures.items()))
         super().__init__(f"{len(failures)} run(s) failed ({finished} finished and are stored; a rerun resumes "
                          f"every run from its last stored step):\n{listing}")
 

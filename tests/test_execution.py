@@ -275,9 +275,9 @@ def test_a_worker_that_cannot_see_the_results_root_fails_before_training(tmp_pat
 
     monkeypatch.setattr(execution, "_visibility_markers", unseen)
     monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("trained without a results root"))
-    with pytest.raises(SweepFailed, match="(?s)2 run.*ResultsRootNotShared: node .* cannot see the results root "
-                                         ".*storage every node sees.*coreset\\+vae seed 0: fitting the VAE it uses "
-                                         "failed \\(ResultsRootNotShared"):
+    with pytest.raises(SweepFailed, match="(?s)2 run.*coreset\\+vae seed 0: fitting the VAE it uses failed "
+                                         "\\(ResultsRootNotShared: node .* cannot see the results root .*storage "
+                                         "every node sees.*random seed 0: ResultsRootNotShared"):
         _sweep(tmp_path, monkeypatch, ["random", "coreset+vae"], [0], Execution("ray"))
     assert not _states(tmp_path)
     assert not (tmp_path / "vae").exists(), "the VAE's task failed before fitting it"
