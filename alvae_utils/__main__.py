@@ -1,7 +1,7 @@
-"""``python -m alvae_utils`` — see :mod:`alvae_utils.cli`."""
+"""``python -m alvae_utils`` — see :mod:`alvae_utils.workflow.cli`."""
 
 import sys
 
-from .cli import main
+from .workflow.cli import main
 
 sys.exit(main())

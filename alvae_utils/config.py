@@ -6,8 +6,8 @@
 * :class:`TSNEConfig` — the core-set snapshot behind Figs. 5–6.
 
 Named bundles of these (the ``paper``, ``quick`` and ``ci`` profiles) live in
-:mod:`alvae_utils.profiles`; methods (heuristic + feature family + α) in
-:mod:`alvae_utils.methods`.
+:mod:`alvae_utils.experiment.profiles`; methods (heuristic + feature family + α) in
+:mod:`alvae_utils.selection.methods`.
 """
 
 from __future__ import annotations
@@ -64,9 +64,12 @@ NON_NEGATIVE = Range(0)
 FRACTION = Range(0, 1, low_open=True)
 
 
-def setting(default: object = MISSING, *, allowed: Range | None = None, help: str = ""):
-    """A dataclass field with its allowed range and a one-line description, read by :func:`check_settings`."""
-    metadata = {"range": allowed, "help": help}
+def setting(default: object = MISSING, *, allowed: Range | None = None, help: str = "", flag: str = ""):
+    """A dataclass field with its allowed range and a one-line description, read by :func:`check_settings`.
+
+    ``flag`` is its command-line option when that is not ``--`` + the field name with ``-`` for ``_``.
+    """
+    metadata = {"range": allowed, "help": help, "flag": flag}
     if default is MISSING:
         return field(metadata=metadata)
     if is_dataclass(default):  # nested settings: a fresh default per instance
@@ -124,7 +127,7 @@ class TrainConfig:
     """Task-model training (paper, Experiments: SGD, lr 0.001, momentum 0.9).
 
     The last four fields are speed settings. They apply to every forward pass of T and P
-    (training, selection features, evaluation; :func:`alvae_utils.training.build_task_model`)
+    (training, selection features, evaluation; :func:`alvae_utils.training.task_model.build_task_model`)
     and are off by default: fp32 and reproducible, as the paper trained. Each one can change
     a run's numbers (bf16 rounds, channels_last and ``torch.compile`` reorder floating-point
     sums, cuDNN's autotuner picks algorithms by timing), so they are part of the configuration
@@ -171,7 +174,8 @@ class VAEConfig:
 
     @property
     def epochs_per_refit(self) -> int:
-        """Epochs of a family refitted at every step (:mod:`alvae_utils.ssvae`): ``refit_epochs``, else ``epochs``."""
+        """Epochs of a family refitted at every step (:mod:`~alvae_utils.training.ssvae`): ``refit_epochs``, else
+        ``epochs``."""
         return self.epochs if self.refit_epochs is None else self.refit_epochs
 
     def fitted_once_key(self) -> dict[str, object]:

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT: Path = Path(__file__).resolve().parent.parent
+REPO_ROOT: Path = Path(__file__).resolve().parents[__name__.count(".")]
+"""The folder that holds the package (the checkout): found from this module's dotted name, so it does not
+depend on where in the package tree this module sits."""
 
 
 def _env_path(variable: str, default: Path) -> Path:

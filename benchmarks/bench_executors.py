@@ -32,9 +32,11 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a local Ray o
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from alvae_utils.execution import Execution, ray_session, run_sweep  # noqa: E402
-from alvae_utils.methods import Method  # noqa: E402
-from alvae_utils.profiles import get_profile  # noqa: E402
+from alvae_utils.execution.settings import Execution  # noqa: E402
+from alvae_utils.execution.sweep import run_sweep  # noqa: E402
+from alvae_utils.execution.ray_executor import ray_session
+from alvae_utils.selection.methods import Method  # noqa: E402
+from alvae_utils.experiment.profiles import get_profile  # noqa: E402
 
 TIMINGS = ["train_seconds", "select_seconds", "eval_seconds"]
 

@@ -48,10 +48,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
 from alvae_utils.config import TrainConfig, VAEConfig  # noqa: E402
-from alvae_utils.data import DataUnavailableError, load_dataset  # noqa: E402
-from alvae_utils.selection import kcenter_greedy, medal_greedy  # noqa: E402
-from alvae_utils.training import build_task_model, predict, train_task_model  # noqa: E402
-from alvae_utils.vae import encode_mu, train_vae  # noqa: E402
+from alvae_utils.data.datasets import DataUnavailableError, load_dataset  # noqa: E402
+from alvae_utils.selection.kcenter import kcenter_greedy  # noqa: E402
+from alvae_utils.selection.medal import medal_greedy  # noqa: E402
+from alvae_utils.training.task_model import build_task_model, predict, train_task_model  # noqa: E402
+from alvae_utils.training.vae import encode_mu, train_vae  # noqa: E402
 
 VAE_DIM = 32
 TASK_LABELS = 3_000  # the task model is trained on this many of the base images, like ξ = 3,000 initial labels

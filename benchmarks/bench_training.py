@@ -2,18 +2,18 @@
 
 Measures, in images per second (img/s):
 
-* ``training``  — :func:`alvae_utils.training.train_task_model` (ResNet-18 T, with and without the
+* ``training``  — :func:`alvae_utils.training.task_model.train_task_model` (ResNet-18 T, with and without the
   loss-prediction module P) at the paper profile's batch 64 and the quick profile's batch 16, for
   each speed setting (``channels_last``, ``bf16``, ``cudnn_benchmark``, ``compile``) and useful
   combinations. Also the set-up time a fresh model pays on its first batches (oneDNN/cuDNN
   primitive creation, and torch.compile's compilation, reported apart).
-* ``features``  — :func:`alvae_utils.training.predict` at batch 1,024 (the selection step's pool
+* ``features``  — :func:`alvae_utils.training.task_model.predict` at batch 1,024 (the selection step's pool
   features, and the same forward pass as evaluation); and the seconds of
-  :func:`alvae_utils.metrics.classification_metrics` (accuracy, AUC) on 10,000 samples.
-* ``vae``       — :func:`alvae_utils.vae.train_vae` (one epoch, batch 128) and :func:`encode_mu`.
-* ``selection`` — :func:`alvae_utils.selection.kcenter_greedy` (core-set, Eq. 1) on 544-d features
+  :func:`alvae_utils.training.metrics.classification_metrics` (accuracy, AUC) on 10,000 samples.
+* ``vae``       — :func:`alvae_utils.training.vae.train_vae` (one epoch, batch 128) and :func:`encode_mu`.
+* ``selection`` — :func:`alvae_utils.selection.kcenter.kcenter_greedy` (core-set, Eq. 1) on 544-d features
   at the paper profile's pools (25,000 and 30,000) for every labeled-set size of its curve, β = 3,000.
-* ``tsne``      — :func:`alvae_utils.tsne.embed` on as many points as the paper profile's t-SNE
+* ``tsne``      — :func:`alvae_utils.experiment.tsne.embed` on as many points as the paper profile's t-SNE
   experiment embeds (Figs. 5–6), 544-d; seconds.
 * ``ray``       — k runs at once on the device under Ray: k remote tasks, with ``num_cpus=1`` and one
   torch thread each on the CPU, or ``num_gpus=1/k`` on CUDA, train until a common deadline. Reports
@@ -58,14 +58,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_selection import make_problem  # noqa: E402
 
 from alvae_utils.config import TrainConfig, VAEConfig  # noqa: E402
-from alvae_utils.data import MULTICLASS, MULTILABEL  # noqa: E402
+from alvae_utils.data.datasets import MULTICLASS, MULTILABEL  # noqa: E402
 from alvae_utils.device import INFERENCE_BATCH  # noqa: E402
-from alvae_utils.metrics import classification_metrics  # noqa: E402
-from alvae_utils.profiles import get_profile  # noqa: E402
-from alvae_utils.selection import kcenter_greedy  # noqa: E402
-from alvae_utils.training import build_task_model, predict, train_task_model  # noqa: E402
-from alvae_utils.tsne import embed  # noqa: E402
-from alvae_utils.vae import encode_mu, train_vae  # noqa: E402
+from alvae_utils.training.metrics import classification_metrics  # noqa: E402
+from alvae_utils.experiment.profiles import get_profile  # noqa: E402
+from alvae_utils.selection.kcenter import kcenter_greedy  # noqa: E402
+from alvae_utils.training.task_model import build_task_model, predict, train_task_model  # noqa: E402
+from alvae_utils.experiment.tsne import embed  # noqa: E402
+from alvae_utils.training.vae import encode_mu, train_vae  # noqa: E402
 
 PARTS = ("training", "features", "vae", "selection", "tsne", "ray")
 SETTINGS: dict[str, dict[str, bool]] = {

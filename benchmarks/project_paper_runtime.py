@@ -1,6 +1,6 @@
 """Projected wall time of ``make figures PROFILE=paper`` from measured throughputs, and a check against a real run.
 
-**Workload**, read from ``alvae_utils.profiles.get_profile("paper")``, per dataset:
+**Workload**, read from ``alvae_utils.experiment.profiles.get_profile("paper")``, per dataset:
 
 * every (method, seed) run of Algorithm 1. At step s a fresh T (and P, for loss prediction) is
   built and trained on |L_s| × ``epochs_for_step(s)`` images, then the evaluation set is inferred
@@ -56,17 +56,12 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing the pack
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from alvae_utils.config import ExperimentConfig, TrainConfig  # noqa: E402
-from alvae_utils.data import (  # noqa: E402
-    MULTICLASS,
-    DataUnavailableError,
-    evaluation_split,
-    load_experiment_data,
-    medmnist_task,
-    split_sizes,
+from alvae_utils.data.datasets import (  # noqa: E402
+    MULTICLASS, DataUnavailableError, evaluation_split, load_experiment_data, medmnist_task, split_sizes,
 )
-from alvae_utils.methods import Method  # noqa: E402
-from alvae_utils.notebooks import NOTEBOOKS  # noqa: E402
-from alvae_utils.profiles import Profile, get_profile  # noqa: E402
+from alvae_utils.selection.methods import Method  # noqa: E402
+from alvae_utils.workflow.notebooks import NOTEBOOKS  # noqa: E402
+from alvae_utils.experiment.profiles import Profile, get_profile  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "throughput"  # written by bench_training.py
 PAPER_SECONDS = {("mnist", "coreset"): 5_113, ("mnist", "lossprediction"): 4_955,
@@ -358,8 +353,8 @@ def count_step(step, batch: int) -> StepCount:
 
 def count_training(lp: bool, batch: int = 64) -> StepCount:
     """One training step of T (+P) as train_task_model runs it, with SGD's multi-tensor path as on CUDA."""
-    from alvae_utils.models import pair_ranking_loss
-    from alvae_utils.training import build_task_model
+    from alvae_utils.models.resnet import pair_ranking_loss
+    from alvae_utils.training.task_model import build_task_model
 
     model, lp_module = build_task_model(10, TrainConfig(batch_size=batch), 0, "cpu", with_loss_prediction=lp)
     parameters = [p for m in (model, lp_module) if m is not None for p in m.parameters()]
@@ -383,7 +378,8 @@ def count_training(lp: bool, batch: int = 64) -> StepCount:
 def gpu_counts() -> dict[str, StepCount]:
     """Training steps of T and T+P (batch 64), T's inference (batch 1,024), and the VAE's training step
     (batch 128, Adam's multi-tensor path) and encoding (batch 1,024), counted on the CPU."""
-    from alvae_utils.models import VAE, TaskModel, vae_loss
+    from alvae_utils.models.vae import VAE, vae_loss
+    from alvae_utils.models.resnet import TaskModel
 
     counts = {"train": count_training(False), "train+P": count_training(True)}
     big = torch.rand(1024, 1, 28, 28)
@@ -501,7 +497,7 @@ def calibrate(stored: dict, config: ExperimentConfig, threads: int, statistic: s
     (VAE, t-SNE) as in ``stored``.
     """
     import bench_training as bench
-    from alvae_utils.selection import kcenter_greedy
+    from alvae_utils.selection.kcenter import kcenter_greedy
 
     torch.set_num_threads(threads)
     cpu = torch.device("cpu")
@@ -541,9 +537,9 @@ def two_step_check(stored: dict, statistic: str, method_labels: list[str], toler
     within ``tolerance``) uses the second: it tests what the model counts, at the load the
     run met. Returns the verdict; True when Fashion-MNIST is not installed (skipped).
     """
-    from alvae_utils.features import FeatureContext, pool_features
-    from alvae_utils.loop import run_algorithm1
-    from alvae_utils.results import ResultStore
+    from alvae_utils.selection.features import FeatureContext, pool_features
+    from alvae_utils.experiment.loop import run_algorithm1
+    from alvae_utils.experiment.results import ResultStore
 
     stored_rates = Throughput.from_json(stored, "fp32", statistic)
     base = get_profile("paper").experiment("mnist")

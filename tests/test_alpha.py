@@ -7,18 +7,21 @@ import pandas as pd
 import pytest
 import torch
 
-from alvae_utils import loop
-from alvae_utils.cli import main
+from alvae_utils.experiment import loop
+from alvae_utils.workflow.cli import main
 from alvae_utils.config import ConfigError, ExperimentConfig, TrainConfig, VAEConfig
-from alvae_utils.data import load_experiment_data
+from alvae_utils.data.datasets import load_experiment_data
 from alvae_utils.device import images_to_float
-from alvae_utils.features import FAMILIES, FeatureFamily, register_family
-from alvae_utils.heuristics import select
-from alvae_utils.methods import Method
-from alvae_utils.overrides import apply
-from alvae_utils.profiles import get_profile
-from alvae_utils.results import ResultStore, data_fingerprint
-from alvae_utils.selection import BALANCED, augment_features, balanced_alpha, kcenter_greedy, medal_greedy
+from alvae_utils.selection.features import FAMILIES, FeatureFamily, register_family
+from alvae_utils.selection.heuristics import select
+from alvae_utils.selection.methods import Method
+from alvae_utils.experiment.overrides import apply
+from alvae_utils.experiment.profiles import get_profile
+from alvae_utils.experiment.results import ResultStore, data_fingerprint
+from alvae_utils.selection.alpha import augment_features, balanced_alpha
+from alvae_utils.selection.methods import BALANCED
+from alvae_utils.selection.kcenter import kcenter_greedy
+from alvae_utils.selection.medal import medal_greedy
 
 TIMINGS = ["train_seconds", "select_seconds", "eval_seconds", "features_seconds"]
 CONFIG = ExperimentConfig(

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from alvae_utils.cli import main
-from alvae_utils.results import load_results
+from alvae_utils.workflow.cli import main
+from alvae_utils.experiment.results import load_results
 
 SMALL = ["--pool-size", "60", "--eval-size", "40", "--initial", "10", "--budget", "10", "--max-labels", "20",
          "--no-progress"]

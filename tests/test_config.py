@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 
 from alvae_utils.config import ConfigError, ExperimentConfig, with_overrides
-from alvae_utils.methods import DEFAULT_ALPHA, Method
-from alvae_utils.profiles import PROFILES, get_profile
+from alvae_utils.selection.methods import DEFAULT_ALPHA, Method
+from alvae_utils.experiment.profiles import PROFILES, get_profile
 
 
 def test_paper_profile_pins_the_papers_settings():

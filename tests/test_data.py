@@ -7,10 +7,18 @@ import pytest
 import torch
 from torchvision import datasets as tv_datasets
 
-from alvae_utils import data
-from alvae_utils.data import (DATASETS, MULTICLASS, MULTILABEL, DataCorruptedError, DataUnavailableError,
-                              evaluation_split, load_dataset, load_experiment_data)
-from alvae_utils.fixtures import write_medmnist_npz
+from alvae_utils.data import datasets as data
+from alvae_utils.data.datasets import (
+    DATASETS,
+    MULTICLASS,
+    MULTILABEL,
+    DataCorruptedError,
+    DataUnavailableError,
+    evaluation_split,
+    load_dataset,
+    load_experiment_data,
+)
+from alvae_utils.data.fixtures import write_medmnist_npz
 
 UNREACHABLE = "http://127.0.0.1:9/"  # discard port: the connection is refused at once, nothing leaves the host
 
@@ -228,8 +236,8 @@ def test_impossible_sizes_fail_before_any_file_is_needed(tmp_path):
 
 
 def test_colour_labels_are_classes_or_any_finding(tmp_path):
-    from alvae_utils.data import load_dataset
-    from alvae_utils.plots import colour_labels
+    from alvae_utils.data.datasets import load_dataset
+    from alvae_utils.analysis.plots import colour_labels
 
     digits = load_dataset("mnist-sample", "test")
     colours, names = colour_labels(digits)
@@ -241,7 +249,7 @@ def test_colour_labels_are_classes_or_any_finding(tmp_path):
 
 
 def test_generated_medmnist_files_are_labelled_synthetic(tmp_path):
-    from alvae_utils.data import load_dataset
+    from alvae_utils.data.datasets import load_dataset
 
     path = write_medmnist_npz(tmp_path / "chestmnist.npz", 20, 10, 10)
     chest = load_dataset("chestmnist", "train", root=tmp_path, download=False)

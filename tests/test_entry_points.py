@@ -6,11 +6,12 @@ import sys
 
 import pytest
 
-from alvae_utils import paths, workflow
-from alvae_utils.cli import main
+from alvae_utils import paths
+from alvae_utils.workflow import papermill as workflow
+from alvae_utils.workflow.cli import main
 from alvae_utils.config import ConfigError
-from alvae_utils.notebooks import check_parameters
-from alvae_utils.profiles import get_profile
+from alvae_utils.workflow.notebooks import check_parameters
+from alvae_utils.experiment.profiles import get_profile
 
 
 def _namespace(cells: list[str], **values):
@@ -72,9 +73,9 @@ def test_the_store_reads_and_writes_utf8_whatever_the_locale(tmp_path):
 import sys
 sys.path.insert(0, {str(paths.REPO_ROOT)!r})
 import pandas as pd
-from alvae_utils.methods import Method
-from alvae_utils.results import COLUMNS, ResultStore, RunState
-from alvae_utils.profiles import get_profile
+from alvae_utils.selection.methods import Method
+from alvae_utils.experiment.results import COLUMNS, ResultStore, RunState
+from alvae_utils.experiment.profiles import get_profile
 experiment = get_profile("ci").experiments[0]
 record = ResultStore("ci", root=__import__("pathlib").Path({str(tmp_path)!r})).record(
     experiment, Method("coreset", "vae", 0.5), 0, "MNIST, \\u03b1-test")

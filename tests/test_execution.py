@@ -25,12 +25,15 @@ import pandas as pd
 import pytest
 import torch
 
-from alvae_utils import execution, loop
+from alvae_utils.execution import ray_executor
+from alvae_utils.experiment import loop, planning
 from alvae_utils.config import ConfigError, TrainConfig
-from alvae_utils.execution import Execution, SweepFailed, _check_reachable, run_sweep
-from alvae_utils.features import FAMILIES, FeatureFamily, register_family
-from alvae_utils.methods import Method
-from alvae_utils.profiles import get_profile
+from alvae_utils.execution import Execution, SweepFailed
+from alvae_utils.execution.ray_executor import _check_reachable
+from alvae_utils.execution.sweep import run_sweep
+from alvae_utils.selection.features import FAMILIES, FeatureFamily, register_family
+from alvae_utils.selection.methods import Method
+from alvae_utils.experiment.profiles import get_profile
 
 TIMINGS = ["train_seconds", "select_seconds", "eval_seconds"]
 CI = get_profile("ci").experiment("mnist-sample")
@@ -107,7 +110,7 @@ def test_a_run_resumed_with_another_thread_count_is_refused(tmp_path, monkeypatc
 
 def test_serial_reports_a_failing_run_after_the_others_finish(tmp_path, monkeypatch):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
-    runs = loop.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI).runs
+    runs = planning.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI).runs
     state = runs[0]._record().state_path
     state.parent.mkdir(parents=True)
     state.write_text("{not json")
@@ -124,26 +127,26 @@ def test_capacity_counts_the_runs_each_live_node_holds_at_once():
                     {"Alive": True, "Resources": {"CPU": 3.0}},
                     {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
 
-    assert execution._capacity(Cluster, Execution("ray", cpus_per_run=1)) == 4 + 3
-    assert execution._capacity(Cluster, Execution("ray", cpus_per_run=1.5)) == 2 + 2
-    assert execution._capacity(Cluster, Execution("ray", cpus_per_run=0.5, gpus_per_run=0.3)) == 6, \
+    assert ray_executor._capacity(Cluster, Execution("ray", cpus_per_run=1)) == 4 + 3
+    assert ray_executor._capacity(Cluster, Execution("ray", cpus_per_run=1.5)) == 2 + 2
+    assert ray_executor._capacity(Cluster, Execution("ray", cpus_per_run=0.5, gpus_per_run=0.3)) == 6, \
         "3 runs per GPU on the first node (8 by its CPUs); none on the node without GPUs"
-    assert execution._capacity(Cluster, Execution("ray", cpus_per_run=8)) == 0
+    assert ray_executor._capacity(Cluster, Execution("ray", cpus_per_run=8)) == 0
 
 
 def test_runs_are_handed_out_costliest_first_once_their_family_is_fitted(tmp_path, monkeypatch):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
-    plan = loop.plan_sweep("ci", CI.dataset, [Method("random"), Method("coreset"), Method.parse("coreset+vae")],
+    plan = planning.plan_sweep("ci", CI.dataset, [Method("random"), Method("coreset"), Method.parse("coreset+vae")],
                            [0, 1], experiment=CI)
     runs = list(plan.runs)
     waiting = sorted(range(len(runs)), key=lambda index: -runs[index].remaining_work())
     labels = lambda indices: [runs[index].method.label for index in indices]  # noqa: E731
     assert labels(waiting) == ["coreset", "coreset", "coreset+vae", "coreset+vae", "random", "random"]
-    assert labels(execution._next_runs(runs, waiting, {"vae"}, 3)) == ["coreset", "coreset", "random"], \
+    assert labels(ray_executor._next_runs(runs, waiting, {"vae"}, 3)) == ["coreset", "coreset", "random"], \
         "runs waiting for the VAE hold no slot"
-    assert labels(execution._next_runs(runs, waiting, set(), 1)) == ["coreset+vae"], "then they go first"
-    assert labels(execution._next_runs(runs, waiting, set(), 5)) == ["coreset+vae", "random"]
-    assert waiting == [] and execution._next_runs(runs, waiting, set(), 2) == []
+    assert labels(ray_executor._next_runs(runs, waiting, set(), 1)) == ["coreset+vae"], "then they go first"
+    assert labels(ray_executor._next_runs(runs, waiting, set(), 5)) == ["coreset+vae", "random"]
+    assert waiting == [] and ray_executor._next_runs(runs, waiting, set(), 2) == []
 
 
 # --- Ray (one shared local session) --------------------------------------------------------------
@@ -202,14 +205,14 @@ def test_a_killed_worker_is_retried_and_resumes_from_its_last_step(tmp_path, mon
 
 
 def test_ctrl_c_stops_the_workers_and_keeps_their_steps(tmp_path, monkeypatch, ray_cluster):
-    real_show = execution._show
+    real_show = ray_executor._show
 
     def interrupt_at_first_step(event, *args):
         real_show(event, *args)
         if event[0] == "step":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(execution, "_show", interrupt_at_first_step)
+    monkeypatch.setattr(ray_executor, "_show", interrupt_at_first_step)
     with pytest.raises(KeyboardInterrupt):
         _sweep(tmp_path, monkeypatch, ["coreset"], [0, 1], Execution("ray"), experiment=SLOW)
     pids = {state["produced_by"]["pid"] for state in _states(tmp_path).values()}
@@ -219,7 +222,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_their_steps(tmp_path, monkeypatch, r
     assert pids and not any(_alive(pid) for pid in pids), "a worker outlived Ctrl-C"
     assert max(state["completed_steps"] for state in _states(tmp_path).values()) >= 1
 
-    monkeypatch.setattr(execution, "_show", real_show)
+    monkeypatch.setattr(ray_executor, "_show", real_show)
     rows = _sweep(tmp_path, monkeypatch, ["coreset"], [0, 1], Execution("ray"), experiment=SLOW)
     assert rows.groupby("seed")["step"].apply(list).tolist() == [list(range(len(SLOW.label_counts())))] * 2
 
@@ -273,7 +276,7 @@ def test_a_worker_that_cannot_see_the_results_root_fails_before_training(tmp_pat
     def unseen(runs):
         yield {run.store.root: run.store.root / ".alvae-visible-elsewhere" for run in runs}
 
-    monkeypatch.setattr(execution, "_visibility_markers", unseen)
+    monkeypatch.setattr(ray_executor, "_visibility_markers", unseen)
     monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("trained without a results root"))
     with pytest.raises(SweepFailed, match="(?s)2 run.*coreset\\+vae seed 0: fitting the VAE it uses failed "
                                          "\\(ResultsRootNotShared: node .* cannot see the results root .*storage "
@@ -285,7 +288,7 @@ def test_a_worker_that_cannot_see_the_results_root_fails_before_training(tmp_pat
 
 def test_ray_reports_a_failing_run_after_the_others_finish(tmp_path, monkeypatch, ray_cluster):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
-    runs = loop.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI).runs
+    runs = planning.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI).runs
     state = runs[1]._record().state_path
     state.parent.mkdir(parents=True)
     state.write_text("{not json")
@@ -298,7 +301,7 @@ def test_an_address_where_no_head_answers_fails_fast_before_any_work(tmp_path, m
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setattr(loop, "load_experiment_data", lambda *a, **k: pytest.fail("loaded data before the check"))
+    monkeypatch.setattr(planning, "load_experiment_data", lambda *a, **k: pytest.fail("loaded data before the check"))
     started = time.perf_counter()
     with pytest.raises(ConfigError, match=f"cannot reach the Ray head at 127.0.0.1:{port}"):
         _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray", address=f"127.0.0.1:{port}"))

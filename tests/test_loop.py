@@ -6,13 +6,14 @@ import pandas as pd
 import pytest
 import torch
 
-from alvae_utils import execution, loop
-from alvae_utils import vae as vae_module
+from alvae_utils.execution import run_sweep
+from alvae_utils.experiment import loop, planning
+from alvae_utils.training import vae as vae_module
 from alvae_utils.config import ConfigError, ExperimentConfig, TrainConfig, VAEConfig
-from alvae_utils.methods import Method
-from alvae_utils.data import load_experiment_data
-from alvae_utils.results import ResultStore, data_fingerprint
-from alvae_utils.selection import initial_labeled_indices
+from alvae_utils.selection.methods import Method
+from alvae_utils.data.datasets import load_experiment_data
+from alvae_utils.experiment.results import ResultStore, data_fingerprint
+from alvae_utils.selection.pool import initial_labeled_indices
 
 TIMINGS = ["train_seconds", "select_seconds", "eval_seconds", "features_seconds"]
 CONFIG = ExperimentConfig(
@@ -158,17 +159,17 @@ def test_vae_method_without_features_is_rejected(tmp_path, data):
 ])
 def test_sweep_rejects_bad_input_before_training(tmp_path, monkeypatch, changes, message):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
-    monkeypatch.setattr(loop, "load_experiment_data", lambda *a, **k: pytest.fail("data loaded before checks"))
+    monkeypatch.setattr(planning, "load_experiment_data", lambda *a, **k: pytest.fail("data loaded before checks"))
     with pytest.raises(ConfigError, match=message):
-        execution.run_sweep("ci", "mnist-sample", experiment=replace(CONFIG, **changes), progress=False)
+        run_sweep("ci", "mnist-sample", experiment=replace(CONFIG, **changes), progress=False)
 
 
 def test_sweep_rejects_unknown_heuristic_and_negative_alpha(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "load_experiment_data", lambda *a, **k: pytest.fail("data loaded before checks"))
+    monkeypatch.setattr(planning, "load_experiment_data", lambda *a, **k: pytest.fail("data loaded before checks"))
     with pytest.raises(ConfigError, match="unknown heuristic"):
-        execution.run_sweep("ci", "mnist-sample", methods=[Method("nope")], experiment=CONFIG, progress=False)
+        run_sweep("ci", "mnist-sample", methods=[Method("nope")], experiment=CONFIG, progress=False)
     with pytest.raises(ConfigError, match="α must be ≥ 0"):
-        execution.run_sweep("ci", "mnist-sample", methods=[Method("coreset", "vae", -0.5)], experiment=CONFIG,
+        run_sweep("ci", "mnist-sample", methods=[Method("coreset", "vae", -0.5)], experiment=CONFIG,
                        progress=False)
 
 
@@ -184,10 +185,10 @@ def test_sweep_trains_the_vae_once_and_reuses_it(tmp_path, monkeypatch):
     monkeypatch.setattr(vae_module, "train_vae", counting)
     config = replace(CONFIG, max_labels=20)
     methods = [Method("coreset", "vae"), Method("lossprediction", "vae")]
-    rows = execution.run_sweep("ci", "mnist-sample", methods=methods, seeds=[0, 1], experiment=config, progress=False)
+    rows = run_sweep("ci", "mnist-sample", methods=methods, seeds=[0, 1], experiment=config, progress=False)
     assert calls["n"] == 1
     assert len(rows) == 2 * 2 * 2 and set(rows["method"]) == {"coreset+vae", "lossprediction+vae"}
-    execution.run_sweep("ci", "mnist-sample", methods=methods, seeds=[0, 1], experiment=config, progress=False)
+    run_sweep("ci", "mnist-sample", methods=methods, seeds=[0, 1], experiment=config, progress=False)
     assert calls["n"] == 1, "the cached VAE is reused"
     assert len(list((tmp_path / "vae").glob("*.pt"))) == 1
 
@@ -196,11 +197,11 @@ def test_a_plan_fits_each_family_once_and_only_for_unfinished_runs(tmp_path, mon
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     config = replace(CONFIG, max_labels=20)
     methods = [Method("random"), Method("coreset", "vae"), Method("lossprediction", "vae", 2.0)]
-    plan = loop.plan_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config)
+    plan = planning.plan_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config)
     assert [fit.family.name for fit in plan.fits()] == ["vae"], "one fit for the four runs that use the VAE"
     assert [run.fitted_once for run in plan.runs] == [None, None, "vae", "vae", "vae", "vae"]
     assert plan.fits()[0].cache_root == tmp_path
-    execution.run_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config, progress=False)
+    run_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config, progress=False)
     assert plan.fits() == () and plan.fits(plan.runs[:2]) == (), \
         "finished runs are loaded, so nothing is fitted for them"
 
@@ -208,27 +209,27 @@ def test_a_plan_fits_each_family_once_and_only_for_unfinished_runs(tmp_path, mon
 def test_a_finished_vae_run_whose_rows_are_damaged_gets_its_vae_again_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     methods = [Method("coreset", "vae")]
-    rows = execution.run_sweep("ci", "mnist-sample", methods, [0], experiment=CONFIG, progress=False)
+    rows = run_sweep("ci", "mnist-sample", methods, [0], experiment=CONFIG, progress=False)
     csv = next((tmp_path / "ci").rglob("*.csv"))
     damaged = pd.read_csv(csv)
     damaged.loc[1, "accuracy"] = float("nan")
     damaged.to_csv(csv, index=False)
-    plan = loop.plan_sweep("ci", "mnist-sample", methods, [0], experiment=CONFIG)
+    plan = planning.plan_sweep("ci", "mnist-sample", methods, [0], experiment=CONFIG)
     assert plan.runs[0].completed_steps() == 1 and [fit.family.name for fit in plan.fits()] == ["vae"]
     with pytest.warns(UserWarning, match="damaged"):
-        again = execution.run_sweep("ci", "mnist-sample", methods, [0], experiment=CONFIG, progress=False)
+        again = run_sweep("ci", "mnist-sample", methods, [0], experiment=CONFIG, progress=False)
     pd.testing.assert_frame_equal(rows.drop(columns=TIMINGS), again.drop(columns=TIMINGS))
 
 
 def test_remaining_work_counts_training_evaluation_selection_and_refits(tmp_path, monkeypatch):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     config = replace(CONFIG, vae=replace(CONFIG.vae, refit_epochs=2))
-    plan = loop.plan_sweep("ci", "mnist-sample", [Method("random"), Method("coreset"), Method("coreset", "ssvae")],
+    plan = planning.plan_sweep("ci", "mnist-sample", [Method("random"), Method("coreset"), Method("coreset", "ssvae")],
                            [0], experiment=config)
     random_, coreset, ssvae = (run.remaining_work() for run in plan.runs)
     # |L| = 10, 20, 30 with 1, 2, 3 epochs: 140 training images, 3 units each; 60 evaluated at each of 3 steps.
     assert random_ == 3 * (10 * 1 + 20 * 2 + 30 * 3) + 3 * 60
     assert coreset == random_ + 2 * 120, "the pool's predictions at each of the 2 selections"
     assert ssvae == coreset + 2 * 3 * 120 * 2, "2 refit epochs over the pool at each selection"
-    execution.run_sweep("ci", "mnist-sample", [Method("random")], [0], experiment=config, progress=False)
+    run_sweep("ci", "mnist-sample", [Method("random")], [0], experiment=config, progress=False)
     assert plan.runs[0].remaining_work() == 0

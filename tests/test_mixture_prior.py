@@ -6,13 +6,14 @@ import pandas as pd
 import pytest
 import torch
 
-from alvae_utils import execution, loop
+from alvae_utils.execution import Execution, run_sweep
+from alvae_utils.experiment import loop
 from alvae_utils.config import VAEConfig
 from alvae_utils.device import numerics
-from alvae_utils.data import load_experiment_data
-from alvae_utils.features import get_family
-from alvae_utils.methods import Method
-from alvae_utils.mixture_prior import (
+from alvae_utils.data.datasets import load_experiment_data
+from alvae_utils.selection.features import get_family
+from alvae_utils.selection.methods import Method
+from alvae_utils.training.mixture_prior import (
     MixturePrior,
     MixVAE,
     checkpoint_path,
@@ -23,7 +24,7 @@ from alvae_utils.mixture_prior import (
     sample_posterior,
     train_mixvae,
 )
-from alvae_utils.models import VAE
+from alvae_utils.models.vae import VAE
 from alvae_utils.seeds import VAE as VAE_STREAM
 from alvae_utils.seeds import derive_seed
 from tiny import TINY, numbers
@@ -181,8 +182,8 @@ def test_every_mixvae_method_runs_end_to_end_and_resumes_after_a_kill(tmp_path, 
 
     def sweep(root, methods):
         monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(root))
-        return execution.run_sweep("ci", TINY.dataset, methods=methods, seeds=[0], experiment=TINY, progress=False,
-                                   execution=execution.Execution("serial"), device="cpu")
+        return run_sweep("ci", TINY.dataset, methods=methods, seeds=[0], experiment=TINY, progress=False,
+                                   execution=Execution("serial"), device="cpu")
 
     # Killed in the second run's second step, after the first run finished; the rerun loads the cached model.
     train = spy(loop, "train_task_model", interrupt_at=4)
@@ -201,7 +202,7 @@ def test_every_mixvae_method_runs_end_to_end_and_resumes_after_a_kill(tmp_path, 
 
 
 def test_a_damaged_cached_vae_is_refitted_with_a_warning(pool, tmp_path, monkeypatch):
-    from alvae_utils import vae
+    from alvae_utils.training import vae
 
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     config = VAEConfig(latent_dim=4, epochs=1, batch_size=8)

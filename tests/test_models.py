@@ -7,19 +7,18 @@ import torch
 from torch.distributions import Normal, kl_divergence
 from torchvision.models import resnet18
 
-from alvae_utils.models import (
+from alvae_utils.models.resnet import (
     GREY_MEAN,
     GREY_STD,
     PRETRAINED_WEIGHTS,
-    VAE,
     LossPredictionModule,
     PretrainedWeightsUnavailable,
     TaskModel,
     check_pretrained_weights_available,
     pair_ranking_loss,
     pretrained_weights_path,
-    vae_loss,
 )
+from alvae_utils.models.vae import VAE, vae_loss
 
 
 @pytest.mark.parametrize("num_outputs", [10, 14])

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from alvae_utils.config import ConfigError
-from alvae_utils.execution import Execution
-from alvae_utils.notebooks import NOTEBOOKS, ActiveLearningParameters, check_parameters, profile_of
+from alvae_utils.execution.settings import Execution
+from alvae_utils.workflow.notebooks import NOTEBOOKS, ActiveLearningParameters, check_parameters, profile_of
 
 SWEEP = {f.name: f.default for f in fields(Execution)}  # 02 runs sweeps: the execution settings are parameters
 

@@ -10,18 +10,13 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from alvae_utils.methods import Method
-from alvae_utils.open_questions import (
-    alpha_sweep,
-    family_figure_methods,
-    multiplicity_counts,
-    tails_methods,
-    tails_summary,
-    verdicts,
+from alvae_utils.selection.methods import Method
+from alvae_utils.analysis.open_questions import (
+    alpha_sweep, family_figure_methods, multiplicity_counts, tails_methods, tails_summary, verdicts,
 )
-from alvae_utils.plots import plot_aubc_vs_alpha
-from alvae_utils.profiles import PROFILES, BeyondConfig, get_profile
-from alvae_utils.stats import aubc_summary, paired_aubc_tests, run_aubc
+from alvae_utils.analysis.plots import plot_aubc_vs_alpha
+from alvae_utils.experiment.profiles import PROFILES, BeyondConfig, get_profile
+from alvae_utils.analysis.aubc import aubc_summary, paired_aubc_tests, run_aubc
 
 GRID = (10, 20, 50)  # unequal spacing
 SEEDS = (0, 1, 2, 3)

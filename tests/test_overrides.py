@@ -6,15 +6,16 @@ from dataclasses import fields
 
 import pytest
 
-from alvae_utils import notebooks, overrides, workflow
-from alvae_utils.cli import main
-from alvae_utils.execution import Execution
+from alvae_utils.workflow import notebooks, papermill as workflow
+from alvae_utils.experiment import overrides
+from alvae_utils.workflow.cli import main
+from alvae_utils.execution.settings import Execution
 from alvae_utils.config import ConfigError
-from alvae_utils.notebooks import NothingToAnalyse, check_parameters, stored_runs
-from alvae_utils.overrides import normalise
-from alvae_utils.plots import plot_learning_curves
-from alvae_utils.profiles import get_profile
-from alvae_utils.results import load_results, stored_sets
+from alvae_utils.workflow.notebooks import NothingToAnalyse, check_parameters, stored_runs
+from alvae_utils.experiment.overrides import normalise
+from alvae_utils.analysis.plots import plot_learning_curves
+from alvae_utils.experiment.profiles import get_profile
+from alvae_utils.experiment.results import load_results, stored_sets
 
 SMALL = ["pool_size=60", "eval_size=40", "initial_labels=10", "budget=10", "max_labels=20"]
 

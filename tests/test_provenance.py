@@ -7,14 +7,14 @@ import medmnist
 import numpy as np
 import torch
 
-from alvae_utils import data
-from alvae_utils.data import load_dataset, load_experiment_data
-from alvae_utils.fixtures import write_medmnist_npz
-from alvae_utils.loop import run_algorithm1
-from alvae_utils.methods import Method
-from alvae_utils.profiles import get_profile
-from alvae_utils.results import ResultStore, data_fingerprint, run_key
-from alvae_utils.vae import checkpoint_path
+from alvae_utils.data import datasets as data
+from alvae_utils.data.datasets import load_dataset, load_experiment_data
+from alvae_utils.data.fixtures import write_medmnist_npz
+from alvae_utils.experiment.loop import run_algorithm1
+from alvae_utils.selection.methods import Method
+from alvae_utils.experiment.profiles import get_profile
+from alvae_utils.experiment.results import ResultStore, data_fingerprint, run_key
+from alvae_utils.training.vae import checkpoint_path
 
 CPU_1 = {"device": "cpu", "torch_threads": 1}
 

@@ -14,18 +14,20 @@ import pandas as pd
 import pytest
 import torch
 
-from alvae_utils import execution, figures, loop, plots, stats
-from alvae_utils.cli import main
+from alvae_utils.execution import SweepFailed, run_sweep
+from alvae_utils.experiment import loop, planning
+from alvae_utils.analysis import figures, plots
+from alvae_utils.workflow.cli import main
 from alvae_utils.config import ConfigError, ExperimentConfig, TrainConfig, VAEConfig
 from alvae_utils.device import images_to_float
-from alvae_utils.features import FAMILIES, FeatureFamily, get_family, register_family
-from alvae_utils.fixtures import write_medmnist_npz
-from alvae_utils.heuristics import APPEND, HEURISTICS, Heuristic, register_heuristic
-from alvae_utils.methods import Method
-from alvae_utils.profiles import get_profile
-from alvae_utils.results import ResultStore, data_fingerprint, load_results, run_key
-from alvae_utils.selection import top_k_select
-from alvae_utils.vae import checkpoint_path
+from alvae_utils.selection.features import FAMILIES, FeatureFamily, get_family, register_family
+from alvae_utils.data.fixtures import write_medmnist_npz
+from alvae_utils.selection.heuristics import APPEND, HEURISTICS, Heuristic, register_heuristic
+from alvae_utils.selection.methods import variant_pairs, Method
+from alvae_utils.experiment.profiles import get_profile
+from alvae_utils.experiment.results import ResultStore, data_fingerprint, load_results, run_key
+from alvae_utils.selection.ranking import top_k_select
+from alvae_utils.training.vae import checkpoint_path
 
 CPU_1 = {"device": "cpu", "torch_threads": 1}  # the pinned VAE keys: fitted on the CPU at 1 thread
 
@@ -74,7 +76,7 @@ def toys():
 
 def _ci_data(root):
     """The ci profile's pools and evaluation sets, from a freshly generated fixture file under ``root``."""
-    from alvae_utils.data import load_experiment_data
+    from alvae_utils.data.datasets import load_experiment_data
 
     write_medmnist_npz(root / "chestmnist.npz", n_train=600, n_val=200, n_test=200, flag="chestmnist", seed=0)
     return {e.dataset: load_experiment_data(e.dataset, e.pool_size, e.eval_size, seed=e.pool_seed, root=root,
@@ -112,7 +114,7 @@ def test_a_registered_heuristic_and_families_run_end_to_end_through_run_sweep(tm
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     methods = [Method.parse(label) for label in
                ("maxnorm", "maxnorm+vae", "maxnorm+randproj", "coreset+classmeans", "lossprediction+classmeans")]
-    rows = execution.run_sweep("ci", CONFIG.dataset, methods=methods, seeds=[0], experiment=CONFIG, progress=False)
+    rows = run_sweep("ci", CONFIG.dataset, methods=methods, seeds=[0], experiment=CONFIG, progress=False)
 
     assert set(rows["method"]) == {m.label for m in methods}
     assert (rows.groupby("method")["n_labels"].apply(list) == pd.Series([[10, 20, 30]] * 5,
@@ -137,7 +139,7 @@ def test_a_registered_heuristic_and_families_run_end_to_end_through_run_sweep(tm
 
 def test_a_refitted_family_resumes_to_the_same_numbers(tmp_path, spy, toys):
     method = Method.parse("coreset+classmeans")
-    pool_eval = loop.load_experiment_data(CONFIG.dataset, CONFIG.pool_size, CONFIG.eval_size, seed=0)
+    pool_eval = planning.load_experiment_data(CONFIG.dataset, CONFIG.pool_size, CONFIG.eval_size, seed=0)
 
     def run(root):
         return loop.run_algorithm1(CONFIG, method, 0, *pool_eval, ResultStore("t", root=root),
@@ -170,7 +172,7 @@ def test_figures_statistics_and_styles_read_the_registries(toys):
     assert figures.heuristic_methods(labels, "maxnorm") == ["maxnorm", "maxnorm+randproj", "maxnorm+vae(α=0.5)",
                                                             "random"]
     assert figures.al_figure_title("mnist", "maxnorm", labels) == "MNIST: Max norm vs +random projection, +VAE"
-    assert stats.variant_pairs(labels) == [("coreset", "coreset+classmeans"), ("maxnorm", "maxnorm+randproj"),
+    assert variant_pairs(labels) == [("coreset", "coreset+classmeans"), ("maxnorm", "maxnorm+randproj"),
                                            ("maxnorm", "maxnorm+vae(α=0.5)")]
     assert plots.method_style("maxnorm")["color"] == "tab:olive"
     assert Method.parse("maxnorm+vae(α=0.5)") == Method("maxnorm", "vae", 0.5)
@@ -191,9 +193,9 @@ def test_a_heuristic_returning_bad_indices_is_stopped_before_anything_is_stored(
                                  select=lambda inputs, mask, budget: returned(mask, budget)))
     try:
         # The run fails, and the sweep reports it (with its error) once the other runs have finished.
-        with pytest.raises(execution.SweepFailed, match=f"broken seed 0: ValueError: heuristic 'broken' returned "
+        with pytest.raises(SweepFailed, match=f"broken seed 0: ValueError: heuristic 'broken' returned "
                                                        f".*{problem}"):
-            execution.run_sweep("ci", CONFIG.dataset, methods=[Method("broken")], seeds=[0], experiment=CONFIG,
+            run_sweep("ci", CONFIG.dataset, methods=[Method("broken")], seeds=[0], experiment=CONFIG,
                                 progress=False)
     finally:
         HEURISTICS.pop("broken")
@@ -214,10 +216,10 @@ def test_a_family_giving_bad_features_is_named_and_fails_only_its_runs(tmp_path,
     real = loop.train_task_model
     monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: trained.append(1) or real(*a, **k))
     try:
-        with pytest.raises(execution.SweepFailed, match=r"(?s)1 run\(s\) failed \(1 finished.*lossprediction\+badfeat "
+        with pytest.raises(SweepFailed, match=r"(?s)1 run\(s\) failed \(1 finished.*lossprediction\+badfeat "
                                                        f"seed 0: fitting the Bad it uses failed \\(ValueError: "
                                                        f"feature family 'badfeat' {message}"):
-            execution.run_sweep("ci", CONFIG.dataset, methods=[Method("lossprediction", "badfeat"), Method("random")],
+            run_sweep("ci", CONFIG.dataset, methods=[Method("lossprediction", "badfeat"), Method("random")],
                                 seeds=[0], experiment=CONFIG, progress=False)
     finally:
         FAMILIES.pop("badfeat")

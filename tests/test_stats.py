@@ -1,4 +1,4 @@
-"""Significance tests, mean curves and AUBC (alvae_utils.stats) against hand computation and brute force."""
+"""Significance tests, mean curves and AUBC (alvae_utils.analysis.stats) against hand computation and brute force."""
 
 from __future__ import annotations
 
@@ -9,24 +9,19 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from alvae_utils.stats import (
+from alvae_utils.analysis.stats import (
     NOTE_CONSTANT,
     NOTE_NO_PAIRS,
     NOTE_ONE_PAIR,
     PAPER_PAIRS,
-    aubc,
-    aubc_findings,
-    aubc_summary,
     compare_variants,
     holm,
-    mean_curve,
-    paired_aubc_tests,
     paired_comparison,
-    run_aubc,
     significant_findings,
     variant_pairs,
     wilcoxon_p,
 )
+from alvae_utils.analysis.aubc import aubc, aubc_findings, aubc_summary, mean_curve, paired_aubc_tests, run_aubc
 
 LABELS = (3000, 6000, 9000)
 SEEDS = (0, 1, 2, 3, 4)
@@ -251,7 +246,7 @@ def test_mean_curve_is_the_t_interval():
 
 
 def test_significance_view_names_the_source_only_where_a_dataset_has_several():
-    from alvae_utils.tables import significance_view
+    from alvae_utils.analysis.tables import significance_view
 
     sample = _results({n: 0.01 for n in LABELS})
     chest = _results({n: 0.0 for n in LABELS}, seed=2, dataset="chestmnist")
@@ -312,7 +307,7 @@ def test_multilabel_accuracies_are_exact_so_a_constant_shift_stays_constant():
     """ChestMNIST: one more correct decision on every seed is a constant shift, not a significant effect."""
     import torch
 
-    from alvae_utils.metrics import multilabel_accuracy
+    from alvae_utils.training.metrics import multilabel_accuracy
 
     def accuracy(wrong: int) -> float:
         predictions = torch.zeros(40, 14)
@@ -498,7 +493,7 @@ def _holm_brute_force(p: list[float]) -> list[float]:
 
 
 def test_paired_aubc_holm_spans_every_comparison_of_the_table(monkeypatch):
-    from alvae_utils.features import FAMILIES, VAE_FAMILY
+    from alvae_utils.selection.features import FAMILIES, VAE_FAMILY
 
     # A second family pairs on its own: any "+family" (and α) variant is compared with its plain heuristic.
     monkeypatch.setitem(FAMILIES, "ssvae", VAE_FAMILY)
@@ -541,7 +536,7 @@ def test_paired_aubc_notes_where_there_is_no_test():
 
 
 def test_aubc_views_name_comparisons_and_ranges():
-    from alvae_utils.tables import aubc_test_view, aubc_view
+    from alvae_utils.analysis.tables import aubc_test_view, aubc_view
 
     df = _grid_rows(_curves(0.02, methods=("coreset", "coreset+vae", "random")))
     view = aubc_view(aubc_summary(run_aubc(df)))

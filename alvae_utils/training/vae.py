@@ -1,0 +1,219 @@
+"""The task-agnostic VAE V (Eq. 5): training, encoding, reconstruction, and its on-disk cache.
+
+V is trained once per pool, without labels, on every pool image; its posterior means
+μ are the features that Eq. 6 appends to the task model's. :func:`get_or_train_vae`
+caches it under ``results_root()/vae/``, keyed on everything that determines it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import SCHEMA_VERSION, VAEConfig, config_hash
+from ..data.datasets import Dataset
+from ..device import default_device, epoch_batches, images_to_float, map_batches, module_device, numerics
+from ..models.resnet import MIN_BATCH
+from ..models.vae import VAE, vae_loss
+from ..paths import atomic_path, results_root
+from ..progress import track
+from ..seeds import VAE as VAE_STREAM
+from ..seeds import derive_seed, seed_everything
+
+
+def train_vae(
+    images: Tensor,
+    config: VAEConfig,
+    seed: int,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> tuple[VAE, list[dict]]:
+    """Train V on uint8 ``images`` (N, 1, 28, 28) by minimising the negative ELBO (Eq. 5) with Adam.
+
+    ``device`` defaults to CUDA when available. History rows are epoch means:
+    ``{"epoch": 1-based, "loss", "reconstruction", "kl"}`` (per image, in nats).
+    Returns V in eval mode. Raises ValueError for fewer than two images or epochs < 1.
+    """
+    check_training(images, config)
+    device = torch.device(device) if device is not None else default_device()
+    images = images.to(device)
+    seed_everything(seed)
+    vae = VAE(config.latent_dim).to(device)
+    generator = torch.Generator().manual_seed(seed)
+
+    def loss_terms(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        recon_logits, mu, logvar = vae(x)
+        return vae_loss(recon_logits, x, mu, logvar)
+
+    history = fit_epochs(vae, images, config, generator, loss_terms, "VAE epochs", progress)
+    return vae.eval(), history
+
+
+def cached_fit(pool: Dataset, config: VAEConfig, pool_seed: int, device: torch.device | str | None,
+               progress: bool, root: Path | None, *, what: str, path_of: Callable[..., Path],
+               load: Callable[..., tuple], train: Callable[..., tuple], save: Callable[..., None]
+               ) -> tuple[object, list[dict], bool]:
+    """(model, history, fitted_now) of a model fitted once on the whole pool: from its cache, or trained and cached.
+
+    ``path_of(pool, config, pool_seed, numerics, root)`` is the cache file, keyed on the
+    device type and CPU thread count (:func:`~alvae_utils.device.numerics`), which change
+    the trained weights; ``load(path, device=)`` returns (model, history, meta);
+    ``train(images, config, seed=, device=, progress=)`` (model, history), seeded from
+    ``pool_seed``; ``save(path, model, history, meta)``. A cache that cannot be read
+    (truncated, corrupted) is reported with a warning, removed and fitted again: fits are
+    seeded, so nothing is lost. Shared by the paper VAE and the MoG-prior VAE.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    path = path_of(pool, config, pool_seed, numerics(device), root)
+    if path.exists():
+        try:
+            model, history, _ = load(path, device=device)
+            return model, history, False
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # a damaged file: torch and pickle raise many kinds
+            warnings.warn(f"the cached {what} {path} cannot be read ({type(error).__name__}: {error}); it is "
+                          "removed and fitted again.", stacklevel=3)
+            path.unlink(missing_ok=True)
+    model, history = train(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
+                           progress=progress)
+    save(path, model, history, {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description})
+    return model, history, True
+
+
+def check_training(images: Tensor, config: VAEConfig) -> None:
+    """ValueError, before any training: fewer images than a BatchNorm batch needs, a smaller batch, or epochs < 1."""
+    if images.shape[0] < MIN_BATCH or config.batch_size < MIN_BATCH:
+        raise ValueError(f"BatchNorm needs at least {MIN_BATCH} images per batch: got {images.shape[0]} images "
+                         f"and batch_size={config.batch_size}.")
+    if config.epochs < 1:
+        raise ValueError(f"VAE epochs must be ≥ 1, got {config.epochs}.")
+
+
+def fit_epochs(model: nn.Module, images: Tensor, config: VAEConfig, generator: torch.Generator,
+               loss_terms: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]], desc: str,
+               progress: bool) -> list[dict]:
+    """``config.epochs`` epochs of Adam on ``loss_terms(x)`` = (loss, reconstruction, kl), batch means in nats.
+
+    ``images``: uint8 (N, 1, 28, 28) on the model's device; batches of ``config.batch_size``
+    in ``generator``'s order, a last batch too small for BatchNorm skipped. Returns the
+    per-epoch means per image: ``{"epoch", "loss", "reconstruction", "kl"}``. Shared by the
+    paper VAE and the mixture-prior VAE (:mod:`alvae_utils.training.mixture_prior`).
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history: list[dict] = []
+    model.train()
+    for epoch in track(range(1, config.epochs + 1), desc=desc, enabled=progress):
+        sums = torch.zeros(3, device=images.device)
+        seen = 0
+        for index in epoch_batches(images.shape[0], config.batch_size, generator, images.device):
+            if len(index) < MIN_BATCH:
+                continue
+            loss, reconstruction, kl = loss_terms(images_to_float(images[index]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums += torch.stack([loss, reconstruction, kl]).detach() * len(index)
+            seen += len(index)
+        loss_mean, recon_mean, kl_mean = (sums / seen).tolist()
+        history.append({"epoch": epoch, "loss": loss_mean, "reconstruction": recon_mean, "kl": kl_mean})
+    return history
+
+
+def encode_mu(vae: VAE, images: Tensor) -> Tensor:
+    """μ of q(z|x) for every image (N, latent_dim): the deterministic VAE features used for selection.
+
+    Runs in eval mode on the VAE's device; returns a tensor on the images' device.
+    """
+    vae.eval()
+    (mu,) = map_batches(lambda x: vae.encode(x)[0], images, device=module_device(vae))
+    return mu
+
+
+def reconstruct(vae: VAE, images: Tensor) -> Tensor:
+    """Reconstructions decoded from μ, as pixel probabilities in [0, 1] (N, 1, 28, 28)."""
+    vae.eval()
+    (probs,) = map_batches(lambda x: torch.sigmoid(vae.decode(vae.encode(x)[0])), images, device=module_device(vae))
+    return probs
+
+
+@torch.no_grad()
+def reconstruction_quality(vae: VAE, train_images: Tensor, eval_images: Tensor) -> dict[str, float]:
+    """Per-image Bernoulli NLL (the reconstruction term of Eq. 5, summed over pixels) on ``eval_images``.
+
+    ``vae_bce`` decodes each image from its μ; ``mean_image_bce`` predicts every
+    image by the mean training image, the output of a VAE whose posterior
+    collapsed. A useful VAE has ``vae_bce`` well below ``mean_image_bce``.
+    """
+    targets = images_to_float(eval_images).cpu()
+    mean_image = images_to_float(train_images).cpu().mean(dim=0, keepdim=True).clamp(1e-4, 1 - 1e-4)
+    recon = reconstruct(vae, eval_images).cpu().clamp(1e-6, 1 - 1e-6)
+
+    def nll(probs: Tensor) -> float:
+        per_pixel = F.binary_cross_entropy(probs.expand_as(targets), targets, reduction="none")
+        return per_pixel.flatten(1).sum(dim=1).mean().item()
+
+    return {"vae_bce": nll(recon), "mean_image_bce": nll(mean_image)}
+
+
+def save_vae(path: str | os.PathLike, vae: VAE, history: list[dict], meta: dict) -> None:
+    """Write V, its training history and ``meta`` atomically (temp file in the same folder, then rename).
+
+    Everything is stored as tensors and plain types, so ``torch.load(weights_only=True)`` reads it.
+    """
+    try:
+        json.dumps([history, meta])
+    except TypeError as error:
+        raise TypeError(f"history and meta must hold plain types (str, numbers, lists, dicts): {error}") from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "latent_dim": vae.latent_dim,
+        "state_dict": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
+        "history": history,
+        "meta": meta,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def load_vae(path: str | os.PathLike, device: torch.device | str | None = None) -> tuple[VAE, list[dict], dict]:
+    """Read a checkpoint written by :func:`save_vae` (``weights_only=True``): (V in eval mode, history, meta)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    vae = VAE(checkpoint["latent_dim"])
+    vae.load_state_dict(checkpoint["state_dict"])
+    vae.to(torch.device(device) if device is not None else default_device()).eval()
+    return vae, checkpoint["history"], checkpoint["meta"]
+
+
+def checkpoint_path(pool: Dataset, config: VAEConfig, pool_seed: int, numerics: Mapping[str, object],
+                    root: Path | None = None) -> Path:
+    """Where the VAE of this pool (its name, size, seed, source and content) and VAE configuration is cached.
+
+    Shared by every profile and notebook with the same pool and settings, fitted with the
+    same ``numerics`` (:func:`alvae_utils.device.numerics`: device type, CPU threads).
+    """
+    key = config_hash({"schema": SCHEMA_VERSION, "dataset": pool.name, "data": pool.description,
+                       "fingerprint": pool.fingerprint, "pool_size": len(pool), "pool_seed": pool_seed,
+                       "vae": config.fitted_once_key(), "numerics": dict(numerics)})
+    return (root or results_root()) / "vae" / f"{pool.name}-{key}.pt"
+
+
+def get_or_train_vae(pool: Dataset, config: VAEConfig, pool_seed: int, device: torch.device | str | None = None,
+                     progress: bool = True, root: Path | None = None) -> tuple[VAE, list[dict], bool]:
+    """The VAE V for this pool, trained once on all of it (seeded from ``pool_seed``) and cached.
+
+    Returns (V in eval mode, per-epoch history, trained_now). V sees labeled and
+    unlabeled points alike: its features are task-agnostic. The cache is under ``root``
+    (default :func:`~alvae_utils.paths.results_root`), keyed also on the device type and,
+    on the CPU, torch's thread count now, which change the trained weights.
+    """
+    return cached_fit(pool, config, pool_seed, device, progress, root, what="VAE", path_of=checkpoint_path,
+                      load=load_vae, train=train_vae, save=save_vae)
