@@ -43,7 +43,7 @@ def parse_alpha(text: str) -> float | str:
     try:
         return float(text)
     except ValueError:
-        raise ConfigError(f"cannot read α {text!r}; write a number ≥ 0 (e.g. 0.5) or {BALANCED}.") from None
+        raise ConfigError(f"α must be a number ≥ 0 or {BALANCED}, got {text!r}.") from None
 
 
 def check_alpha(alpha: object, what: str = "the feature family's features") -> float | str:
@@ -51,7 +51,7 @@ def check_alpha(alpha: object, what: str = "the feature family's features") -> f
     if alpha == BALANCED:
         return BALANCED
     if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-        raise ConfigError(f"α must be ≥ 0 and finite, or {BALANCED} (it scales {what}), got {alpha!r}.")
+        raise ConfigError(f"α must be ≥ 0 and finite, or {BALANCED!r} (it scales {what}), got {alpha!r}.")
     return float(alpha) + 0.0
 
 
