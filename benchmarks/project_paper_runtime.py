@@ -57,8 +57,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from alvae_utils.config import ExperimentConfig, TrainConfig  # noqa: E402
 from alvae_utils.data.datasets import (  # noqa: E402
-    MULTICLASS, DataUnavailableError, evaluation_split, load_experiment_data, medmnist_task, split_sizes,
+    MULTICLASS, DataUnavailableError, evaluation_split, load_experiment_data, split_sizes,
 )
+from alvae_utils.data.medmnist_2d import medmnist_task  # noqa: E402
 from alvae_utils.selection.methods import Method  # noqa: E402
 from alvae_utils.workflow.notebooks import NOTEBOOKS  # noqa: E402
 from alvae_utils.experiment.profiles import Profile, get_profile  # noqa: E402

@@ -12,6 +12,7 @@ Input is the tidy results table of :mod:`alvae_utils.experiment.results` (one ro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,55 @@ AUBC_TEST_COLUMNS: tuple[str, ...] = (
     "n_steps", "first_labels", "last_labels", "n_pairs", "mean_baseline", "mean_treatment", "mean_diff",
     "ci_low", "ci_high", "d_z", "p_ttest", "p_wilcoxon", "p_holm", "significant", "note",
 )
+
+
+@dataclass(frozen=True)
+class LearningCurves:
+    """What a learning-curve figure draws, computed: the mean curves and where they come from.
+
+    ``curve`` is :func:`mean_curve` of the drawn methods (columns dataset, method, n_labels, mean, sd,
+    n, ci_low, ci_high); ``methods`` the drawn methods in order; ``seeds`` each method's number of seeds
+    with a value; ``profile`` and ``data_description`` the rows' (joined when several).
+    """
+
+    dataset: str
+    metric: str
+    methods: tuple[str, ...]
+    curve: pd.DataFrame
+    seeds: dict[str, int]
+    profile: str
+    data_description: str
+
+
+def _joined(rows: pd.DataFrame, column: str) -> str:
+    if column not in rows.columns:
+        return ""
+    return "; ".join(sorted(map(str, rows[column].dropna().unique())))
+
+
+def learning_curves(df: pd.DataFrame, dataset: str, methods: Sequence[str], metric: str = "accuracy",
+                    level: float = 0.95) -> LearningCurves:
+    """The mean ``metric`` over seeds against the number of labels for ``methods`` on ``dataset`` (Figs. 1–4).
+
+    Methods absent from ``df`` (or without ``metric`` values) are left out. Raises ValueError when
+    ``dataset`` has no rows, when its rows mix configurations, or when none of ``methods`` remains.
+    """
+    rows = df[df["dataset"] == dataset]
+    if rows.empty:
+        raise ValueError(f"no results for dataset {dataset!r}; present: {sorted(df['dataset'].unique())}.")
+    if "config_key" in rows.columns and rows["config_key"].nunique() > 1:
+        raise ValueError(f"the rows of {dataset!r} mix configurations (config keys "
+                         f"{sorted(map(str, rows['config_key'].unique()))}); plot one at a time.")
+    curve = mean_curve(rows[rows["method"].isin(list(methods))], metric, level)
+    present = [m for m in methods if m in set(curve["method"])]
+    if not present:
+        raise ValueError(f"none of the methods {list(methods)} has {metric!r} values for {dataset!r}; "
+                         f"present: {sorted(rows['method'].unique())}.")
+    plotted = rows[rows["method"].isin(present)]
+    seeds = plotted.dropna(subset=[metric]).groupby("method")["seed"].nunique()
+    return LearningCurves(dataset, metric, tuple(present), curve[curve["method"].isin(present)],
+                          {method: int(seeds[method]) for method in present}, _joined(plotted, "profile"),
+                          _joined(plotted, "data_description"))
 
 
 def aubc(n_labels: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> float:
