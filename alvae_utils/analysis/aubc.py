@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..selection.methods import variant_pairs
 from .stats import (
-    NOTE_NO_PAIRS, _findings, _paired_statistics, holm, t_half_width,
+    NOTE_NO_PAIRS, _findings, _paired_statistics, check_level, holm, require_columns, t_half_width,
 )
 
 
@@ -33,8 +33,7 @@ def mean_curve(df: pd.DataFrame, metric: str = "accuracy", level: float = 0.95) 
     """
     if metric not in df.columns:
         raise ValueError(f"results table has no column {metric!r}.")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}.")
+    check_level(level)
     grouped = df.dropna(subset=[metric]).groupby(["dataset", "method", "n_labels"], sort=True)[metric]
     curve = grouped.agg(mean="mean", sd="std", n="count").reset_index()
     half = t_half_width(curve["sd"].to_numpy(float), curve["n"].to_numpy(float), level)
@@ -178,9 +177,7 @@ def run_aubc(rows: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
       not comparable): resume it by running 02 again, or leave it out of ``rows``;
     * the grid has a single label count (no curve; see :func:`aubc`).
     """
-    missing = [c for c in ("dataset", "method", "seed", "n_labels", metric) if c not in rows.columns]
-    if missing:
-        raise ValueError(f"results table lacks column(s) {missing}; pass the table of load_results.")
+    require_columns(rows, ("dataset", "method", "seed", "n_labels", metric))
     keys = [c for c in RUN_GROUP if c in rows.columns]
     run = [*keys, "method", "seed"]
     columns = [*run, *AUBC_RUN_COLUMNS]
@@ -235,11 +232,8 @@ def aubc_summary(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     ``sd`` (ddof 1) and ``ci_low``, ``ci_high`` = mean ∓ t_{(1+level)/2, n−1} · sd / √n
     (NaN with one run), in the metric's units, as in :func:`mean_curve`.
     """
-    missing = [c for c in ("dataset", "method", "seed", *AUBC_RUN_COLUMNS) if c not in runs.columns]
-    if missing:
-        raise ValueError(f"table lacks column(s) {missing}; pass the output of run_aubc.")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}.")
+    require_columns(runs, ("dataset", "method", "seed", *AUBC_RUN_COLUMNS), "run_aubc")
+    check_level(level)
     group = [*(c for c in RUN_GROUP if c in runs.columns), "method"]
     if runs.empty:
         return pd.DataFrame(columns=[*group, *AUBC_SUMMARY_COLUMNS])
@@ -288,8 +282,7 @@ def paired_aubc_tests(
     """
     if metric not in rows.columns:
         raise ValueError(f"results table has no column {metric!r}.")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}.")
+    check_level(level)
     runs = run_aubc(rows, metric)
     keys = [c for c in RUN_GROUP if c in runs.columns]
     columns = [*keys, "baseline", "treatment", "metric", *AUBC_TEST_COLUMNS]

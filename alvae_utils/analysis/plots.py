@@ -134,7 +134,7 @@ def method_style(method: str) -> dict:
     parsed = Method.parse_or_none(method)
     if parsed is None:
         return {"color": plt.get_cmap("tab10")(stable % 10), "linestyle": "-", "marker": "o"}
-    colour = parsed.spec.colour
+    colour = parsed.heuristic_entry.colour
     if parsed.features is None:
         return {"color": colour, "linestyle": "-", "marker": "o"}
     darker = tuple(0.6 * channel for channel in to_rgb(colour))

@@ -33,52 +33,57 @@ from ..experiment.results import ResultStore, stored_sets
 
 
 @dataclass(frozen=True)
-class VAETrainingParameters:
-    """01_vae_training."""
+class NotebookParameters:
+    """What every notebook takes: the settings profile and overrides of its settings."""
 
     profile: str = "quick"
-    dataset: str = "mnist"
     overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetParameters(NotebookParameters):
+    """A notebook run once per dataset."""
+
+    dataset: str = "mnist"
+
+
+@dataclass(frozen=True)
+class TestParameters:
+    """A notebook that tests differences: its significance level."""
+
+    alpha_level: float = setting(0.05, allowed=Range(0, 1, low_open=True, high_open=True),
+                                 help="significance level of the Holm-adjusted p-values")
+
+
+@dataclass(frozen=True)
+class VAETrainingParameters(DatasetParameters):
+    """01_vae_training."""
+
     n_reconstructions: int = setting(10, allowed=AT_LEAST_ONE, help="originals/reconstructions shown")
 
 
 @dataclass(frozen=True)
-class ActiveLearningParameters(Execution):
+class ActiveLearningParameters(DatasetParameters, Execution):
     """02_active_learning; it runs sweeps, so the fields of :class:`~.settings.Execution` are parameters."""
-
-    profile: str = "quick"
-    dataset: str = "mnist"
-    overrides: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class SignificanceParameters:
+class SignificanceParameters(TestParameters, NotebookParameters):
     """03_significance_tests. An empty ``profile`` analyses the one set of stored runs there is."""
 
     profile: str = ""
-    overrides: dict = field(default_factory=dict)
-    alpha_level: float = setting(0.05, allowed=Range(0, 1, low_open=True, high_open=True),
-                                 help="significance level of the Holm-adjusted p-values")
 
 
 @dataclass(frozen=True)
-class TSNEParameters:
+class TSNEParameters(NotebookParameters):
     """04_tsne."""
 
-    profile: str = "quick"
-    overrides: dict = field(default_factory=dict)
     seed: int = setting(0, allowed=NON_NEGATIVE, help="seed of the initial labels, the sample and t-SNE")
 
 
 @dataclass(frozen=True)
-class BeyondParameters(Execution):
+class BeyondParameters(TestParameters, DatasetParameters, Execution):
     """05_beyond_the_paper; it runs sweeps, so the fields of :class:`~.settings.Execution` are too."""
-
-    profile: str = "quick"
-    dataset: str = "mnist"
-    overrides: dict = field(default_factory=dict)
-    alpha_level: float = setting(0.05, allowed=Range(0, 1, low_open=True, high_open=True),
-                                 help="significance level of the Holm-adjusted p-values")
 
 
 @dataclass(frozen=True)
