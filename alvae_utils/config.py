@@ -17,7 +17,8 @@ import json
 import math
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 
 SCHEMA_VERSION = 4
 """Version of what determines stored numbers (run keys, cached VAEs). Bump it on purpose whenever a
@@ -278,8 +279,8 @@ class TSNEConfig:
                               "or sample more.")
 
 
-def with_overrides(experiment: ExperimentConfig, **changes: object) -> ExperimentConfig:
-    """A copy of ``experiment`` with top-level fields replaced (validated)."""
-    updated = replace(experiment, **changes)
-    updated.validate()
-    return updated
+def describe_overrides(overrides: Mapping[str, object] | Iterable[tuple[str, object]]) -> str:
+    """``"budget=200, train.initial_epochs=3"`` (sorted by key; lists joined by commas); empty for none."""
+    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    return ", ".join(f"{key}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+                     for key, value in sorted(items))

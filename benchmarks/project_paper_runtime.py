@@ -57,8 +57,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from alvae_utils.config import ExperimentConfig, TrainConfig  # noqa: E402
 from alvae_utils.data.datasets import (  # noqa: E402
-    MULTICLASS, DataUnavailableError, evaluation_split, load_experiment_data, medmnist_task, split_sizes,
+    MULTICLASS, DataUnavailableError, evaluation_split, load_experiment_data, split_sizes,
 )
+from alvae_utils.data.medmnist_2d import medmnist_task  # noqa: E402
 from alvae_utils.selection.methods import Method  # noqa: E402
 from alvae_utils.workflow.notebooks import NOTEBOOKS  # noqa: E402
 from alvae_utils.experiment.profiles import Profile, get_profile  # noqa: E402
@@ -149,7 +150,7 @@ class Throughput:
 def run_phases(config: ExperimentConfig, method: Method, eval_size: int, task: str, rates: Throughput
                ) -> dict[str, float]:
     """Projected seconds of one Algorithm 1 run, by phase (the store's train/select/eval columns, plus build)."""
-    spec, batch = method.spec, config.train.batch_size
+    spec, batch = method.heuristic_entry, config.train.batch_size
     lp = spec.trains_loss_module
     if (batch, lp) not in rates.train:
         raise KeyError(f"{rates.name}: no training rate at batch {batch} {'with' if lp else 'without'} P; "
@@ -260,7 +261,7 @@ def workload_table(profile: Profile) -> None:
         counts = experiment.label_counts()
         trained = sum(n * experiment.train.epochs_for_step(s) for s, n in enumerate(counts))
         for method in profile.methods:
-            pool = experiment.pool_size * (len(counts) - 1) * bool(SELECTION_INPUTS & set(method.spec.needs))
+            pool = experiment.pool_size * (len(counts) - 1) * bool(SELECTION_INPUTS & set(method.heuristic_entry.needs))
             selections = (len(counts) - 1) * (method.heuristic == "coreset")
             print(f"| {experiment.dataset} | {method.label} | {len(profile.seeds)} | {trained:,} | {pool:,} | "
                   f"{eval_size_of(experiment) * len(counts):,} | {selections} |")

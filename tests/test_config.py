@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from alvae_utils.config import ConfigError, ExperimentConfig, with_overrides
+from alvae_utils.config import ConfigError, ExperimentConfig
 from alvae_utils.selection.methods import DEFAULT_ALPHA, Method
 from alvae_utils.experiment.profiles import PROFILES, get_profile
 
@@ -65,7 +65,7 @@ def _base() -> ExperimentConfig:
 ])
 def test_bad_numbers_are_rejected_with_the_fix(changes, fragment):
     with pytest.raises(ConfigError, match=fragment):
-        with_overrides(_base(), **changes)
+        replace(_base(), **changes).validate()
 
 
 def test_label_counts_stop_at_eta():

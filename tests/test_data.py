@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision import datasets as tv_datasets
 
-from alvae_utils.data import datasets as data
+from alvae_utils.data import idx, medmnist_2d
 from alvae_utils.data.datasets import (
     DATASETS,
     MULTICLASS,
@@ -35,9 +35,9 @@ def _write_idx(path, array):
 
 
 def test_dataset_names():
-    assert DATASETS == ("mnist", "fashionmnist", "mnist-sample", "pathmnist", "chestmnist", "dermamnist", "octmnist",
-                        "pneumoniamnist", "retinamnist", "breastmnist", "bloodmnist", "tissuemnist", "organamnist",
-                        "organcmnist", "organsmnist")
+    assert tuple(DATASETS) == (
+        "mnist", "fashionmnist", "mnist-sample", "pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist",
+        "retinamnist", "breastmnist", "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist")
 
 
 def test_embedded_sample_is_real_digits():
@@ -91,7 +91,7 @@ def test_rgb_medmnist_is_converted_to_grayscale(tmp_path):
 
 
 def test_debian_fashion_mnist():
-    if not (data.DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz").exists():
+    if not (idx.DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip("Debian package dataset-fashion-mnist not installed")
     train = load_dataset("fashionmnist", "train", root="/nonexistent", download=False)
     test = load_dataset("fashionmnist", "test", root="/nonexistent", download=False)
@@ -137,7 +137,7 @@ def test_missing_chestmnist_names_file_directory_and_url(tmp_path):
 
 def test_failed_download_becomes_one_clean_error(tmp_path, monkeypatch):
     monkeypatch.setattr(tv_datasets.MNIST, "mirrors", [UNREACHABLE])
-    monkeypatch.setitem(data.medmnist.INFO["chestmnist"], "url", f"{UNREACHABLE}chestmnist.npz")
+    monkeypatch.setitem(medmnist_2d.medmnist.INFO["chestmnist"], "url", f"{UNREACHABLE}chestmnist.npz")
     for name in ("mnist", "chestmnist"):
         with pytest.raises(DataUnavailableError, match="download failed") as error:
             load_dataset(name, "test", root=tmp_path, download=True)
@@ -256,7 +256,7 @@ def test_generated_medmnist_files_are_labelled_synthetic(tmp_path):
     assert chest.description.startswith("synthetic ChestMNIST-format data")
     # The same arrays without the marker, as in a real MedMNIST file, read as the real dataset.
     with np.load(path) as stored:
-        arrays = {key: stored[key] for key in stored.files if key != data.SYNTHETIC_MARKER}
+        arrays = {key: stored[key] for key in stored.files if key != medmnist_2d.SYNTHETIC_MARKER}
     np.savez(path, **arrays)
     assert load_dataset("chestmnist", "train", root=tmp_path, download=False).description \
         == "ChestMNIST-format local file (not the published MedMNIST v2 release)"
@@ -265,7 +265,7 @@ def test_generated_medmnist_files_are_labelled_synthetic(tmp_path):
 def _medmnist_arrays(flag: str, n: int = 12) -> dict:
     path = write_medmnist_npz(f"/tmp/alvae-contract-{flag}.npz", n_train=n, n_val=n, n_test=n, flag=flag)
     with np.load(path) as stored:
-        return {key: stored[key] for key in stored.files if key != data.SYNTHETIC_MARKER}
+        return {key: stored[key] for key in stored.files if key != medmnist_2d.SYNTHETIC_MARKER}
 
 
 @pytest.mark.parametrize("flag, damage, message", [

@@ -108,15 +108,18 @@ def test_a_run_resumed_with_another_thread_count_is_refused(tmp_path, monkeypatc
     assert rows["step"].tolist() == [0, 1, 2]
 
 
-def test_serial_reports_a_failing_run_after_the_others_finish(tmp_path, monkeypatch):
+@pytest.mark.parametrize("executor, damaged", [("serial", 0), ("ray", 1)])
+def test_a_failing_run_is_reported_after_the_others_finish(executor, damaged, tmp_path, monkeypatch, request):
+    if executor == "ray":
+        request.getfixturevalue("ray_cluster")
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     runs = planning.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI).runs
-    state = runs[0]._record().state_path
+    state = runs[damaged]._record().state_path
     state.parent.mkdir(parents=True)
     state.write_text("{not json")
-    with pytest.raises(SweepFailed, match=r"(?s)1 run\(s\) failed \(1 finished.*random seed 0: StoreDamaged"):
-        _sweep(tmp_path, monkeypatch, ["random"], [0, 1], SERIAL_1_THREAD)
-    assert runs[1].completed_steps() == runs[1].total_steps
+    with pytest.raises(SweepFailed, match=rf"(?s)1 run\(s\) failed \(1 finished.*random seed {damaged}: StoreDamaged"):
+        _sweep(tmp_path, monkeypatch, ["random"], [0, 1], SERIAL_1_THREAD if executor == "serial" else Execution("ray"))
+    assert runs[1 - damaged].completed_steps() == runs[1 - damaged].total_steps
 
 
 def test_capacity_counts_the_runs_each_live_node_holds_at_once():
@@ -284,17 +287,6 @@ def test_a_worker_that_cannot_see_the_results_root_fails_before_training(tmp_pat
         _sweep(tmp_path, monkeypatch, ["random", "coreset+vae"], [0], Execution("ray"))
     assert not _states(tmp_path)
     assert not (tmp_path / "vae").exists(), "the VAE's task failed before fitting it"
-
-
-def test_ray_reports_a_failing_run_after_the_others_finish(tmp_path, monkeypatch, ray_cluster):
-    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
-    runs = planning.plan_sweep("ci", CI.dataset, [Method("random")], [0, 1], experiment=CI).runs
-    state = runs[1]._record().state_path
-    state.parent.mkdir(parents=True)
-    state.write_text("{not json")
-    with pytest.raises(SweepFailed, match=r"(?s)1 run\(s\) failed \(1 finished.*random seed 1: StoreDamaged"):
-        _sweep(tmp_path, monkeypatch, ["random"], [0, 1], Execution("ray"))
-    assert runs[0].completed_steps() == runs[0].total_steps
 
 
 def test_an_address_where_no_head_answers_fails_fast_before_any_work(tmp_path, monkeypatch):

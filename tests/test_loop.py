@@ -199,7 +199,7 @@ def test_a_plan_fits_each_family_once_and_only_for_unfinished_runs(tmp_path, mon
     methods = [Method("random"), Method("coreset", "vae"), Method("lossprediction", "vae", 2.0)]
     plan = planning.plan_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config)
     assert [fit.family.name for fit in plan.fits()] == ["vae"], "one fit for the four runs that use the VAE"
-    assert [run.fitted_once for run in plan.runs] == [None, None, "vae", "vae", "vae", "vae"]
+    assert [run.once_fitted_family for run in plan.runs] == [None, None, "vae", "vae", "vae", "vae"]
     assert plan.fits()[0].cache_root == tmp_path
     run_sweep("ci", "mnist-sample", methods, [0, 1], experiment=config, progress=False)
     assert plan.fits() == () and plan.fits(plan.runs[:2]) == (), \

@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 import torch
 
-from alvae_utils.execution import Execution, run_sweep
 from alvae_utils.experiment import loop
 from alvae_utils.config import VAEConfig
 from alvae_utils.device import numerics
@@ -27,7 +26,7 @@ from alvae_utils.training.mixture_prior import (
 from alvae_utils.models.vae import VAE
 from alvae_utils.seeds import VAE as VAE_STREAM
 from alvae_utils.seeds import derive_seed
-from tiny import TINY, numbers
+from tiny import TINY, numbers, tiny_sweep
 
 def _prior(means, logvars, logits=None):
     """A MixturePrior in float64 with the given parameters (K, d), (K, d), (K,)."""
@@ -180,23 +179,18 @@ def test_every_mixvae_method_runs_end_to_end_and_resumes_after_a_kill(tmp_path, 
     methods = [Method.parse(label) for label in ("coreset+mixvae", "medal+mixvae", "lossprediction+mixvae")]
     assert get_family("mixvae").refit_each_step is False
 
-    def sweep(root, methods):
-        monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(root))
-        return run_sweep("ci", TINY.dataset, methods=methods, seeds=[0], experiment=TINY, progress=False,
-                                   execution=Execution("serial"), device="cpu")
-
     # Killed in the second run's second step, after the first run finished; the rerun loads the cached model.
     train = spy(loop, "train_task_model", interrupt_at=4)
     with pytest.raises(KeyboardInterrupt):
-        sweep(tmp_path / "crashed", methods)
+        tiny_sweep(monkeypatch, tmp_path / "crashed", methods)
     train["restore"]()
-    resumed = sweep(tmp_path / "crashed", methods)
+    resumed = tiny_sweep(monkeypatch, tmp_path / "crashed", methods)
     assert len(list((tmp_path / "crashed" / "mixvae").glob("*.pt"))) == 1, "fitted once, then loaded"
     assert resumed["method"].tolist() == [m.label for m in methods for _ in range(2)]
     assert resumed["n_labels"].tolist() == [4, 8] * 3
 
     # The interrupted run equals an uninterrupted one, whose sweep fitted the model afresh.
-    reference = sweep(tmp_path / "reference", methods[1:2])
+    reference = tiny_sweep(monkeypatch, tmp_path / "reference", methods[1:2])
     pd.testing.assert_frame_equal(numbers(resumed[resumed["method"] == "medal+mixvae"]), numbers(reference),
                                   check_dtype=False)
 

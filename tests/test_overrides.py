@@ -13,6 +13,7 @@ from alvae_utils.execution.settings import Execution
 from alvae_utils.config import ConfigError
 from alvae_utils.workflow.notebooks import NothingToAnalyse, check_parameters, stored_runs
 from alvae_utils.experiment.overrides import normalise
+from alvae_utils.analysis.aubc import learning_curves
 from alvae_utils.analysis.plots import plot_learning_curves
 from alvae_utils.experiment.profiles import get_profile
 from alvae_utils.experiment.results import load_results, stored_sets
@@ -131,7 +132,7 @@ def test_figure_footers_name_the_overrides():
     rows = pd.DataFrame([{"profile": "ci", "dataset": "d", "data_description": "src", "method": "random",
                           "seed": seed, "n_labels": n, "accuracy": 0.5} for seed in (0, 1) for n in (10, 20)])
     label = overrides.apply(get_profile("ci"), {"budget": 10}).label
-    fig = plot_learning_curves(rows, "d", ["random"], profile=label)
+    fig = plot_learning_curves(learning_curves(rows, "d", ["random"]), profile=label)
     assert "profile: ci [budget=10] · data: src · 2 seeds" in fig.get_supxlabel()
 
 

@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from alvae_utils.analysis import plots
+from alvae_utils.analysis import aubc, plots
 from alvae_utils.paths import REPO_ROOT
 from alvae_utils.analysis.aubc import mean_curve
 
@@ -49,8 +49,8 @@ def test_provenance_text():
 
 
 def test_learning_curves_draw_mean_and_band_per_present_method(results):
-    fig = plots.plot_learning_curves(results, "mnist", ["coreset", "coreset+vae", "medal", "random"],
-                                     title="MNIST: Core-set vs +VAE")
+    curves = aubc.learning_curves(results, "mnist", ["coreset", "coreset+vae", "medal", "random"])
+    fig = plots.plot_learning_curves(curves, title="MNIST: Core-set vs +VAE")
     ax = fig.axes[0]
     assert [line.get_label() for line in ax.get_lines()] == ["coreset", "coreset+vae", "random"]  # medal skipped
     assert len(ax.collections) == 3  # one t-band per method
@@ -69,13 +69,14 @@ def test_learning_curves_draw_mean_and_band_per_present_method(results):
 def test_learning_curves_profile_argument_metric_label_and_errors(results):
     results = results.assign(auc=results["accuracy"] - 0.1)
     _, ax = plt.subplots()
-    fig = plots.plot_learning_curves(results, "mnist", ["coreset+vae"], metric="auc", profile="paper", ax=ax)
+    curves = aubc.learning_curves(results, "mnist", ["coreset+vae"], metric="auc")
+    fig = plots.plot_learning_curves(curves, profile="paper", ax=ax)
     assert fig is ax.figure and ax.get_ylabel() == "Validation AUC"
     assert any(text.startswith("profile: paper ·") for text in _texts(fig))
     with pytest.raises(ValueError, match="none of the methods"):
-        plots.plot_learning_curves(results, "mnist", ["medal", "medal+vae"])
+        plots.plot_learning_curves(aubc.learning_curves(results, "mnist", ["medal", "medal+vae"]))
     with pytest.raises(ValueError, match="chestmnist"):
-        plots.plot_learning_curves(results, "chestmnist", METHODS)
+        plots.plot_learning_curves(aubc.learning_curves(results, "chestmnist", METHODS))
 
 
 def test_method_styles_are_stable_and_distinct():
@@ -145,7 +146,7 @@ def test_tsne_groups_with_counts():
 
 
 def test_save_figure_writes_png_and_pdf_atomically_and_reproducibly(tmp_path, results):
-    fig = plots.plot_learning_curves(results, "mnist", METHODS)
+    fig = plots.plot_learning_curves(aubc.learning_curves(results, "mnist", METHODS))
     paths = plots.save_figure(fig, "fig1_mnist_coreset", tmp_path / "figures")
     assert [p.name for p in paths] == ["fig1_mnist_coreset.png", "fig1_mnist_coreset.pdf"]
     png, pdf = (p.read_bytes() for p in paths)
@@ -179,7 +180,7 @@ def test_learning_curves_say_how_many_seeds_stand_behind_each_point(results):
     partial = results[~((results["method"] == "random") & (results["seed"] == 2) & (results["step"] >= 2))]
     single = partial[~((partial["method"] == "coreset+vae") & (partial["seed"] > 0))]
     single = single.assign(method=single["method"].replace({"coreset+vae": "coreset+vae(α=0.5)"}))
-    fig = plots.plot_learning_curves(single, "mnist", ["coreset", "coreset+vae(α=0.5)", "random"])
+    fig = plots.plot_learning_curves(aubc.learning_curves(single, "mnist", ["coreset", "coreset+vae(α=0.5)", "random"]))
     ax = fig.axes[0]
     footer = fig.get_supxlabel()
     assert "seeds: coreset 3, coreset+vae(α=0.5) 1, random 3; open markers: fewer than 3" in footer
@@ -199,4 +200,4 @@ def test_learning_curves_say_how_many_seeds_stand_behind_each_point(results):
 def test_learning_curves_refuse_rows_of_two_configurations(results):
     mixed = pd.concat([results.assign(config_key="a"), results.assign(config_key="b")], ignore_index=True)
     with pytest.raises(ValueError, match=r"mix configurations \(config keys \['a', 'b'\]\)"):
-        plots.plot_learning_curves(mixed, "mnist", METHODS)
+        plots.plot_learning_curves(aubc.learning_curves(mixed, "mnist", METHODS))

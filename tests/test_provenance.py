@@ -7,7 +7,7 @@ import medmnist
 import numpy as np
 import torch
 
-from alvae_utils.data import datasets as data
+from alvae_utils.data import medmnist_2d
 from alvae_utils.data.datasets import load_dataset, load_experiment_data
 from alvae_utils.data.fixtures import write_medmnist_npz
 from alvae_utils.experiment.loop import run_algorithm1
@@ -21,7 +21,7 @@ CPU_1 = {"device": "cpu", "torch_threads": 1}
 
 def _strip_marker(path):
     with np.load(path) as stored:
-        arrays = {key: stored[key] for key in stored.files if key != data.SYNTHETIC_MARKER}
+        arrays = {key: stored[key] for key in stored.files if key != medmnist_2d.SYNTHETIC_MARKER}
     np.savez(path, **arrays)
 
 

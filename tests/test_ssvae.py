@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from alvae_utils.execution import Execution, run_sweep
 from alvae_utils.experiment import loop
 from alvae_utils.selection import features
 from alvae_utils.data.datasets import MULTILABEL, Dataset, load_experiment_data
@@ -19,7 +18,7 @@ from alvae_utils.experiment.results import ResultStore
 from alvae_utils.training.ssvae import (
     CLASSIFICATION_ALPHA, SSVAE, classification_weight, encode_ssvae, m2_loss, negative_elbo, train_ssvae,
 )
-from tiny import TINY, numbers
+from tiny import TINY, numbers, tiny_sweep
 
 # A tiny M2 whose maps are written out, so its loss can be computed by hand:
 # 2-pixel images, latent dimension 1, C classes (or binary labels).
@@ -229,26 +228,21 @@ def test_bad_inputs_are_refused_with_clear_errors(pool):
 def test_every_ssvae_method_runs_end_to_end_and_resumes_after_a_kill(tmp_path, monkeypatch, spy):
     methods = [Method.parse(label) for label in ("coreset+ssvae", "medal+ssvae", "lossprediction+ssvae")]
 
-    def sweep(root, methods):
-        monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(root))
-        return run_sweep("ci", TINY.dataset, methods=methods, seeds=[0], experiment=TINY, progress=False,
-                                   execution=Execution("serial"), device="cpu")
-
     fits = spy(features, "train_ssvae")
     # Killed in the third run's second step, after its refit: there the refitted features feed the loss module.
     train = spy(loop, "train_task_model", interrupt_at=6)
     with pytest.raises(KeyboardInterrupt):
-        sweep(tmp_path / "crashed", methods)
+        tiny_sweep(monkeypatch, tmp_path / "crashed", methods)
     train["restore"]()
     # Refitted before every selection (core-set, MedAL: not at the last step, which selects nothing), and at
     # every step of loss prediction, whose module trains on the features.
     assert fits["n"] == 1 + 1 + 2
-    resumed = sweep(tmp_path / "crashed", methods)
+    resumed = tiny_sweep(monkeypatch, tmp_path / "crashed", methods)
     assert fits["n"] == 5, "the resumed step refits; finished runs are loaded"
     assert resumed["method"].tolist() == [m.label for m in methods for _ in range(2)]
     assert resumed["n_labels"].tolist() == [4, 8] * 3
 
-    reference = sweep(tmp_path / "reference", methods[2:])
+    reference = tiny_sweep(monkeypatch, tmp_path / "reference", methods[2:])
     pd.testing.assert_frame_equal(numbers(resumed[resumed["method"] == "lossprediction+ssvae"]), numbers(reference),
                                   check_dtype=False)
 

@@ -5,7 +5,8 @@ import pytest
 from alvae_utils.workflow import papermill as workflow
 from alvae_utils.workflow.notebooks import NOTEBOOKS
 from alvae_utils.experiment.profiles import get_profile
-from alvae_utils.data.datasets import DEBIAN_FASHION_MNIST, FALLBACK_DESCRIPTION, load_dataset
+from alvae_utils.data.datasets import load_dataset
+from alvae_utils.data.idx import DEBIAN_FASHION_MNIST, FALLBACK_DESCRIPTION
 
 
 def test_jobs_run_per_dataset_notebooks_for_each_available_dataset_in_order():

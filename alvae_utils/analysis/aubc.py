@@ -12,13 +12,14 @@ Input is the tidy results table of :mod:`alvae_utils.experiment.results` (one ro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ..selection.methods import variant_pairs
 from .stats import (
-    NOTE_NO_PAIRS, _findings, _paired_statistics, holm, t_half_width,
+    NOTE_NO_PAIRS, _findings, _paired_statistics, check_level, holm, require_columns, t_half_width,
 )
 
 
@@ -32,8 +33,7 @@ def mean_curve(df: pd.DataFrame, metric: str = "accuracy", level: float = 0.95) 
     """
     if metric not in df.columns:
         raise ValueError(f"results table has no column {metric!r}.")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}.")
+    check_level(level)
     grouped = df.dropna(subset=[metric]).groupby(["dataset", "method", "n_labels"], sort=True)[metric]
     curve = grouped.agg(mean="mean", sd="std", n="count").reset_index()
     half = t_half_width(curve["sd"].to_numpy(float), curve["n"].to_numpy(float), level)
@@ -56,6 +56,55 @@ AUBC_TEST_COLUMNS: tuple[str, ...] = (
     "n_steps", "first_labels", "last_labels", "n_pairs", "mean_baseline", "mean_treatment", "mean_diff",
     "ci_low", "ci_high", "d_z", "p_ttest", "p_wilcoxon", "p_holm", "significant", "note",
 )
+
+
+@dataclass(frozen=True)
+class LearningCurves:
+    """What a learning-curve figure draws, computed: the mean curves and where they come from.
+
+    ``curve`` is :func:`mean_curve` of the drawn methods (columns dataset, method, n_labels, mean, sd,
+    n, ci_low, ci_high); ``methods`` the drawn methods in order; ``seeds`` each method's number of seeds
+    with a value; ``profile`` and ``data_description`` the rows' (joined when several).
+    """
+
+    dataset: str
+    metric: str
+    methods: tuple[str, ...]
+    curve: pd.DataFrame
+    seeds: dict[str, int]
+    profile: str
+    data_description: str
+
+
+def _joined(rows: pd.DataFrame, column: str) -> str:
+    if column not in rows.columns:
+        return ""
+    return "; ".join(sorted(map(str, rows[column].dropna().unique())))
+
+
+def learning_curves(df: pd.DataFrame, dataset: str, methods: Sequence[str], metric: str = "accuracy",
+                    level: float = 0.95) -> LearningCurves:
+    """The mean ``metric`` over seeds against the number of labels for ``methods`` on ``dataset`` (Figs. 1–4).
+
+    Methods absent from ``df`` (or without ``metric`` values) are left out. Raises ValueError when
+    ``dataset`` has no rows, when its rows mix configurations, or when none of ``methods`` remains.
+    """
+    rows = df[df["dataset"] == dataset]
+    if rows.empty:
+        raise ValueError(f"no results for dataset {dataset!r}; present: {sorted(df['dataset'].unique())}.")
+    if "config_key" in rows.columns and rows["config_key"].nunique() > 1:
+        raise ValueError(f"the rows of {dataset!r} mix configurations (config keys "
+                         f"{sorted(map(str, rows['config_key'].unique()))}); plot one at a time.")
+    curve = mean_curve(rows[rows["method"].isin(list(methods))], metric, level)
+    present = [m for m in methods if m in set(curve["method"])]
+    if not present:
+        raise ValueError(f"none of the methods {list(methods)} has {metric!r} values for {dataset!r}; "
+                         f"present: {sorted(rows['method'].unique())}.")
+    plotted = rows[rows["method"].isin(present)]
+    seeds = plotted.dropna(subset=[metric]).groupby("method")["seed"].nunique()
+    return LearningCurves(dataset, metric, tuple(present), curve[curve["method"].isin(present)],
+                          {method: int(seeds[method]) for method in present}, _joined(plotted, "profile"),
+                          _joined(plotted, "data_description"))
 
 
 def aubc(n_labels: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> float:
@@ -128,9 +177,7 @@ def run_aubc(rows: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
       not comparable): resume it by running 02 again, or leave it out of ``rows``;
     * the grid has a single label count (no curve; see :func:`aubc`).
     """
-    missing = [c for c in ("dataset", "method", "seed", "n_labels", metric) if c not in rows.columns]
-    if missing:
-        raise ValueError(f"results table lacks column(s) {missing}; pass the table of load_results.")
+    require_columns(rows, ("dataset", "method", "seed", "n_labels", metric))
     keys = [c for c in RUN_GROUP if c in rows.columns]
     run = [*keys, "method", "seed"]
     columns = [*run, *AUBC_RUN_COLUMNS]
@@ -185,11 +232,8 @@ def aubc_summary(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     ``sd`` (ddof 1) and ``ci_low``, ``ci_high`` = mean ∓ t_{(1+level)/2, n−1} · sd / √n
     (NaN with one run), in the metric's units, as in :func:`mean_curve`.
     """
-    missing = [c for c in ("dataset", "method", "seed", *AUBC_RUN_COLUMNS) if c not in runs.columns]
-    if missing:
-        raise ValueError(f"table lacks column(s) {missing}; pass the output of run_aubc.")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}.")
+    require_columns(runs, ("dataset", "method", "seed", *AUBC_RUN_COLUMNS), "run_aubc")
+    check_level(level)
     group = [*(c for c in RUN_GROUP if c in runs.columns), "method"]
     if runs.empty:
         return pd.DataFrame(columns=[*group, *AUBC_SUMMARY_COLUMNS])
@@ -238,8 +282,7 @@ def paired_aubc_tests(
     """
     if metric not in rows.columns:
         raise ValueError(f"results table has no column {metric!r}.")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}.")
+    check_level(level)
     runs = run_aubc(rows, metric)
     keys = [c for c in RUN_GROUP if c in runs.columns]
     columns = [*keys, "baseline", "treatment", "metric", *AUBC_TEST_COLUMNS]

@@ -37,7 +37,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from ..selection.features import FAMILIES  # noqa: E402
 from ..selection.methods import DEFAULT_ALPHA, Method  # noqa: E402
 from ..paths import atomic_path, figures_dir  # noqa: E402
-from .aubc import mean_curve  # noqa: E402
+from .aubc import LearningCurves  # noqa: E402
 
 
 def _show_figures_as_png_in_jupyter() -> None:
@@ -134,7 +134,7 @@ def method_style(method: str) -> dict:
     parsed = Method.parse_or_none(method)
     if parsed is None:
         return {"color": plt.get_cmap("tab10")(stable % 10), "linestyle": "-", "marker": "o"}
-    colour = parsed.spec.colour
+    colour = parsed.heuristic_entry.colour
     if parsed.features is None:
         return {"color": colour, "linestyle": "-", "marker": "o"}
     darker = tuple(0.6 * channel for channel in to_rgb(colour))
@@ -156,48 +156,26 @@ def colour_labels(dataset) -> tuple[object, tuple[str, ...]]:
     return (dataset.labels.sum(1) > 0).long(), ("no finding", "≥ 1 finding")
 
 
-def _joined(rows: pd.DataFrame, column: str) -> str:
-    if column not in rows.columns:
-        return ""
-    return "; ".join(sorted(map(str, rows[column].dropna().unique())))
-
-
 @_styled
 def plot_learning_curves(
-    df: pd.DataFrame,
-    dataset: str,
-    methods: Sequence[str],
-    metric: str = "accuracy",
+    curves: LearningCurves,
     title: str = "",
     profile: str = "",
     ax: Axes | None = None,
 ) -> Figure:
-    """Mean ``metric`` over seeds vs number of labels, one line per method (Figs. 1–4).
+    """Mean metric over seeds vs number of labels, one line per method (Figs. 1–4), from
+    :func:`alvae_utils.analysis.aubc.learning_curves`.
 
-    The shaded band is the 95% t-interval over seeds (:func:`alvae_utils.analysis.aubc.mean_curve`);
-    a point with one seed has none, and the legend title then says so. The figure
-    says how many seeds stand behind each line: the footer gives the count when all
-    points share it, and otherwise the seeds of each method, and every point that
-    averages fewer seeds than the most any point has (a missing or interrupted run)
-    is drawn with an open marker. Methods absent from ``df`` (or without ``metric``
-    values) are skipped; if none remains a ValueError is raised. ``profile``
-    overrides the profile named in ``df`` for the footer.
+    The shaded band is the 95% t-interval over seeds; a point with one seed has none, and the
+    legend title then says so. The figure says how many seeds stand behind each line: the footer
+    gives the count when all points share it, and otherwise the seeds of each method, and every
+    point that averages fewer seeds than the most any point has (a missing or interrupted run)
+    is drawn with an open marker. ``profile`` overrides the profile named in the rows for the footer.
     """
-    rows = df[df["dataset"] == dataset]
-    if rows.empty:
-        raise ValueError(f"no results for dataset {dataset!r}; present: {sorted(df['dataset'].unique())}.")
-    if "config_key" in rows.columns and rows["config_key"].nunique() > 1:
-        raise ValueError(f"the rows of {dataset!r} mix configurations (config keys "
-                         f"{sorted(map(str, rows['config_key'].unique()))}); plot one at a time.")
-    curve = mean_curve(rows[rows["method"].isin(list(methods))], metric)
-    present = [m for m in methods if m in set(curve["method"])]
-    if not present:
-        raise ValueError(f"none of the methods {list(methods)} has {metric!r} values for {dataset!r}; "
-                         f"present: {sorted(rows['method'].unique())}.")
-    curve = curve[curve["method"].isin(present)]
+    curve = curves.curve
     most = int(curve["n"].max())
     fig, ax = _new_figure((6.4, 4.2), ax)
-    for method in present:
+    for method in curves.methods:
         line = curve[curve["method"] == method]
         style = method_style(method)
         ax.plot(line["n_labels"], line["mean"], label=method, markersize=4, **style)
@@ -208,19 +186,16 @@ def plot_learning_curves(
             ax.scatter(fewer["n_labels"], fewer["mean"], s=36, marker=style["marker"], facecolors="white",
                        edgecolors=[style["color"]], linewidths=1.2, zorder=3)
     ax.set_xlabel("Number of labels")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    ax.set_title(title or dataset)
+    ax.set_ylabel(METRIC_LABELS.get(curves.metric, curves.metric))
+    ax.set_title(title or curves.dataset)
     interval = "95% t-interval" if (curve["n"] >= 2).all() else "95% t-interval where ≥ 2 seeds"
     ax.legend(title=f"mean, {interval}", title_fontsize=8)
-    plotted = rows[rows["method"].isin(present)]
-    seeds = plotted.dropna(subset=[metric]).groupby("method")["seed"].nunique()
     if (curve["n"] == most).all():
         seed_text: int | str = most
     else:
-        per_method = ", ".join(f"{method} {seeds[method]}" for method in present)
+        per_method = ", ".join(f"{method} {curves.seeds[method]}" for method in curves.methods)
         seed_text = f"seeds: {per_method}; open markers: fewer than {most}"
-    _add_provenance(fig, provenance(profile or _joined(plotted, "profile"), _joined(plotted, "data_description"),
-                                    seed_text))
+    _add_provenance(fig, provenance(profile or curves.profile, curves.data_description, seed_text))
     return fig
 
 

@@ -53,6 +53,20 @@ NOTE_NO_PAIRS = "no seed with a value for both methods: no test"
 _EXACT_WILCOXON_MAX_N = 16
 
 
+def check_level(level: float) -> None:
+    """ValueError unless ``level`` (a confidence level) is in (0, 1)."""
+    check_level(level)
+
+
+def require_columns(table: pd.DataFrame, columns: Sequence[str], source: str = "load_results") -> None:
+    """ValueError naming the columns of ``columns`` that ``table`` lacks, and the function whose output it needs."""
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        results = source == "load_results"
+        raise ValueError(f"{'results table' if results else 'table'} lacks column(s) {missing}; pass the "
+                         f"{'table' if results else 'output'} of {source}.")
+
+
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values (step-down; controls the family-wise error rate).
 
@@ -173,9 +187,7 @@ def paired_comparison(
     Raises ValueError when the rows mix configurations (several ``config_key``):
     compare one configuration at a time (:func:`compare_variants` does).
     """
-    missing = [c for c in ("dataset", "method", "seed", "n_labels", metric) if c not in df.columns]
-    if missing:
-        raise ValueError(f"results table lacks column(s) {missing}; pass the table of load_results.")
+    require_columns(df, ("dataset", "method", "seed", "n_labels", metric))
     datasets = df["dataset"].unique()
     if len(datasets) != 1:
         raise ValueError(f"paired_comparison needs rows of exactly one dataset, got {sorted(map(str, datasets))}; "
@@ -186,8 +198,7 @@ def paired_comparison(
     absent = [m for m in (baseline, treatment) if m not in set(df["method"])]
     if absent:
         raise ValueError(f"method(s) {absent} not in the results (present: {sorted(df['method'].unique())}).")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}.")
+    check_level(level)
 
     base, treat = _values_by_seed(df, baseline, metric), _values_by_seed(df, treatment, metric)
     rows = []
@@ -228,8 +239,7 @@ def compare_variants(
     """
     if metric not in df.columns:
         raise ValueError(f"results table has no column {metric!r}.")
-    if "data_description" not in df.columns:
-        raise ValueError("results table lacks column 'data_description'; pass the table of load_results.")
+    require_columns(df, ("data_description",))
     keys = ["dataset", "data_description"] + (["config_key"] if "config_key" in df.columns else [])
     tables = []
     for identity, rows in df.groupby(keys, sort=True):
@@ -279,9 +289,7 @@ def _findings(table: pd.DataFrame, alpha_level: float, extra: list[str], source:
     """The sentences of :func:`significant_findings` and :func:`aubc_findings`; ``where(row)`` says what was tested."""
     needed = ["dataset", "data_description", "baseline", "treatment", "metric", *extra, "n_pairs", "mean_diff",
               "p_ttest", "p_holm"]
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise ValueError(f"table lacks column(s) {missing}; pass the output of {source}.")
+    require_columns(table, needed, source)
     lines = []
     table = table.assign(dataset=dataset_labels(table))
     for row in table[table["p_ttest"] < alpha_level].itertuples(index=False):

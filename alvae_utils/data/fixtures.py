@@ -12,7 +12,8 @@ from pathlib import Path
 import medmnist
 import numpy as np
 
-from .datasets import MEDMNIST_2D, MULTILABEL, SYNTHETIC_MARKER, medmnist_task
+from .datasets import MULTILABEL
+from .medmnist_2d import MEDMNIST_2D, SYNTHETIC_MARKER, medmnist_task
 from ..paths import atomic_path
 
 

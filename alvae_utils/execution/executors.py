@@ -79,4 +79,4 @@ class SweepFailed(RuntimeError):
 
 def fit_failed(run: PlannedRun, error: str) -> str:
     """The failure of a run whose family could not be fitted: says it was the fit that failed."""
-    return f"fitting the {run.entries[1].title} it uses failed ({error}); the run did not start"
+    return f"fitting the {run.family_entry.title} it uses failed ({error}); the run did not start"

@@ -236,7 +236,7 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
     failures: dict[str, str] = {}
     waiting = sorted(range(len(runs)), key=lambda index: -runs[index].remaining_work(done[index]))
     with _visibility_markers(runs) as markers:
-        users = {run.fitted_once: str(markers[run.store.root]) for run in runs if run.fitted_once}
+        users = {run.once_fitted_family: str(markers[run.store.root]) for run in runs if run.once_fitted_family}
         features = {fit.family.name: fit_family.remote(fit, execution.run_threads, users[fit.family.name], events)
                     for fit in fits if fit.family.name in users}
         fitting = {ref: name for name, ref in features.items()}
@@ -245,14 +245,14 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
         pending: dict = {}
         try:
             while waiting or pending:
-                for index in [index for index in waiting if runs[index].fitted_once in fit_errors]:
+                for index in [index for index in waiting if runs[index].once_fitted_family in fit_errors]:
                     waiting.remove(index)
-                    failures[runs[index].label] = fit_failed(runs[index], fit_errors[runs[index].fitted_once])
+                    failures[runs[index].label] = fit_failed(runs[index], fit_errors[runs[index].once_fitted_family])
                 free = max(1, _capacity(ray, execution)) - len(pending) - len(fitting)
                 for index in _next_runs(runs, waiting, set(fitting.values()), free):
                     run = runs[index]
                     inputs = shared.setdefault(id(run.inputs), ray.put(run.inputs))
-                    ref = work.remote(run.with_inputs(None), inputs, features.get(run.fitted_once), index,
+                    ref = work.remote(run.with_inputs(None), inputs, features.get(run.once_fitted_family), index,
                                       execution.run_threads, str(markers[run.store.root]), events)
                     pending[ref] = index
                 ready, _ = ray.wait([*pending, *fitting], num_returns=1, timeout=0.5)
@@ -284,7 +284,7 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
 
 def _next_runs(runs: list[PlannedRun], waiting: list[int], fitting: set[str], free: int) -> list[int]:
     """Up to ``free`` runs taken from ``waiting`` (costliest first) whose family, if any, is not ``fitting`` still."""
-    chosen = [index for index in waiting if runs[index].fitted_once not in fitting][:max(0, free)]
+    chosen = [index for index in waiting if runs[index].once_fitted_family not in fitting][:max(0, free)]
     for index in chosen:
         waiting.remove(index)
     return chosen
@@ -343,12 +343,12 @@ def _work(run: PlannedRun, inputs: SweepInputs, features: torch.Tensor | None, i
           marker: str, events) -> pd.DataFrame:
     """One run in a Ray worker: check the results root, pick the device Ray gave, run (or resume) it.
 
-    ``features`` are the run's once-fitted family features (:attr:`PlannedRun.fitted_once`), if any.
+    ``features`` are the run's once-fitted family features (:attr:`PlannedRun.once_fitted_family`), if any.
     """
     device, placement = _placed(marker)
     events.add.remote(("started", index, {**placement, "device": str(device), "started": time.time()}))
     if features is not None:
-        inputs = replace(inputs, family_features={run.fitted_once: features})
+        inputs = replace(inputs, family_features={run.once_fitted_family: features})
     rows = run.with_inputs(inputs).run(device, threads, progress=False, placement=placement,
                                        on_step=lambda completed: events.add.remote(("step", index, completed)))
     events.add.remote(("finished", index, {"pid": os.getpid(), "time": time.time()}))

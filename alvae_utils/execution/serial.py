@@ -28,8 +28,8 @@ def run_serially(plan: SweepPlan, execution: Execution, device: torch.device | s
     runs, fit_errors = plan.fitted(device, execution.run_threads, progress)
     frames, failures = [], {}
     for run in track(runs, desc=f"{desc} runs", enabled=progress, leave=True):
-        if run.fitted_once in fit_errors:
-            failures[run.label] = fit_failed(run, fit_errors[run.fitted_once])
+        if run.once_fitted_family in fit_errors:
+            failures[run.label] = fit_failed(run, fit_errors[run.once_fitted_family])
             continue
         placement = {"executor": "serial", "node": platform.node(), "gpu_ids": [], "pid": os.getpid()}
         started = time.time()

@@ -62,7 +62,7 @@ def _family_step(method: Method, config: ExperimentConfig, pool: Dataset, labele
         return None, float("nan")
     if family.fitted_once:
         return fitted_once.to(device), float("nan")
-    if finished and method.spec.extra_features != LOSS_MODULE:
+    if finished and method.heuristic_entry.extra_features != LOSS_MODULE:
         return None, float("nan")
     started = time.perf_counter()
     context = family.step_context(pool, config.vae, config.pool_seed, device, progress, labeled, seed, step)
@@ -80,7 +80,7 @@ def _select_step(method: Method, budget: int, labeled: torch.Tensor, pool_images
     a balanced α is estimated here, from T_f of this step's model, with pairs drawn by
     ``alpha_generator``.
     """
-    heuristic = method.spec
+    heuristic = method.heuristic_entry
     mask = torch.zeros(len(pool_images), dtype=torch.bool, device=pool_images.device)
     mask[labeled.to(mask.device)] = True
     inputs: dict[str, object] = {"task": task, "generator": generator}
@@ -145,8 +145,8 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
         step_features, features_seconds = _family_step(method, config, pool, labeled, seed, step, finished,
                                                        family_features, device, progress)
         # LP+VAE: α·V(u) joins the concatenation c before the module's last layer.
-        extra_features = (method.alpha * step_features
-                          if step_features is not None and method.spec.extra_features == LOSS_MODULE else None)
+        to_module = step_features is not None and method.heuristic_entry.extra_features == LOSS_MODULE
+        extra_features = method.alpha * step_features if to_module else None
         model, lp_module = _model_for_step(config, method, seed, step, pool.num_outputs, extra_features, device,
                                            record, state, model, lp_module)
         on_device = labeled.to(device)
@@ -204,7 +204,7 @@ def _model_for_step(config: ExperimentConfig, method: Method, seed: int, step: i
     # A fine-tuned run starts from the step-0 initialisation; resuming one reloads its carried model.
     model, lp_module = build_task_model(
         num_outputs, config.train, seed=derive_seed(MODEL, seed, 0 if fine_tune else step), device=device,
-        with_loss_prediction=method.spec.trains_loss_module,
+        with_loss_prediction=method.heuristic_entry.trains_loss_module,
         extra_dim=0 if extra_features is None else extra_features.shape[1])
     if fine_tune and step > 0:
         record.load_model({"model": model, "lp": lp_module}, state, device)

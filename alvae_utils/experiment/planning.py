@@ -82,7 +82,8 @@ class PlannedRun:
     seed: int
     store: ResultStore
     inputs: SweepInputs | None
-    entries: tuple[Heuristic, FeatureFamily | None]
+    heuristic_entry: Heuristic
+    family_entry: FeatureFamily | None
 
     @property
     def label(self) -> str:
@@ -95,9 +96,9 @@ class PlannedRun:
         return len(self.experiment.label_counts())
 
     @property
-    def fitted_once(self) -> str | None:
+    def once_fitted_family(self) -> str | None:
         """The name of the family fitted once per pool that this run needs (:class:`FamilyFit`), if any."""
-        family = self.entries[1]
+        family = self.family_entry
         return family.name if family is not None and family.fitted_once else None
 
     def with_inputs(self, inputs: SweepInputs | None) -> PlannedRun:
@@ -123,7 +124,7 @@ class PlannedRun:
         Executors start the costliest runs first (longest-processing-time order), so that no
         long run is left alone at the end.
         """
-        config, (heuristic, family) = self.experiment, self.entries
+        config, heuristic, family = self.experiment, self.heuristic_entry, self.family_entry
         counts = config.label_counts()
         done = self.completed_steps() if completed is None else completed
         eval_size = len(self.inputs.evaluation)
@@ -145,7 +146,7 @@ class PlannedRun:
             on_step: Callable[[int], None] | None = None, placement: Mapping[str, object] | None = None
             ) -> pd.DataFrame:
         """:func:`run_algorithm1` with torch pinned to ``threads`` threads (None: as it is); returns its rows."""
-        heuristic, family = self.entries
+        heuristic, family = self.heuristic_entry, self.family_entry
         HEURISTICS.setdefault(heuristic.name, heuristic)
         if family is not None:
             FAMILIES.setdefault(family.name, family)
@@ -161,7 +162,7 @@ class SweepPlan:
     """A checked sweep: its runs, and the once-per-pool family fits that its unfinished runs need first.
 
     An executor does each fit once (:meth:`fits`), then attaches its features to the runs
-    that need it (:attr:`PlannedRun.fitted_once`); the other runs need not wait for it.
+    that need it (:attr:`PlannedRun.once_fitted_family`); the other runs need not wait for it.
     """
 
     inputs: SweepInputs  # shared by the runs, without family features
@@ -175,9 +176,10 @@ class SweepPlan:
         """
         fits: dict[str, FamilyFit] = {}
         for run in self.runs if runs is None else runs:
-            if run.fitted_once and run.fitted_once not in fits and run.completed_steps() < run.total_steps:
-                fits[run.fitted_once] = FamilyFit(run.entries[1], run.inputs.pool, run.experiment.vae,
-                                                  run.experiment.pool_seed, run.store.root.parent)
+            name = run.once_fitted_family
+            if name and name not in fits and run.completed_steps() < run.total_steps:
+                fits[name] = FamilyFit(run.family_entry, run.inputs.pool, run.experiment.vae, run.experiment.pool_seed,
+                                       run.store.root.parent)
         return tuple(fits.values())
 
     def fitted(self, device: torch.device, threads: int | None = None, progress: bool = True
@@ -221,7 +223,7 @@ def plan_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] |
 
     pool, evaluation = load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
                                             seed=experiment.pool_seed)
-    store, inputs = ResultStore(profile.name, overrides=profile.overrides), SweepInputs(pool, evaluation)
-    runs = tuple(PlannedRun(experiment, method, seed, store, inputs, (method.spec, method.family))
+    store, inputs = ResultStore(profile.name, overrides=profile.stored_overrides), SweepInputs(pool, evaluation)
+    runs = tuple(PlannedRun(experiment, method, seed, store, inputs, method.heuristic_entry, method.family)
                  for method, seed in itertools.product(methods, run_seeds))
     return SweepPlan(inputs, runs)

@@ -13,10 +13,9 @@ paper's open questions).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from ..config import ConfigError, ExperimentConfig, TrainConfig, TSNEConfig, VAEConfig
+from ..config import ConfigError, ExperimentConfig, TSNEConfig, TrainConfig, VAEConfig, describe_overrides
 from ..data.datasets import DATASETS, evaluation_split, split_sizes
 from ..selection.methods import BALANCED, Method
 
@@ -71,6 +70,13 @@ class Profile:
     def label(self) -> str:
         """The name, plus the overrides when there are any: ``"quick [budget=200, train.initial_epochs=3]"``."""
         return f"{self.name} [{describe_overrides(self.overrides)}]" if self.overrides else self.name
+
+    @property
+    def stored_overrides(self) -> dict[str, object]:
+        """The overrides that change what an Algorithm 1 run computes, as the results store records them: not
+        the choice of methods and seeds (which picks runs, each stored under its own key) nor ``tsne.*``."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in self.overrides
+                if key not in ("methods", "seeds") and not key.startswith("tsne.")}
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -137,13 +143,6 @@ class Profile:
             for experiment in self.beyond.experiments:
                 experiment.validate()
             self.beyond.methods  # noqa: B018 (validates every method)
-
-
-def describe_overrides(overrides: Mapping[str, object] | Iterable[tuple[str, object]]) -> str:
-    """``"budget=200, train.initial_epochs=3"`` (sorted by key; lists joined by commas); empty for none."""
-    items = overrides.items() if isinstance(overrides, Mapping) else overrides
-    return ", ".join(f"{key}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
-                     for key, value in sorted(items))
 
 
 def _methods(*labels: str) -> tuple[Method, ...]:

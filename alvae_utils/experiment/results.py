@@ -23,7 +23,7 @@ import json
 import os
 import subprocess
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -32,11 +32,9 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import SCHEMA_VERSION, ExperimentConfig, config_hash
+from ..config import SCHEMA_VERSION, ExperimentConfig, config_hash, describe_overrides
 from ..data.datasets import Dataset
 from ..selection.methods import BALANCED, Method
-from .overrides import LISTS
-from .profiles import describe_overrides
 from ..paths import REPO_ROOT, atomic_path, results_root
 
 COLUMNS: tuple[str, ...] = (
@@ -304,17 +302,14 @@ class RunRecord:
 class ResultStore:
     """All runs of one profile: ``results_root()/<profile>/``.
 
-    ``overrides`` (a profile's :attr:`~alvae_utils.experiment.profiles.Profile.overrides`) are
-    recorded in each run's state, except those that do not change an Algorithm 1 run:
-    the choice of methods and seeds (which picks runs) and ``tsne.*``; :func:`stored_sets`
-    reads them back.
+    ``overrides`` (a profile's :attr:`~alvae_utils.experiment.profiles.Profile.stored_overrides`: those
+    that change an Algorithm 1 run) are recorded in each run's state; :func:`stored_sets` reads them back.
     """
 
-    def __init__(self, profile: str, root: Path | None = None, overrides: Iterable[tuple[str, object]] = ()):
+    def __init__(self, profile: str, root: Path | None = None, overrides: Mapping[str, object] | None = None):
         self.profile = profile
         self.root = (root or results_root()) / profile
-        self.overrides = {key: list(value) if isinstance(value, tuple) else value
-                          for key, value in overrides if key not in LISTS and not key.startswith("tsne.")}
+        self.overrides = dict(overrides or {})
 
     def record(self, config: ExperimentConfig, method: Method, seed: int, data_description: str,
                data_fingerprint: str = "", provenance: dict[str, object] | None = None) -> RunRecord:

@@ -142,7 +142,7 @@ def _picks(method: Method, features: torch.Tensor, n_labeled: int, budget: int) 
 
 def _check_snapshot_method(method: Method) -> None:
     method.validate()
-    heuristic = method.spec
+    heuristic = method.heuristic_entry
     if heuristic.extra_features != APPEND or set(heuristic.needs) != {"features"} or method.family is None \
             or method.alpha == BALANCED:
         raise ConfigError(f"the t-SNE snapshot needs a heuristic that selects from features alone plus a feature "

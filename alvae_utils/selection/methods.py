@@ -97,8 +97,8 @@ class Method:
         check_alpha(self.alpha, f"the {family.title} features")
 
     @property
-    def spec(self) -> Heuristic:
-        """The registered heuristic."""
+    def heuristic_entry(self) -> Heuristic:
+        """The registered heuristic (:attr:`heuristic` is its name)."""
         return get_heuristic(self.heuristic)
 
     @property

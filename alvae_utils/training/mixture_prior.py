@@ -28,7 +28,6 @@ and averaging over a batch divides it again by the batch size.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -42,7 +41,8 @@ from ..config import SCHEMA_VERSION, VAEConfig, config_hash
 from ..data.datasets import Dataset
 from ..device import default_device
 from ..models.vae import VAE
-from ..paths import atomic_path, results_root
+from .checkpoints import load_checkpoint, save_checkpoint
+from ..paths import results_root
 from .ssvae import check_images
 from .vae import cached_fit, check_training, encode_mu, fit_epochs
 
@@ -188,22 +188,13 @@ def checkpoint_path(pool: Dataset, config: VAEConfig, pool_seed: int, numerics: 
 
 
 def save_mixvae(path: str | os.PathLike, model: MixVAE, history: list[dict], meta: dict) -> None:
-    """Write the model, its history and ``meta`` (plain types) atomically, readable with ``weights_only=True``."""
-    json.dumps([history, meta])  # TypeError now, not a checkpoint that torch.load(weights_only=True) refuses
-    checkpoint = {"latent_dim": model.latent_dim, "components": model.components,
-                  "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                  "history": history, "meta": meta}
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    """Write the model, its history and ``meta`` atomically (:func:`~.checkpoints.save_checkpoint`)."""
+    save_checkpoint(path, model, history, meta, latent_dim=model.latent_dim, components=model.components)
 
 
 def load_mixvae(path: str | os.PathLike, device: torch.device | str | None = None) -> tuple[MixVAE, list[dict], dict]:
     """Read a checkpoint written by :func:`save_mixvae`: (model in eval mode, history, meta)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = MixVAE(checkpoint["latent_dim"], checkpoint["components"])
-    model.load_state_dict(checkpoint["state_dict"])
-    model.to(torch.device(device) if device is not None else default_device()).eval()
-    return model, checkpoint["history"], checkpoint["meta"]
+    return load_checkpoint(path, MixVAE, ("latent_dim", "components"), device)
 
 
 def get_or_train_mixvae(pool: Dataset, config: VAEConfig, pool_seed: int, device: torch.device | str | None = None,

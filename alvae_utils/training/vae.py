@@ -7,7 +7,6 @@ caches it under ``results_root()/vae/``, keyed on everything that determines it.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -22,7 +21,8 @@ from ..data.datasets import Dataset
 from ..device import default_device, epoch_batches, images_to_float, map_batches, module_device, numerics
 from ..models.resnet import MIN_BATCH
 from ..models.vae import VAE, vae_loss
-from ..paths import atomic_path, results_root
+from .checkpoints import load_checkpoint, save_checkpoint
+from ..paths import results_root
 from ..progress import track
 from ..seeds import VAE as VAE_STREAM
 from ..seeds import derive_seed, seed_everything
@@ -164,33 +164,13 @@ def reconstruction_quality(vae: VAE, train_images: Tensor, eval_images: Tensor) 
 
 
 def save_vae(path: str | os.PathLike, vae: VAE, history: list[dict], meta: dict) -> None:
-    """Write V, its training history and ``meta`` atomically (temp file in the same folder, then rename).
-
-    Everything is stored as tensors and plain types, so ``torch.load(weights_only=True)`` reads it.
-    """
-    try:
-        json.dumps([history, meta])
-    except TypeError as error:
-        raise TypeError(f"history and meta must hold plain types (str, numbers, lists, dicts): {error}") from None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = {
-        "latent_dim": vae.latent_dim,
-        "state_dict": {k: v.detach().cpu() for k, v in vae.state_dict().items()},
-        "history": history,
-        "meta": meta,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    """Write V, its training history and ``meta`` atomically (:func:`~.checkpoints.save_checkpoint`)."""
+    save_checkpoint(path, vae, history, meta, latent_dim=vae.latent_dim)
 
 
 def load_vae(path: str | os.PathLike, device: torch.device | str | None = None) -> tuple[VAE, list[dict], dict]:
     """Read a checkpoint written by :func:`save_vae` (``weights_only=True``): (V in eval mode, history, meta)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    vae = VAE(checkpoint["latent_dim"])
-    vae.load_state_dict(checkpoint["state_dict"])
-    vae.to(torch.device(device) if device is not None else default_device()).eval()
-    return vae, checkpoint["history"], checkpoint["meta"]
+    return load_checkpoint(path, VAE, ("latent_dim",), device)
 
 
 def checkpoint_path(pool: Dataset, config: VAEConfig, pool_seed: int, numerics: Mapping[str, object],

@@ -24,7 +24,8 @@ import pandas as pd
 
 from ..execution.settings import Execution
 from ..config import AT_LEAST_ONE, NON_NEGATIVE, ConfigError, Range, check_value, setting
-from ..analysis.figures import BEYOND_STEMS, TSNE_STEMS
+from ..analysis.figures import patterns_of
+from ..data.datasets import DATASETS
 from ..experiment.overrides import apply, normalise, valid_keys
 from ..paths import results_root
 from ..experiment.profiles import PROFILES, Profile, get_profile
@@ -32,62 +33,64 @@ from ..experiment.results import ResultStore, stored_sets
 
 
 @dataclass(frozen=True)
-class VAETrainingParameters:
-    """01_vae_training."""
+class NotebookParameters:
+    """What every notebook takes: the settings profile and overrides of its settings."""
 
     profile: str = "quick"
-    dataset: str = "mnist"
     overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetParameters(NotebookParameters):
+    """A notebook run once per dataset."""
+
+    dataset: str = "mnist"
+
+
+@dataclass(frozen=True)
+class TestParameters:
+    """A notebook that tests differences: its significance level."""
+
+    alpha_level: float = setting(0.05, allowed=Range(0, 1, low_open=True, high_open=True),
+                                 help="significance level of the Holm-adjusted p-values")
+
+
+@dataclass(frozen=True)
+class VAETrainingParameters(DatasetParameters):
+    """01_vae_training."""
+
     n_reconstructions: int = setting(10, allowed=AT_LEAST_ONE, help="originals/reconstructions shown")
 
 
 @dataclass(frozen=True)
-class ActiveLearningParameters(Execution):
+class ActiveLearningParameters(DatasetParameters, Execution):
     """02_active_learning; it runs sweeps, so the fields of :class:`~.settings.Execution` are parameters."""
-
-    profile: str = "quick"
-    dataset: str = "mnist"
-    overrides: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class SignificanceParameters:
+class SignificanceParameters(TestParameters, NotebookParameters):
     """03_significance_tests. An empty ``profile`` analyses the one set of stored runs there is."""
 
     profile: str = ""
-    overrides: dict = field(default_factory=dict)
-    alpha_level: float = setting(0.05, allowed=Range(0, 1, low_open=True, high_open=True),
-                                 help="significance level of the Holm-adjusted p-values")
 
 
 @dataclass(frozen=True)
-class TSNEParameters:
+class TSNEParameters(NotebookParameters):
     """04_tsne."""
 
-    profile: str = "quick"
-    overrides: dict = field(default_factory=dict)
     seed: int = setting(0, allowed=NON_NEGATIVE, help="seed of the initial labels, the sample and t-SNE")
 
 
 @dataclass(frozen=True)
-class BeyondParameters(Execution):
+class BeyondParameters(TestParameters, DatasetParameters, Execution):
     """05_beyond_the_paper; it runs sweeps, so the fields of :class:`~.settings.Execution` are too."""
-
-    profile: str = "quick"
-    dataset: str = "mnist"
-    overrides: dict = field(default_factory=dict)
-    alpha_level: float = setting(0.05, allowed=Range(0, 1, low_open=True, high_open=True),
-                                 help="significance level of the Holm-adjusted p-values")
 
 
 @dataclass(frozen=True)
 class Notebook:
     """One numbered notebook in ``notebooks/``.
 
-    ``figures`` are glob patterns of the files it writes into the figures folder,
-    with ``{dataset}`` (per-dataset notebooks), ``{heuristic}`` (each heuristic of
-    the profile's methods that has figures, :func:`alvae_utils.analysis.figures.figure_heuristics`)
-    and ``{family}`` (each feature family of those methods) filled in.
+    Its :attr:`figures` come from the figure records (:mod:`alvae_utils.analysis.figures`).
     """
 
     name: str
@@ -96,32 +99,33 @@ class Notebook:
     trains_task_model: bool = False  # needs the ImageNet weights under a pretrained profile
     runs_sweeps: bool = False  # its parameters include the execution settings (execution.settings)
     reads_results_of: str | None = None  # the notebook whose stored results it analyses
-    figures: tuple[str, ...] = ()
     settings: tuple[str, ...] = ()  # glob patterns of the override keys it uses (alvae_utils.experiment.overrides)
     # The profile of the runs it makes, derived from the named one (e.g. Profile.beyond_sweep); None: that one.
     sweep: Callable[[Profile], Profile] | None = None
 
+    @property
+    def figures(self) -> tuple[str, ...]:
+        """Glob patterns of the files it writes into the figures folder, with ``{dataset}`` (per-dataset
+        notebooks), ``{heuristic}`` (each heuristic of the profile's methods that has figures,
+        :func:`alvae_utils.analysis.figures.figure_heuristics`) and ``{family}`` (each feature family of
+        those methods) to fill in: the patterns of its figure records."""
+        return patterns_of(self.name)
 
-_BOTH = ("png", "pdf")
+
 # All experiment keys, also where only the pool matters: the experiment is checked as a whole (η ≤ pool).
 _EXPERIMENT = ("pool_size", "eval_size", "pool_seed", "initial_labels", "budget", "max_labels")
 _AL_RUNS = (*_EXPERIMENT, "train.*", "vae.*", "methods", "seeds")
 NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
     Notebook("01_vae_training", VAETrainingParameters, per_dataset=True,
-             figures=tuple(f"vae_{{dataset}}_{part}.{ext}" for part in ("loss", "reconstructions", "latent")
-                           for ext in _BOTH),
              settings=(*_EXPERIMENT, "vae.*")),
     Notebook("02_active_learning", ActiveLearningParameters, per_dataset=True, trains_task_model=True, runs_sweeps=True,
-             figures=tuple(f"*_{{dataset}}_{{heuristic}}{metric}.{ext}" for metric in ("", "_auc") for ext in _BOTH),
              settings=_AL_RUNS),
     Notebook("03_significance_tests", SignificanceParameters, reads_results_of="02_active_learning",
              settings=_AL_RUNS),
     Notebook("04_tsne", TSNEParameters, trains_task_model=True,
-             figures=tuple(f"{stem}.{ext}" for stem in TSNE_STEMS for ext in _BOTH),
              settings=("tsne.*", "train.lr", "train.momentum", "train.batch_size", "train.pretrained", "vae.*")),
     Notebook("05_beyond_the_paper", BeyondParameters, per_dataset=True, trains_task_model=True, runs_sweeps=True,
              sweep=Profile.beyond_sweep,
-             figures=tuple(f"{stem}.{ext}" for stem in BEYOND_STEMS for ext in _BOTH),
              settings=(*_AL_RUNS, "tsne.*")),
 )}
 """The notebooks, in run order."""
@@ -204,7 +208,10 @@ def check_parameters(notebook: str, namespace: Mapping[str, object]):
             raise ConfigError(f"{notebook}: unknown profile {params.profile!r}; choose one of {', '.join(PROFILES)}"
                               + (" (or \"\" for the stored runs)." if entry.reads_results_of else "."))
         profile = profile_of(params)  # raises when the overrides do not form a valid run
-        if getattr(params, "dataset", None) is not None and params.dataset not in profile.datasets:
+        # A notebook that runs the profile itself (02) takes any registered dataset, adapted as on the command
+        # line (Profile.experiment_for); the others need one of the profile's experiments.
+        adapts = entry.runs_sweeps and entry.sweep is None and getattr(params, "dataset", None) in DATASETS
+        if getattr(params, "dataset", None) is not None and params.dataset not in profile.datasets and not adapts:
             where = f"profile {params.profile!r}" if entry.sweep is None else \
                 f"the sweep of {notebook} (profile {params.profile!r}'s `beyond` setting)"
             raise ConfigError(f"{notebook}: {where} has no experiment for dataset {params.dataset!r}; it defines "
