@@ -55,7 +55,8 @@ _EXACT_WILCOXON_MAX_N = 16
 
 def check_level(level: float) -> None:
     """ValueError unless ``level`` (a confidence level) is in (0, 1)."""
-    check_level(level)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}.")
 
 
 def require_columns(table: pd.DataFrame, columns: Sequence[str], source: str = "load_results") -> None:
