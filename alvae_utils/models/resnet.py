@@ -78,6 +78,16 @@ def bf16_autocast(enabled: bool, device: torch.device) -> AbstractContextManager
 
 
 
+def global_average(maps: Tensor) -> Tensor:
+    """Global average pooling: (B, C, H, W) maps → (B, C), the mean over the spatial dimensions.
+
+    The same numbers as ``adaptive_avg_pool2d(maps, 1).flatten(1)`` (torch computes that output
+    size as this mean, so no stored run changes), but its backward is deterministic on CUDA, where
+    adaptive average pooling's backward raises under ``torch.use_deterministic_algorithms(True)``.
+    """
+    return maps.mean(dim=(2, 3))
+
+
 def pretrained_weights_path() -> Path:
     """Where torch's hub cache keeps the ImageNet ResNet-18 weights (moves with ``$TORCH_HOME``)."""
     filename = os.path.basename(urlparse(PRETRAINED_WEIGHTS.url).path)
@@ -186,14 +196,14 @@ class TaskModel(nn.Module):
         s2 = net.layer2(s1)
         s3 = net.layer3(s2)
         s4 = net.layer4(s3)
-        features = torch.flatten(net.avgpool(s4), 1)
+        features = global_average(s4)
         return net.fc(features), features, (s1, s2, s3, s4)
 
 
 class LossPredictionModule(nn.Module):
     """Loss-prediction network P of Yoo & Kweon (2019), optionally with VAE features (LP+VAE).
 
-    Each stage map → global average pooling (adaptive, so any map size works) →
+    Each stage map → global average pooling (:func:`global_average`, so any map size works) →
     Linear(c, hidden) → ReLU; the four results concatenate to c (4·hidden = 512), and
     a last FC maps c to the predicted loss.
 
@@ -239,7 +249,7 @@ class LossPredictionModule(nn.Module):
         elif extra is not None:
             raise ValueError("extra features given, but the module was built with extra_dim=0.")
         with bf16_autocast(self.bf16, stages[0].device):
-            pooled = (F.adaptive_avg_pool2d(s, 1).flatten(1) for s in stages)
+            pooled = (global_average(s) for s in stages)
             c = torch.cat([F.relu(fc(p)) for fc, p in zip(self.stage_fcs, pooled, strict=True)], dim=1)
             out = self.fc(c)
             if self.extra_dim:
