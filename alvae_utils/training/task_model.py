@@ -28,19 +28,29 @@ from ..progress import bar as progress_bar
 from ..seeds import seed_everything
 
 
+BF16_CAPABILITY = (8, 0)
+"""CUDA compute capability from which a GPU computes in bfloat16 natively (Ampere). Below it (V100: 7.0,
+T4: 7.5) torch emulates bfloat16, slowly, and ``torch.cuda.is_bf16_supported()`` still returns True by
+default (``including_emulation=True``), so the guard asks for the capability itself."""
+
+
 def check_speed_settings(config: TrainConfig, device: torch.device | str) -> None:
     """Raise ConfigError if a speed setting of ``config`` cannot run on ``device`` with this installation.
 
-    ``bf16`` needs a GPU with bfloat16 support (Ampere or newer) on CUDA; any CPU runs it
-    (natively with AVX-512 BF16 or AMX, emulated and slower otherwise). ``compile`` needs
-    TorchDynamo on this Python, and the code generator of its backend: a C++ compiler on
-    the CPU, Triton on CUDA. ``cudnn_benchmark`` and ``channels_last`` run everywhere
-    (``cudnn_benchmark`` does nothing off CUDA).
+    ``bf16`` on CUDA needs ``device`` itself (the run's GPU, not the current one) to have compute
+    capability ≥ :data:`BF16_CAPABILITY`; any CPU runs it (natively with AVX-512 BF16 or AMX,
+    emulated and slower otherwise). ``compile`` needs TorchDynamo on this Python, and the code
+    generator of its backend: a C++ compiler on the CPU, Triton on CUDA. ``cudnn_benchmark`` and
+    ``channels_last`` run everywhere (``cudnn_benchmark`` does nothing off CUDA).
     """
     device = torch.device(device)
-    if config.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"train.bf16=true needs a GPU with bfloat16 support (compute capability 8.0+); "
-                          f"{torch.cuda.get_device_name(device)} has none. Use train.bf16=false.")
+    if config.bf16 and device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        if tuple(capability) < BF16_CAPABILITY:
+            raise ConfigError(f"train.bf16=true needs a GPU that computes in bfloat16 natively (compute capability "
+                              f"8.0+: Ampere or newer); {torch.cuda.get_device_name(device)} ({device}) has "
+                              f"{capability[0]}.{capability[1]}, where bfloat16 is only emulated. Use "
+                              "train.bf16=false.")
     if not config.compile:
         return
     from torch._dynamo import is_dynamo_supported  # imported on demand: loading dynamo takes seconds
