@@ -273,14 +273,17 @@ class RunRecord:
         """Persist one step as a unit: rows, then the carried model (``modules``, fine-tuning), then the state.
 
         ``modules`` are saved by name (``None`` entries as absent) to the file of step
-        ``state.completed_steps − 1``; the state names it, and the other model files of
-        the run (the previous step's, or leftovers of an interrupted write) go only after
-        the state is committed.
+        ``state.completed_steps − 1``, as CPU tensors whatever device they trained on, so
+        that any ``torch.load`` reads the file on any machine; the state names it, and the
+        other model files of the run (the previous step's, or leftovers of an interrupted
+        write) go only after the state is committed.
         """
         atomic_write_text(self.csv_path, rows.to_csv(index=False))
         if modules is not None:
             model_path = self.model_path(state.completed_steps - 1)
-            weights = {name: None if module is None else module.state_dict() for name, module in modules.items()}
+            weights = {name: None if module is None else {key: value.detach().cpu()
+                                                          for key, value in module.state_dict().items()}
+                       for name, module in modules.items()}
             with atomic_path(model_path) as tmp:
                 torch.save(weights, tmp)
             state = replace(state, model_file=model_path.name)
