@@ -8,6 +8,7 @@ network over many images for inference.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -74,6 +75,18 @@ def pinned_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def synchronized_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` (seconds) once ``device`` has finished the work queued on it.
+
+    CUDA runs kernels asynchronously: a clock read while they are still queued would time
+    their launch, not their run. Timings of training, selection and evaluation take both ends
+    with this. On the CPU it is the plain clock.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def module_device(module: nn.Module) -> torch.device:

@@ -59,7 +59,7 @@ from bench_selection import make_problem  # noqa: E402
 
 from alvae_utils.config import TrainConfig, VAEConfig  # noqa: E402
 from alvae_utils.data.datasets import MULTICLASS, MULTILABEL  # noqa: E402
-from alvae_utils.device import INFERENCE_BATCH  # noqa: E402
+from alvae_utils.device import INFERENCE_BATCH, synchronized_clock  # noqa: E402
 from alvae_utils.training.metrics import classification_metrics  # noqa: E402
 from alvae_utils.experiment.profiles import get_profile  # noqa: E402
 from alvae_utils.selection.kcenter import kcenter_greedy  # noqa: E402
@@ -92,11 +92,6 @@ def synthetic(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=generator)
     return images, torch.randint(0, NUM_CLASSES, (n,), generator=generator)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def applicable(label: str, device: torch.device, compile_allowed: bool) -> bool:
@@ -140,18 +135,16 @@ def training_case(device: torch.device, batch: int, lp: bool, label: str, second
     warm = 4 * batch
     images, labels = synthetic(warm)
 
-    def run(model, lp_module, n: int) -> float:
-        result = train_task_model(model, images[:n], labels[:n], MULTICLASS, 1, config, seed=1, lp_module=lp_module,
-                                  progress=False)
-        synchronize(device)
-        return result.seconds
+    def run(model, lp_module, n: int) -> float:  # train_task_model's seconds end once the device has finished
+        return train_task_model(model, images[:n], labels[:n], MULTICLASS, 1, config, seed=1, lp_module=lp_module,
+                                progress=False).seconds
 
     def fresh(seed: int) -> tuple:
         return build_task_model(NUM_CLASSES, config, seed, device, with_loss_prediction=lp)
 
-    start = time.perf_counter()
+    start = synchronized_clock(device)
     modules = fresh(0)
-    build = time.perf_counter() - start
+    build = synchronized_clock(device) - start
     first = run(*modules, warm)
     steady = min(run(*modules, warm) for _ in range(2))
     second = run(*fresh(1), warm)
@@ -171,10 +164,9 @@ def features_case(device: torch.device, lp: bool, label: str, seconds: float) ->
     images, _ = synthetic(INFERENCE_BATCH)
 
     def run(batch_images: torch.Tensor) -> float:
-        start = time.perf_counter()
+        start = synchronized_clock(device)
         predict(model, batch_images, lp_module)
-        synchronize(device)
-        return time.perf_counter() - start
+        return synchronized_clock(device) - start
 
     first = run(images)
     steady = min(run(images) for _ in range(2))
@@ -203,22 +195,21 @@ def vae_cases(device: torch.device, seconds: float) -> list[Case]:
     probe = 8 * config.batch_size
     images, _ = synthetic(probe)
     train_vae(images, config, seed=0, device=device, progress=False)  # warm-up
-    start = time.perf_counter()
+    start = synchronized_clock(device)
     vae, _ = train_vae(images, config, seed=0, device=device, progress=False)
-    n = max(probe, round(seconds * probe / (time.perf_counter() - start) / config.batch_size) * config.batch_size)
+    probe_seconds = synchronized_clock(device) - start
+    n = max(probe, round(seconds * probe / probe_seconds / config.batch_size) * config.batch_size)
     images, _ = synthetic(n)
 
     def train() -> tuple[int, float]:
-        start = time.perf_counter()
+        start = synchronized_clock(device)
         train_vae(images, config, seed=0, device=device, progress=False)
-        synchronize(device)
-        return n, time.perf_counter() - start
+        return n, synchronized_clock(device) - start
 
     def encode() -> tuple[int, float]:
-        start = time.perf_counter()
+        start = synchronized_clock(device)
         encode_mu(vae, images)
-        synchronize(device)
-        return n, time.perf_counter() - start
+        return n, synchronized_clock(device) - start
 
     encode()  # warm-up
     return [Case({"part": "train", "batch": config.batch_size, "images_per_window": n}, train),
@@ -234,11 +225,9 @@ def measure_selection(device: torch.device, repeats: int, d: int = 544) -> list[
             features, mask = make_problem(n, d, labeled, seed=0, device=device)
             times = []
             for _ in range(repeats):
-                synchronize(device)
-                start = time.perf_counter()
+                start = synchronized_clock(device)
                 kcenter_greedy(features, mask, budget)
-                synchronize(device)
-                times.append(time.perf_counter() - start)
+                times.append(synchronized_clock(device) - start)
             rows.append({"n": n, "d": d, "labeled": labeled, "budget": budget, "seconds": min(times)})
             print(f"  kcenter_greedy N={n:,} |L|={labeled:,} β={budget:,}: {min(times):.2f} s", flush=True)
     return rows
@@ -271,8 +260,7 @@ def _ray_worker(device_type: str, batch: int, label: str, threads: int, run_unti
     chunks = []
     while time.time() < run_until:
         start = time.time()
-        train_task_model(model, images, labels, MULTICLASS, 1, config, 1, progress=False)
-        synchronize(device)
+        train_task_model(model, images, labels, MULTICLASS, 1, config, 1, progress=False)  # returns once finished
         chunks.append((start, time.time(), len(images)))
     return chunks
 

@@ -21,7 +21,6 @@ uninterrupted one: every random choice is seeded from (seed, step)
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 
 import pandas as pd
@@ -29,7 +28,7 @@ import torch
 
 from ..config import ConfigError, ExperimentConfig
 from ..data.datasets import Dataset
-from ..device import default_device
+from ..device import default_device, synchronized_clock
 from ..selection.features import pool_features
 from ..selection.heuristics import APPEND, LOSS_MODULE, select
 from ..selection.methods import BALANCED, Method
@@ -64,10 +63,10 @@ def _family_step(method: Method, config: ExperimentConfig, pool: Dataset, labele
         return fitted_once.to(device), float("nan")
     if finished and method.spec.extra_features != LOSS_MODULE:
         return None, float("nan")
-    started = time.perf_counter()
+    started = synchronized_clock(device)
     context = family.step_context(pool, config.vae, config.pool_seed, device, progress, labeled, seed, step)
     features = pool_features(family, context).to(device)  # checked: finite (N, k) float32
-    return features, time.perf_counter() - started
+    return features, synchronized_clock(device) - started
 
 
 def _select_step(method: Method, budget: int, labeled: torch.Tensor, pool_images: torch.Tensor, task: str,
@@ -154,20 +153,20 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
             model, pool_images[on_device], pool_labels[on_device], pool.task, config.train.epochs_for_step(step),
             config.train, seed=derive_seed(TRAIN, seed, step), lp_module=lp_module,
             extra_features=None if extra_features is None else extra_features[on_device], progress=progress)
-        started = time.perf_counter()
+        started = synchronized_clock(device)
         metrics = evaluate(model, eval_images, eval_labels, evaluation.task)
-        eval_seconds = time.perf_counter() - started
+        eval_seconds = synchronized_clock(device) - started
 
         row_select_seconds = select_seconds  # the selection that produced this step's labels
         # A numeric α scales the family's block at every step; a balanced one is estimated by the selection below.
         alpha_used = float("nan") if method.family is None or method.alpha == BALANCED else float(method.alpha)
         if not finished:
-            started = time.perf_counter()
+            started = synchronized_clock(device)
             picked, alpha_selected = _select_step(
                 method, config.budget, labeled, pool_images, pool.task, model, lp_module, step_features,
                 extra_features, torch.Generator().manual_seed(derive_seed(SELECT, seed, step)),
                 torch.Generator().manual_seed(derive_seed(ALPHA, seed, step)))
-            select_seconds = time.perf_counter() - started
+            select_seconds = synchronized_clock(device) - started
             labeled = torch.cat([labeled, picked.cpu()])
             if method.alpha == BALANCED:
                 alpha_used = alpha_selected

@@ -14,14 +14,15 @@ before any work, a setting this device or installation cannot run.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..config import ConfigError, TrainConfig
-from ..device import INFERENCE_BATCH, epoch_batches, images_to_float, map_batches, module_device
+from ..device import (
+    INFERENCE_BATCH, epoch_batches, images_to_float, map_batches, module_device, synchronized_clock,
+)
 from .metrics import check_task, correct_decisions, per_sample_loss
 from ..models.resnet import MIN_BATCH, LossPredictionModule, TaskModel, cudnn_benchmark, pair_ranking_loss
 from ..progress import bar as progress_bar
@@ -141,7 +142,9 @@ def train_task_model(
     T and P are given the speed settings of ``config`` first (a model built by
     :func:`build_task_model` with the same ``config`` already has them). Under ``bf16``
     the forward passes run in bfloat16 while the weights, the optimizer and the losses
-    stay float32. ``seconds`` includes any ``torch.compile`` compilation of this call.
+    stay float32. ``seconds`` includes any ``torch.compile`` compilation of this call; on CUDA the clock is
+    read after the device has finished (:func:`~alvae_utils.device.synchronized_clock`). The losses and the
+    accuracy are summed on the device and read once per epoch, never per batch.
     """
     check_task(task)
     if epochs < 1:
@@ -172,7 +175,7 @@ def train_task_model(
     generator = torch.Generator().manual_seed(seed)
     target = config.target_train_accuracy
 
-    start = time.perf_counter()
+    start = synchronized_clock(device)
     losses: list[float] = []
     accuracy = 0.0
     bar = progress_bar(epochs, "train epochs", enabled=progress)
@@ -186,7 +189,11 @@ def train_task_model(
                 bar.total = epoch + 1
                 bar.refresh()
             stop_lp_gradient = config.lp_stop_gradient_epoch is not None and epoch >= config.lp_stop_gradient_epoch
-            loss_sum, seen, correct, decisions = 0.0, 0, 0.0, 0
+            # Summed on the device and read once per epoch: on a GPU each read waits for every queued kernel.
+            # float64, so the sum is the one a Python float made of each step's loss (the numbers stay as they were).
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            seen = decisions = 0
             for index in epoch_batches(n, config.batch_size, generator, device):
                 if lp_module is not None and len(index) % 2:
                     index = index[:-1]
@@ -204,18 +211,19 @@ def train_task_model(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                loss_sum += loss.item() * len(index)
+                loss_sum += loss.detach().double() * len(index)
                 seen += len(index)
                 batch_correct, batch_decisions = correct_decisions(out.logits.detach(), batch_labels, task)
                 correct += batch_correct
                 decisions += batch_decisions
-            losses.append(loss_sum / seen)
-            accuracy = correct / decisions
+            epoch_loss, epoch_correct = torch.stack([loss_sum, correct.double()]).tolist()
+            losses.append(epoch_loss / seen)
+            accuracy = epoch_correct / decisions
             epoch += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{accuracy:.3f}")
     bar.close()
-    return TrainResult(epoch, accuracy, losses, time.perf_counter() - start)
+    return TrainResult(epoch, accuracy, losses, synchronized_clock(device) - start)
 
 
 @dataclass
