@@ -4,8 +4,10 @@ Measures, in images per second (img/s):
 
 * ``training``  — :func:`alvae_utils.training.task_model.train_task_model` (ResNet-18 T, with and without the
   loss-prediction module P) at the paper profile's batch 64 and the quick profile's batch 16, for
-  each speed setting (``channels_last``, ``bf16``, ``cudnn_benchmark``, ``compile``) and useful
-  combinations. Also the set-up time a fresh model pays on its first batches (oneDNN/cuDNN
+  each speed setting (``channels_last``, ``bf16``, ``cudnn_benchmark``, ``compile``, ``tf32``) and useful
+  combinations. ``fp32`` is the default: IEEE fp32, and deterministic on CUDA
+  (:func:`alvae_utils.device.reproducible_cuda`), so ``tf32`` and ``cudnn_benchmark`` measure what
+  giving that up buys. Also the set-up time a fresh model pays on its first batches (oneDNN/cuDNN
   primitive creation, and torch.compile's compilation, reported apart).
 * ``features``  — :func:`alvae_utils.training.task_model.predict` at batch 1,024 (the selection step's pool
   features, and the same forward pass as evaluation); and the seconds of
@@ -77,9 +79,11 @@ SETTINGS: dict[str, dict[str, bool]] = {
     "cudnn_benchmark+bf16+channels_last": {"cudnn_benchmark": True, "bf16": True, "channels_last": True},
     "compile": {"compile": True},
     "compile+bf16+channels_last": {"compile": True, "bf16": True, "channels_last": True},
+    "tf32": {"tf32": True},
+    "tf32+channels_last": {"tf32": True, "channels_last": True},
 }
 """Speed settings measured, by label; ``fp32`` is the default (all off)."""
-LP_SETTINGS = ("fp32", "bf16+channels_last", "cudnn_benchmark+bf16+channels_last")
+LP_SETTINGS = ("fp32", "bf16+channels_last", "cudnn_benchmark+bf16+channels_last", "tf32")
 """With the loss-prediction module only these are measured: P adds little, and the ratios carry over."""
 BATCHES = (64, 16)  # the paper profile's and the quick profile's
 NUM_CLASSES = 10
@@ -95,9 +99,11 @@ def synthetic(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def applicable(label: str, device: torch.device, compile_allowed: bool) -> bool:
-    """Whether a setting is measured here: cuDNN's only on CUDA (a no-op elsewhere), compile unless --no-compile."""
+    """Whether a setting is measured here: cuDNN's and TF32 only on CUDA (no-ops elsewhere), compile unless
+    --no-compile."""
     speed = SETTINGS[label]
-    return (device.type == "cuda" or not speed.get("cudnn_benchmark")) and (compile_allowed or not speed.get("compile"))
+    cuda_only = speed.get("cudnn_benchmark") or speed.get("tf32")
+    return (device.type == "cuda" or not cuda_only) and (compile_allowed or not speed.get("compile"))
 
 
 @dataclass

@@ -427,7 +427,7 @@ def gpu_rates(cpu: Throughput, counts: dict[str, StepCount], effective_tflops: f
     kcenter = tuple((n, labeled, budget, 2 * n * (labeled + budget) * 544 / flops_s + budget * 50e-6)
                     for n, labeled, budget, _ in cpu.kcenter)
     # A fresh model's first batches: cuDNN picks its kernels by heuristics, without timing (cudnn_benchmark off).
-    return replace(cpu, name="H100/H200", settings="fp32 (TF32 convolutions)", threads=1, train=train,
+    return replace(cpu, name="H100/H200", settings="fp32 (IEEE, deterministic)", threads=1, train=train,
                    setup={key: FRESH_MODEL_GPU_SETUP_S for key in train},
                    infer={False: rate("infer")[0], True: rate("infer")[0]}, vae_train=rate("vae")[0],
                    vae_encode=rate("encode")[0], kcenter=kcenter,

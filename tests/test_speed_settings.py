@@ -17,7 +17,7 @@ from alvae_utils.experiment.overrides import apply, parse_assignments
 from alvae_utils.experiment.profiles import get_profile
 from alvae_utils.training.task_model import build_task_model, check_speed_settings, predict, train_task_model
 
-OFF = {"channels_last": False, "bf16": False, "cudnn_benchmark": False, "compile": False}
+OFF = {"channels_last": False, "bf16": False, "cudnn_benchmark": False, "compile": False, "tf32": False}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,14 @@ def test_cudnn_benchmark_is_accepted_and_a_no_op_on_the_cpu(digits, fp32):
     bench_model, bench_lp, bench_result, _ = _train(digits, cudnn_benchmark=True)
     _assert_bit_identical(_weights(model, lp_module), _weights(bench_model, bench_lp))
     assert result.losses == bench_result.losses
+
+
+def test_tf32_is_accepted_and_a_no_op_on_the_cpu(digits, fp32):
+    model, lp_module, result, _ = fp32
+    tf32_model, tf32_lp, tf32_result, _ = _train(digits, tf32=True)
+    assert tf32_model.tf32 and tf32_lp.tf32, "T and P carry it, so inference runs as training did"
+    _assert_bit_identical(_weights(model, lp_module), _weights(tf32_model, tf32_lp))
+    assert result.losses == tf32_result.losses
 
 
 def test_bf16_runs_t_and_p_in_bfloat16_and_keeps_weights_outputs_and_losses_float32(digits, fp32):

@@ -34,6 +34,7 @@ from torch import nn
 from .. import __version__
 from ..config import SCHEMA_VERSION, ExperimentConfig, config_hash
 from ..data.datasets import Dataset
+from ..device import numerics
 from ..selection.methods import BALANCED, Method
 from .overrides import LISTS
 from .profiles import describe_overrides
@@ -95,7 +96,7 @@ def run_key(config: ExperimentConfig, method: Method, seed: int, data_descriptio
     content (:func:`data_fingerprint`), so a replaced file of the same name and shape
     gives a new key.
     """
-    return config_hash({"schema": SCHEMA_VERSION, "experiment": asdict(config), "data": data_description,
+    return config_hash({"schema": SCHEMA_VERSION, "experiment": config.key_fields(), "data": data_description,
                         "data_fingerprint": data_fingerprint, "method": method.key_fields(), "seed": seed})
 
 
@@ -115,9 +116,10 @@ def _git_commit() -> str | None:
 
 
 def run_provenance(device: torch.device) -> dict[str, object]:
-    """What produced a run, recorded in its state: alvae version, git commit, torch, device and threads."""
+    """What produced a run, recorded in its state: alvae version, git commit, torch, device, threads, and what
+    its numbers depend on (:func:`~alvae_utils.device.numerics`: on CUDA the GPU model and software)."""
     return {"alvae": __version__, "git_commit": _git_commit(), "torch": torch.__version__, "device": str(device),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "numerics": numerics(device)}
 
 
 OPTIONAL_COLUMNS: frozenset[str] = frozenset({"medmnist_acc", "auc", "alpha", "alpha_used", "select_seconds",

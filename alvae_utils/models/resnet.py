@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from ..device import tf32_precision
 from ..paths import offline
 
 PRETRAINED_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
@@ -156,21 +157,24 @@ class TaskModel(nn.Module):
         self.channels_last = False
         self.bf16 = False
         self.cudnn_benchmark = False
+        self.tf32 = False
         self._compiled: Callable[[Tensor], tuple[Tensor, Tensor, tuple[Tensor, ...]]] | None = None
 
-    def set_speed(self, *, channels_last: bool, bf16: bool, cudnn_benchmark: bool, compile: bool) -> TaskModel:
+    def set_speed(self, *, channels_last: bool, bf16: bool, cudnn_benchmark: bool, compile: bool,
+                  tf32: bool = False) -> TaskModel:
         """Apply the speed settings of :class:`~alvae_utils.config.TrainConfig`; returns ``self``.
 
         ``channels_last`` converts the conv weights' memory format (parameters stay the same
         objects, so an existing optimizer keeps working); ``bf16`` runs the forward pass under
         bfloat16 autocast; ``cudnn_benchmark`` lets cuDNN time its algorithms during the forward
         pass (CUDA only); ``compile`` wraps the layers in ``torch.compile`` (compiled lazily at
-        the first forward of each input shape and mode). Calling it again with other values
-        undoes what they turn off.
+        the first forward of each input shape and mode); ``tf32`` runs the forward pass's fp32
+        convolutions and matrix products in TF32 (CUDA only, :func:`~alvae_utils.device.tf32_precision`).
+        Calling it again with other values undoes what they turn off.
         """
         if channels_last != self.channels_last:
             self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        self.channels_last, self.bf16, self.cudnn_benchmark = channels_last, bf16, cudnn_benchmark
+        self.channels_last, self.bf16, self.cudnn_benchmark, self.tf32 = channels_last, bf16, cudnn_benchmark, tf32
         if not compile:
             self._compiled = None
         elif self._compiled is None:
@@ -183,7 +187,8 @@ class TaskModel(nn.Module):
                 f"TaskModel expects float images (B, 1, H, W) in [0, 1], got {tuple(x.shape)} {x.dtype}; "
                 "convert uint8 batches with images_to_float."
             )
-        with bf16_autocast(self.bf16, x.device), cudnn_benchmark(self.cudnn_benchmark, x.device):
+        with bf16_autocast(self.bf16, x.device), cudnn_benchmark(self.cudnn_benchmark, x.device), \
+                tf32_precision(self.tf32, x.device):
             logits, features, stages = (self._compiled or self._layers)(x)
         # Selection distances and metrics stay float32 whatever the forward pass ran in (a no-op in fp32).
         return TaskOutput(logits.float(), features.float(), stages)
@@ -215,7 +220,8 @@ class LossPredictionModule(nn.Module):
     are bit-identical to the plain module.
 
     With ``bf16`` set (by :func:`alvae_utils.training.task_model.build_task_model`) the module runs under
-    bfloat16 autocast, as T does, and returns float32.
+    bfloat16 autocast, as T does, and returns float32; with ``tf32`` set its fp32 matrix products run in
+    TF32 on CUDA, as T's do.
     """
 
     def __init__(
@@ -233,6 +239,7 @@ class LossPredictionModule(nn.Module):
         if extra_dim:
             self.extra_weight = nn.Parameter(torch.zeros(1, extra_dim))
         self.bf16 = False
+        self.tf32 = False
 
     def forward(self, stages: tuple[Tensor, ...], extra: Tensor | None = None) -> Tensor:
         """Predicted loss (B,). ``extra`` (B, extra_dim) is α·V(x), required iff extra_dim > 0."""
@@ -248,7 +255,7 @@ class LossPredictionModule(nn.Module):
                 )
         elif extra is not None:
             raise ValueError("extra features given, but the module was built with extra_dim=0.")
-        with bf16_autocast(self.bf16, stages[0].device):
+        with bf16_autocast(self.bf16, stages[0].device), tf32_precision(self.tf32, stages[0].device):
             pooled = (global_average(s) for s in stages)
             c = torch.cat([F.relu(fc(p)) for fc, p in zip(self.stage_fcs, pooled, strict=True)], dim=1)
             out = self.fc(c)

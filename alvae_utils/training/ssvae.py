@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from ..config import VAEConfig
 from ..data.datasets import MULTICLASS, MULTILABEL, Dataset
-from ..device import default_device, images_to_float, map_batches, module_device
+from ..device import default_device, images_to_float, map_batches, module_device, reproducible_cuda
 from ..models.resnet import MIN_BATCH
 from ..models.vae import _down, _same
 from ..progress import track
@@ -316,7 +316,7 @@ def train_ssvae(pool: Dataset, labeled: Tensor, config: VAEConfig, seed: int,
     mask = torch.zeros(len(pool), dtype=torch.bool)  # on the CPU, where each epoch's order is drawn
     mask[labeled] = True
     weight = classification_weight(len(pool), len(labeled))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), reproducible_cuda(device):
         torch.manual_seed(seed)
         model = SSVAE(config.latent_dim, pool.num_outputs, multilabel=pool.task == MULTILABEL).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

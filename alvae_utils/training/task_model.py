@@ -6,7 +6,7 @@ float in [0, 1] batch-wise. No DataLoader, no per-sample transforms. Losses and
 metrics are in :mod:`alvae_utils.training.metrics`; the VAE's training in :mod:`alvae_utils.training.vae`.
 
 The speed settings of :class:`~alvae_utils.config.TrainConfig` (``channels_last``, ``bf16``,
-``cudnn_benchmark``, ``compile``) are applied to T and P by :func:`build_task_model` and
+``cudnn_benchmark``, ``compile``, ``tf32``) are applied to T and P by :func:`build_task_model` and
 :func:`train_task_model`; the models carry them, so :func:`predict` and
 :func:`alvae_utils.training.metrics.evaluate` run the same way. :func:`check_speed_settings` refuses,
 before any work, a setting this device or installation cannot run.
@@ -21,7 +21,8 @@ from torch import Tensor
 
 from ..config import ConfigError, TrainConfig
 from ..device import (
-    INFERENCE_BATCH, epoch_batches, images_to_float, map_batches, module_device, synchronized_clock,
+    INFERENCE_BATCH, epoch_batches, images_to_float, map_batches, module_device, reproducible_cuda,
+    synchronized_clock, tf32_precision,
 )
 from .metrics import check_task, correct_decisions, per_sample_loss
 from ..models.resnet import MIN_BATCH, LossPredictionModule, TaskModel, cudnn_benchmark, pair_ranking_loss
@@ -75,9 +76,9 @@ def check_speed_settings(config: TrainConfig, device: torch.device | str) -> Non
 def apply_speed_settings(model: TaskModel, lp_module: LossPredictionModule | None, config: TrainConfig) -> None:
     """Give T (and P) the speed settings of ``config`` (see :meth:`TaskModel.set_speed`)."""
     model.set_speed(channels_last=config.channels_last, bf16=config.bf16, cudnn_benchmark=config.cudnn_benchmark,
-                    compile=config.compile)
+                    compile=config.compile, tf32=config.tf32)
     if lp_module is not None:
-        lp_module.bf16 = config.bf16
+        lp_module.bf16, lp_module.tf32 = config.bf16, config.tf32
 
 
 def build_task_model(
@@ -140,7 +141,9 @@ def train_task_model(
     usual cheap estimate; for multi-label it is the mean per-label accuracy.
 
     T and P are given the speed settings of ``config`` first (a model built by
-    :func:`build_task_model` with the same ``config`` already has them). Under ``bf16``
+    :func:`build_task_model` with the same ``config`` already has them). On CUDA training is
+    deterministic IEEE fp32 (:func:`~alvae_utils.device.reproducible_cuda`) unless a speed setting
+    says otherwise. Under ``bf16``
     the forward passes run in bfloat16 while the weights, the optimizer and the losses
     stay float32. ``seconds`` includes any ``torch.compile`` compilation of this call; on CUDA the clock is
     read after the device has finished (:func:`~alvae_utils.device.synchronized_clock`). The losses and the
@@ -181,8 +184,9 @@ def train_task_model(
     bar = progress_bar(epochs, "train epochs", enabled=progress)
     for module in modules:
         module.train()
-    # The forward pass sets the flag itself; this covers the backward pass's convolutions too.
-    with cudnn_benchmark(config.cudnn_benchmark, device):
+    # The forward pass sets cuDNN's and TF32's flags itself; this covers the backward pass's kernels too.
+    with reproducible_cuda(device), cudnn_benchmark(config.cudnn_benchmark, device), \
+            tf32_precision(config.tf32, device):
         epoch = 0
         while epoch < epochs or (target is not None and accuracy < target and epoch < config.max_epochs):
             if epoch >= bar.total:
