@@ -123,7 +123,7 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
     method.validate()
     if len(pool) != config.pool_size:
         raise ConfigError(f"pool has {len(pool)} images but the configuration says {config.pool_size}.")
-    device = device or default_device()
+    device = torch.device(device) if device is not None else default_device()
     record = store.record(config, method, seed, pool.description, data_fingerprint(pool, evaluation),
                           provenance={**run_provenance(device), **(placement or {})})
     rows, state = record.load()

@@ -163,7 +163,7 @@ def run_snapshot(profile: Profile, seed: int = 0, method: Method = PAPER_METHOD,
     pool, fell_back = tsne_pool(profile)
     tsne = profile.tsne
     train = replace(profile.experiments[0].train, initial_epochs=tsne.epochs, epoch_increment=0)
-    device = device or default_device()
+    device = torch.device(device) if device is not None else default_device()
     key = config_hash({"tsne": asdict(tsne), "train": train.key_fields(),
                        "vae": asdict(_vae_config(profile, pool.name)), "dataset": pool.name,
                        "description": pool.description, "seed": seed, "method": method.key_fields(),
@@ -221,7 +221,7 @@ def tails_by_family(profile: Profile, methods: Sequence[Method], seeds: Sequence
         raise ConfigError(f"tails_by_family compares feature spaces under one heuristic; got {sorted(heuristics)}.")
     plain = methods[0].base
     pool, _ = tsne_pool(profile)
-    device = device or default_device()
+    device = torch.device(device) if device is not None else default_device()
     records = []
     for seed in seeds:
         setup = None
