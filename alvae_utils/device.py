@@ -66,6 +66,16 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     return device
 
 
+def physical_gpu(device: torch.device) -> str | None:
+    """The physical GPU behind a CUDA ``device`` as the node names it: its entry in ``CUDA_VISIBLE_DEVICES``
+    (an index or a UUID), or its index when that is unset; None for any other device."""
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    visible = [entry for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry]
+    return visible[index] if index < len(visible) else str(index)
+
+
 def numerics(device: torch.device) -> dict[str, object]:
     """What a fit's or run's numbers depend on beyond its settings and data, as JSON-ready values.
 

@@ -14,7 +14,7 @@ import torch
 
 from alvae_utils.config import ConfigError, ExperimentConfig, TrainConfig, VAEConfig
 from alvae_utils.device import (
-    DETERMINISTIC_CUBLAS_WORKSPACE, numerics, pinned_threads, reproducible_cuda, tf32_precision,
+    DETERMINISTIC_CUBLAS_WORKSPACE, numerics, physical_gpu, pinned_threads, reproducible_cuda, tf32_precision,
 )
 from alvae_utils.experiment.loop import _check_same_numerics
 from alvae_utils.experiment.overrides import apply, parse_assignments
@@ -108,3 +108,13 @@ def test_tf32_is_a_speed_setting_off_by_default_and_in_the_keys_only_when_on():
     assert on.train == TrainConfig(**{**vars(experiment.train), "tf32": True})
     assert on.key_fields()["train"]["tf32"] is True and on.key() != experiment.key()
     assert run_key(on, Method("random"), 0, "d") != run_key(experiment, Method("random"), 0, "d")
+
+
+def test_the_physical_gpu_behind_a_cuda_device_is_its_entry_in_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert physical_gpu(torch.device("cuda:1")) == "5" and physical_gpu(torch.device("cuda:0")) == "3"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f2c1a7e,GPU-0b9d3e44")  # nodes may name GPUs by UUID
+    assert physical_gpu(torch.device("cuda:1")) == "GPU-0b9d3e44"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert physical_gpu(torch.device("cuda:1")) == "1", "every GPU visible: the index is the node's"
+    assert physical_gpu(torch.device("cpu")) is None
