@@ -154,8 +154,10 @@ class TrainConfig:
         None, allowed=NON_NEGATIVE, help="stop the loss module's gradient into the backbone from this epoch")
     channels_last: bool = setting(False, help="speed: channels-last memory format for T's convolutions")
     bf16: bool = setting(False, help="speed: bfloat16 autocast in T's and P's forward passes (CPU or CUDA)")
-    cudnn_benchmark: bool = setting(False, help="speed: let cuDNN time and pick conv algorithms (CUDA; no-op on CPU)")
-    compile: bool = setting(False, help="speed: torch.compile T's forward (compiled once per process; minutes on CPU)")
+    cudnn_benchmark: bool = setting(False, help="speed: let cuDNN time and pick conv algorithms (CUDA; not "
+                                                "reproducible: the pick can change from run to run; no-op on CPU)")
+    compile: bool = setting(False, help="speed: torch.compile T's forward (compiled once per process, so once per "
+                                        "run under Ray with GPUs; minutes on CPU)")
     tf32: bool = setting(False, help="speed: TF32 for T's and P's fp32 convolutions and matrix products (CUDA, "
                                      "Ampere+; no-op elsewhere)")
 
