@@ -127,14 +127,16 @@ def check_settings(config: object, prefix: str = "") -> None:
 class TrainConfig:
     """Task-model training (paper, Experiments: SGD, lr 0.001, momentum 0.9).
 
-    The last four fields are speed settings. They apply to every forward pass of T and P
+    The last five fields are speed settings. They apply to every forward pass of T and P
     (training, selection features, evaluation; :func:`alvae_utils.training.task_model.build_task_model`)
-    and are off by default: fp32 and reproducible, as the paper trained. Each one can change
-    a run's numbers (bf16 rounds, channels_last and ``torch.compile`` reorder floating-point
-    sums, cuDNN's autotuner picks algorithms by timing), so they are part of the configuration
-    and of every run key. Adding them changed all stored run and configuration keys once
-    (``tests/ci_profile_keys.json``): results stored before are recomputed, not silently reused.
-    What each buys is measured by ``benchmarks/bench_training.py`` (``benchmarks/README.md``).
+    and are off by default: IEEE fp32, as the paper trained, and reproducible on the same device
+    and software (:func:`alvae_utils.device.reproducible_cuda` on CUDA). Each one can change a run's
+    numbers (bf16 rounds, tf32 rounds fp32 products' inputs to 10 mantissa bits, channels_last and
+    ``torch.compile`` reorder floating-point sums, cuDNN's autotuner picks algorithms by timing,
+    run to run), so they are part of the configuration and of the run key. Adding the first four
+    changed all stored run and configuration keys once (``tests/ci_profile_keys.json``); fields
+    added since (:data:`KEYED_WHEN_ON`) enter a key only when on, so existing keys stay. What each
+    buys is measured by ``benchmarks/bench_training.py`` (``benchmarks/README.md``).
     """
 
     lr: float = setting(1e-3, allowed=POSITIVE, help="SGD learning rate")
@@ -153,12 +155,25 @@ class TrainConfig:
         None, allowed=NON_NEGATIVE, help="stop the loss module's gradient into the backbone from this epoch")
     channels_last: bool = setting(False, help="speed: channels-last memory format for T's convolutions")
     bf16: bool = setting(False, help="speed: bfloat16 autocast in T's and P's forward passes (CPU or CUDA)")
-    cudnn_benchmark: bool = setting(False, help="speed: let cuDNN time and pick conv algorithms (CUDA; no-op on CPU)")
-    compile: bool = setting(False, help="speed: torch.compile T's forward (compiled once per process; minutes on CPU)")
+    cudnn_benchmark: bool = setting(False, help="speed: let cuDNN time and pick conv algorithms (CUDA; not "
+                                                "reproducible: the pick can change from run to run; no-op on CPU)")
+    compile: bool = setting(False, help="speed: torch.compile T's forward (compiled once per process, so once per "
+                                        "run under Ray with GPUs; minutes on CPU)")
+    tf32: bool = setting(False, help="speed: TF32 for T's and P's fp32 convolutions and matrix products (CUDA, "
+                                     "Ampere+; no-op elsewhere)")
 
     def epochs_for_step(self, step: int) -> int:
         """Epochs at AL step ``step`` (0 = the initial labeled set)."""
         return self.initial_epochs + self.epoch_increment * step
+
+    def key_fields(self) -> dict[str, object]:
+        """The fields that keys hash: all of them, but those of :data:`KEYED_WHEN_ON` only when on."""
+        return {name: value for name, value in asdict(self).items() if name not in KEYED_WHEN_ON or value}
+
+
+KEYED_WHEN_ON: frozenset[str] = frozenset({"tf32"})
+"""Speed settings of :class:`TrainConfig` added after run keys were pinned: hashed into a key only when
+on, so every run stored without them keeps its key (``tests/ci_profile_keys.json``)."""
 
 
 @dataclass(frozen=True)
@@ -243,7 +258,11 @@ class ExperimentConfig:
 
     def key(self) -> str:
         """Stable short hash: any change to the configuration gives a new key."""
-        return config_hash(asdict(self))
+        return config_hash(self.key_fields())
+
+    def key_fields(self) -> dict[str, object]:
+        """The configuration as keys hash it: every field, the training's as :meth:`TrainConfig.key_fields`."""
+        return {**asdict(self), "train": self.train.key_fields()}
 
 
 def config_hash(obj: object) -> str:

@@ -3,18 +3,22 @@
 Measures, in images per second (img/s):
 
 * ``training``  — :func:`alvae_utils.training.task_model.train_task_model` (ResNet-18 T, with and without the
-  loss-prediction module P) at the paper profile's batch 64 and the quick profile's batch 16, for
-  each speed setting (``channels_last``, ``bf16``, ``cudnn_benchmark``, ``compile``) and useful
-  combinations. Also the set-up time a fresh model pays on its first batches (oneDNN/cuDNN
+  loss-prediction module P) at the profile's batch (``--profile``, default ``paper``: 64) and the quick
+  profile's batch 16, for
+  each speed setting (``channels_last``, ``bf16``, ``cudnn_benchmark``, ``compile``, ``tf32``) and useful
+  combinations. ``fp32`` is the default: IEEE fp32, and deterministic on CUDA
+  (:func:`alvae_utils.device.reproducible_cuda`), so ``tf32`` and ``cudnn_benchmark`` measure what
+  giving that up buys. Also the set-up time a fresh model pays on its first batches (oneDNN/cuDNN
   primitive creation, and torch.compile's compilation, reported apart).
 * ``features``  — :func:`alvae_utils.training.task_model.predict` at batch 1,024 (the selection step's pool
   features, and the same forward pass as evaluation); and the seconds of
   :func:`alvae_utils.training.metrics.classification_metrics` (accuracy, AUC) on 10,000 samples.
-* ``vae``       — :func:`alvae_utils.training.vae.train_vae` (one epoch, batch 128) and :func:`encode_mu`.
+* ``vae``       — :func:`alvae_utils.training.vae.train_vae` (one epoch of the profile's VAE: batch 128 at
+  ``paper``) and :func:`encode_mu`.
 * ``selection`` — :func:`alvae_utils.selection.kcenter.kcenter_greedy` (core-set, Eq. 1) on 544-d features
-  at the paper profile's pools (25,000 and 30,000) for every labeled-set size of its curve, β = 3,000.
-* ``tsne``      — :func:`alvae_utils.experiment.tsne.embed` on as many points as the paper profile's t-SNE
-  experiment embeds (Figs. 5–6), 544-d; seconds.
+  at the profile's pools (25,000 and 30,000 at ``paper``) for every labeled-set size of its curve (β = 3,000).
+* ``tsne``      — :func:`alvae_utils.experiment.tsne.embed` on as many points as the profile's t-SNE
+  experiment embeds (Figs. 5–6; 2,556 at ``paper``), 544-d; seconds.
 * ``ray``       — k runs at once on the device under Ray: k remote tasks, with ``num_cpus=1`` and one
   torch thread each on the CPU, or ``num_gpus=1/k`` on CUDA, train until a common deadline. Reports
   the aggregate img/s over the window in which all k were training, against a serial run (``--threads``
@@ -26,7 +30,8 @@ Every case warms up first; then the cases of a part take turns, ``--rounds`` tim
 least disturbed) and the median are reported, with ratios to fp32 from the best. The numbers are
 printed as Markdown tables and written as JSON (``benchmarks/throughput/throughput-<device>.json``,
 ``<device>`` naming the CPU, cores and threads, or the GPU; merged with what an earlier run of other
-parts wrote there), which ``project_paper_runtime.py`` reads.
+parts wrote there), which ``project_paper_runtime.py`` reads. A smaller ``--profile`` (``ci``) is a smoke
+run, as ``gpu_check.py --tiny`` makes: the projection scales its selection and t-SNE seconds linearly.
 
     python benchmarks/bench_training.py                          # everything, cuda if available
     python benchmarks/bench_training.py --only training,features --settings fp32,bf16
@@ -45,7 +50,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -59,9 +64,9 @@ from bench_selection import make_problem  # noqa: E402
 
 from alvae_utils.config import TrainConfig, VAEConfig  # noqa: E402
 from alvae_utils.data.datasets import MULTICLASS, MULTILABEL  # noqa: E402
-from alvae_utils.device import INFERENCE_BATCH  # noqa: E402
+from alvae_utils.device import INFERENCE_BATCH, synchronized_clock  # noqa: E402
 from alvae_utils.training.metrics import classification_metrics  # noqa: E402
-from alvae_utils.experiment.profiles import get_profile  # noqa: E402
+from alvae_utils.experiment.profiles import PROFILES, Profile, get_profile  # noqa: E402
 from alvae_utils.selection.kcenter import kcenter_greedy  # noqa: E402
 from alvae_utils.training.task_model import build_task_model, predict, train_task_model  # noqa: E402
 from alvae_utils.experiment.tsne import embed  # noqa: E402
@@ -77,11 +82,13 @@ SETTINGS: dict[str, dict[str, bool]] = {
     "cudnn_benchmark+bf16+channels_last": {"cudnn_benchmark": True, "bf16": True, "channels_last": True},
     "compile": {"compile": True},
     "compile+bf16+channels_last": {"compile": True, "bf16": True, "channels_last": True},
+    "tf32": {"tf32": True},
+    "tf32+channels_last": {"tf32": True, "channels_last": True},
 }
 """Speed settings measured, by label; ``fp32`` is the default (all off)."""
-LP_SETTINGS = ("fp32", "bf16+channels_last", "cudnn_benchmark+bf16+channels_last")
+LP_SETTINGS = ("fp32", "bf16+channels_last", "cudnn_benchmark+bf16+channels_last", "tf32")
 """With the loss-prediction module only these are measured: P adds little, and the ratios carry over."""
-BATCHES = (64, 16)  # the paper profile's and the quick profile's
+SMALL_BATCH = 16  # the quick profile's: measured beside the profile's own batch, where overheads dominate
 NUM_CLASSES = 10
 RESULTS = ROOT / "benchmarks" / "throughput"  # not "results": .gitignore ignores every results/ folder
 Column = tuple[str, str, Callable[[dict], str]]  # a table column: header, alignment (":" = right), cell function
@@ -94,15 +101,12 @@ def synthetic(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.randint(0, NUM_CLASSES, (n,), generator=generator)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def applicable(label: str, device: torch.device, compile_allowed: bool) -> bool:
-    """Whether a setting is measured here: cuDNN's only on CUDA (a no-op elsewhere), compile unless --no-compile."""
+    """Whether a setting is measured here: cuDNN's and TF32 only on CUDA (no-ops elsewhere), compile unless
+    --no-compile."""
     speed = SETTINGS[label]
-    return (device.type == "cuda" or not speed.get("cudnn_benchmark")) and (compile_allowed or not speed.get("compile"))
+    cuda_only = speed.get("cudnn_benchmark") or speed.get("tf32")
+    return (device.type == "cuda" or not cuda_only) and (compile_allowed or not speed.get("compile"))
 
 
 @dataclass
@@ -140,18 +144,16 @@ def training_case(device: torch.device, batch: int, lp: bool, label: str, second
     warm = 4 * batch
     images, labels = synthetic(warm)
 
-    def run(model, lp_module, n: int) -> float:
-        result = train_task_model(model, images[:n], labels[:n], MULTICLASS, 1, config, seed=1, lp_module=lp_module,
-                                  progress=False)
-        synchronize(device)
-        return result.seconds
+    def run(model, lp_module, n: int) -> float:  # train_task_model's seconds end once the device has finished
+        return train_task_model(model, images[:n], labels[:n], MULTICLASS, 1, config, seed=1, lp_module=lp_module,
+                                progress=False).seconds
 
     def fresh(seed: int) -> tuple:
         return build_task_model(NUM_CLASSES, config, seed, device, with_loss_prediction=lp)
 
-    start = time.perf_counter()
+    start = synchronized_clock(device)
     modules = fresh(0)
-    build = time.perf_counter() - start
+    build = synchronized_clock(device) - start
     first = run(*modules, warm)
     steady = min(run(*modules, warm) for _ in range(2))
     second = run(*fresh(1), warm)
@@ -171,10 +173,9 @@ def features_case(device: torch.device, lp: bool, label: str, seconds: float) ->
     images, _ = synthetic(INFERENCE_BATCH)
 
     def run(batch_images: torch.Tensor) -> float:
-        start = time.perf_counter()
+        start = synchronized_clock(device)
         predict(model, batch_images, lp_module)
-        synchronize(device)
-        return time.perf_counter() - start
+        return synchronized_clock(device) - start
 
     first = run(images)
     steady = min(run(images) for _ in range(2))
@@ -197,56 +198,58 @@ def measure_metrics(n: int = 10_000) -> dict[str, float]:
     return {"samples": n, "seconds": seconds}
 
 
-def vae_cases(device: torch.device, seconds: float) -> list[Case]:
-    """VAE training (one epoch of the paper profile's VAEConfig, batch 128) and encode_mu cases."""
-    config = VAEConfig(epochs=1)
+def batches(profile: Profile) -> tuple[int, ...]:
+    """The training batches measured: the profile's, then :data:`SMALL_BATCH` (paper: 64 and 16)."""
+    return tuple(dict.fromkeys([*(experiment.train.batch_size for experiment in profile.experiments), SMALL_BATCH]))
+
+
+def vae_cases(device: torch.device, seconds: float, config: VAEConfig) -> list[Case]:
+    """VAE training (one epoch of ``config``) and encode_mu cases."""
+    config = replace(config, epochs=1)
     probe = 8 * config.batch_size
     images, _ = synthetic(probe)
     train_vae(images, config, seed=0, device=device, progress=False)  # warm-up
-    start = time.perf_counter()
+    start = synchronized_clock(device)
     vae, _ = train_vae(images, config, seed=0, device=device, progress=False)
-    n = max(probe, round(seconds * probe / (time.perf_counter() - start) / config.batch_size) * config.batch_size)
+    probe_seconds = synchronized_clock(device) - start
+    n = max(probe, round(seconds * probe / probe_seconds / config.batch_size) * config.batch_size)
     images, _ = synthetic(n)
 
     def train() -> tuple[int, float]:
-        start = time.perf_counter()
+        start = synchronized_clock(device)
         train_vae(images, config, seed=0, device=device, progress=False)
-        synchronize(device)
-        return n, time.perf_counter() - start
+        return n, synchronized_clock(device) - start
 
     def encode() -> tuple[int, float]:
-        start = time.perf_counter()
+        start = synchronized_clock(device)
         encode_mu(vae, images)
-        synchronize(device)
-        return n, time.perf_counter() - start
+        return n, synchronized_clock(device) - start
 
     encode()  # warm-up
     return [Case({"part": "train", "batch": config.batch_size, "images_per_window": n}, train),
             Case({"part": "encode_mu", "batch": INFERENCE_BATCH, "images_per_window": n}, encode)]
 
 
-def measure_selection(device: torch.device, repeats: int, d: int = 544) -> list[dict]:
-    """kcenter_greedy seconds (best of ``repeats``) at the paper profile's pools and labeled-set sizes, β = 3,000."""
+def measure_selection(device: torch.device, repeats: int, profile: Profile, d: int = 544) -> list[dict]:
+    """kcenter_greedy seconds (best of ``repeats``) at the profile's pools, labeled-set sizes and budgets."""
     rows = []
-    for experiment in get_profile("paper").experiments:
+    for experiment in profile.experiments:
         n, budget = experiment.pool_size, experiment.budget
         for labeled in experiment.label_counts()[:-1]:  # the last count is never followed by a selection
             features, mask = make_problem(n, d, labeled, seed=0, device=device)
             times = []
             for _ in range(repeats):
-                synchronize(device)
-                start = time.perf_counter()
+                start = synchronized_clock(device)
                 kcenter_greedy(features, mask, budget)
-                synchronize(device)
-                times.append(time.perf_counter() - start)
+                times.append(synchronized_clock(device) - start)
             rows.append({"n": n, "d": d, "labeled": labeled, "budget": budget, "seconds": min(times)})
             print(f"  kcenter_greedy N={n:,} |L|={labeled:,} β={budget:,}: {min(times):.2f} s", flush=True)
     return rows
 
 
-def measure_tsne(d: int = 544) -> dict:
-    """Seconds of one openTSNE embedding of the paper's t-SNE point count (labeled + sampled unlabeled)."""
-    tsne = get_profile("paper").tsne
+def measure_tsne(profile: Profile, d: int = 544) -> dict:
+    """Seconds of one openTSNE embedding of the profile's t-SNE point count (labeled + sampled unlabeled)."""
+    tsne = profile.tsne
     n = tsne.initial_labels + round(tsne.unlabeled_fraction * (tsne.pool_size - tsne.initial_labels))
     features = torch.relu(torch.randn(n, d, generator=torch.Generator().manual_seed(0))).double().numpy()
     start = time.perf_counter()
@@ -271,8 +274,7 @@ def _ray_worker(device_type: str, batch: int, label: str, threads: int, run_unti
     chunks = []
     while time.time() < run_until:
         start = time.time()
-        train_task_model(model, images, labels, MULTICLASS, 1, config, 1, progress=False)
-        synchronize(device)
+        train_task_model(model, images, labels, MULTICLASS, 1, config, 1, progress=False)  # returns once finished
         chunks.append((start, time.time(), len(images)))
     return chunks
 
@@ -389,6 +391,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="speed settings to measure (labels)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (minutes of compilation on CPU)")
     parser.add_argument("--ray-k", default=None, help="k values under Ray (default: 1..cores on CPU, 1,2,4,8 on CUDA)")
+    parser.add_argument("--profile", default="paper", choices=list(PROFILES),
+                        help="the profile whose batch, VAE, pools and t-SNE size are measured (default paper, what "
+                             "project_paper_runtime.py projects; ci: a quick smoke run)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default benchmarks/throughput/throughput-<device>.json)")
     args = parser.parse_args(argv)
@@ -402,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown part or setting {unknown}; parts: {', '.join(PARTS)}; settings: {', '.join(SETTINGS)}")
     labels = [label for label in labels if applicable(label, device, not args.no_compile)]
     info = hardware(device, args.threads)
+    info["profile"] = args.profile
+    profile = get_profile(args.profile)
     output = args.output or default_output(device, info)
     stored = json.loads(output.read_text()) if output.exists() else {}
     stored["hardware"] = info
@@ -410,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
 
     combinations = [(lp, label) for lp in (False, True) for label in labels if not lp or label in LP_SETTINGS]
     if "training" in parts:
-        cases = [training_case(device, batch, lp, label, args.seconds) for batch in BATCHES
+        cases = [training_case(device, batch, lp, label, args.seconds) for batch in batches(profile)
                  for lp, label in combinations]
         stored["training"] = interleave(cases, args.rounds, "training")
         ratio_to_fp32(stored["training"], ("batch", "lp"))
@@ -420,15 +427,17 @@ def main(argv: list[str] | None = None) -> None:
         ratio_to_fp32(stored["features"], ("lp",))
         stored["metrics"] = measure_metrics()
     if "vae" in parts:
-        stored["vae"] = interleave(vae_cases(device, args.seconds), args.rounds, "VAE")
+        stored["vae"] = interleave(vae_cases(device, args.seconds, profile.experiments[0].vae), args.rounds, "VAE")
     if "selection" in parts:
-        stored["selection"] = measure_selection(device, repeats=2)
+        stored["selection"] = measure_selection(device, repeats=2, profile=profile)
     if "tsne" in parts:
-        stored["tsne"] = measure_tsne()
+        stored["tsne"] = measure_tsne(profile)
     if "ray" in parts:
         ks = ([int(k) for k in args.ray_k.split(",")] if args.ray_k
               else list(range(1, (os.cpu_count() or 1) + 1)) if device.type == "cpu" else [1, 2, 4, 8])
-        cases = [(64, "fp32"), (16, "fp32")] + ([(64, "bf16+channels_last")] if "bf16+channels_last" in labels else [])
+        sizes = batches(profile)
+        cases = [(batch, "fp32") for batch in sizes] + ([(sizes[0], "bf16+channels_last")]
+                                                        if "bf16+channels_last" in labels else [])
         stored["ray"] = measure_ray(device, cases, ks, args.seconds * args.rounds, args.threads)
     stored["hardware"]["load_average_end"] = os.getloadavg()[0]
 

@@ -1,6 +1,7 @@
 """Projected wall time of ``make figures PROFILE=paper`` from measured throughputs, and a check against a real run.
 
-**Workload**, read from ``alvae_utils.experiment.profiles.get_profile("paper")``, per dataset:
+**Workload**, read from ``alvae_utils.experiment.profiles.get_profile("paper")`` (``--profile``: another
+profile, e.g. ``ci`` for ``gpu_check.py --tiny``'s smoke run), per dataset:
 
 * every (method, seed) run of Algorithm 1. At step s a fresh T (and P, for loss prediction) is
   built and trained on |L_s| × ``epochs_for_step(s)`` images, then the evaluation set is inferred
@@ -62,7 +63,7 @@ from alvae_utils.data.datasets import (  # noqa: E402
 from alvae_utils.data.medmnist_2d import medmnist_task  # noqa: E402
 from alvae_utils.selection.methods import Method  # noqa: E402
 from alvae_utils.workflow.notebooks import NOTEBOOKS  # noqa: E402
-from alvae_utils.experiment.profiles import Profile, get_profile  # noqa: E402
+from alvae_utils.experiment.profiles import PROFILES, Profile, get_profile  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "throughput"  # written by bench_training.py
 PAPER_SECONDS = {("mnist", "coreset"): 5_113, ("mnist", "lossprediction"): 4_955,
@@ -253,7 +254,7 @@ def hours(seconds: float) -> str:
 
 def workload_table(profile: Profile) -> None:
     """Images trained and inferred per run, per dataset and method family."""
-    print("Workload of the paper profile (per run of Algorithm 1):\n")
+    print(f"Workload of the {profile.name} profile (per run of Algorithm 1):\n")
     print("| dataset | method | runs | images trained | pool images inferred | eval images inferred | "
           "core-set selections |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -277,7 +278,7 @@ def workload_table(profile: Profile) -> None:
 def projection_table(profile: Profile, all_rates: list[Throughput], notebook_overhead: float) -> None:
     """Projected wall time per device and setting, serial and per Ray k, beside the paper's 24,362 s; then parts."""
     paper_methods = tuple(Method.parse(label) for label in PAPER_METHODS)
-    print("\nProjected wall time of `make figures PROFILE=paper`:\n")
+    print(f"\nProjected wall time of `make figures PROFILE={profile.name}`:\n")
     print("| device | setting | mode | all 50 runs + VAEs + t-SNE + notebooks | the paper's 40 runs + VAEs |")
     print("|---|---|---|---:|---:|")
     for rates in all_rates:
@@ -290,7 +291,8 @@ def projection_table(profile: Profile, all_rates: list[Throughput], notebook_ove
         for k in shown if not rates.projected else [k for k in shown if k & (k - 1) == 0]:
             print(f"| {label} | {rates.settings} | Ray, {k} at once (×{rates.packing[k]:.2f} of serial img/s) | "
                   f"{hours(full.total(rates, k))} | {hours(subset.total(rates, k))} |")
-    print(f"| 4× RTX 2080 (the paper) | fp32 | 4 GPUs | – | {hours(sum(PAPER_SECONDS.values()))} |")
+    if profile.name == "paper":
+        print(f"| 4× RTX 2080 (the paper) | fp32 | 4 GPUs | – | {hours(sum(PAPER_SECONDS.values()))} |")
 
     print("\nWhere the serial time goes (seconds):\n")
     names = list(project(profile, all_rates[0], profile.methods, notebook_overhead).parts())
@@ -428,7 +430,7 @@ def gpu_rates(cpu: Throughput, counts: dict[str, StepCount], effective_tflops: f
     kcenter = tuple((n, labeled, budget, 2 * n * (labeled + budget) * 544 / flops_s + budget * 50e-6)
                     for n, labeled, budget, _ in cpu.kcenter)
     # A fresh model's first batches: cuDNN picks its kernels by heuristics, without timing (cudnn_benchmark off).
-    return replace(cpu, name="H100/H200", settings="fp32 (TF32 convolutions)", threads=1, train=train,
+    return replace(cpu, name="H100/H200", settings="fp32 (IEEE, deterministic)", threads=1, train=train,
                    setup={key: FRESH_MODEL_GPU_SETUP_S for key in train},
                    infer={False: rate("infer")[0], True: rate("infer")[0]}, vae_train=rate("vae")[0],
                    vae_encode=rate("encode")[0], kcenter=kcenter,
@@ -629,13 +631,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-methods", default="coreset,lossprediction",
                         help="methods of the check (a +vae method trains the VAE: 20 epochs of 25,000 images)")
     parser.add_argument("--tolerance", type=float, default=0.25)
+    parser.add_argument("--profile", default="paper", choices=list(PROFILES),
+                        help="the profile projected (default paper; the throughput files must hold its batch size)")
     args = parser.parse_args(argv)
 
     paths = args.throughput or sorted(RESULTS.glob("throughput-*.json"))
     if not paths:
         parser.error("no throughput files; run benchmarks/bench_training.py first.")
     all_rates = load_rates(paths, args.rate)
-    profile = get_profile("paper")
+    profile = get_profile(args.profile)
     workload_table(profile)
     if args.gpu:
         host = next(rates for rates in all_rates if rates.settings == "fp32")

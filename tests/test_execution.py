@@ -8,6 +8,7 @@ runs themselves run on the CPU, and record the GPU ids they were given.
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -20,6 +21,7 @@ import time
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -32,6 +34,8 @@ from alvae_utils.execution import Execution, SweepFailed
 from alvae_utils.execution.ray_executor import _check_reachable
 from alvae_utils.execution.sweep import run_sweep
 from alvae_utils.selection.features import FAMILIES, FeatureFamily, register_family
+from alvae_utils.selection.heuristics import HEURISTICS, Heuristic, register_heuristic
+from alvae_utils.selection.ranking import random_select
 from alvae_utils.selection.methods import Method
 from alvae_utils.experiment.profiles import get_profile
 
@@ -66,7 +70,9 @@ def _alive(pid: int) -> bool:
     ({"executor": "dask"}, "unknown executor 'dask'; choose serial or ray"),
     ({"executor": "ray", "cpus_per_run": 0.0}, "execution.cpus_per_run must be > 0"),
     ({"executor": "ray", "gpus_per_run": -0.5}, "execution.gpus_per_run must be ≥ 0"),
-    ({"executor": "ray", "gpus_per_run": 1.5}, "a fraction of one GPU or a whole number"),
+    ({"executor": "ray", "gpus_per_run": 1.5}, "gpus_per_run=1.5: a run computes on one device"),
+    ({"executor": "ray", "gpus_per_run": 2.0}, r"gpus_per_run=2: a run computes on one device, cuda:0 of the GPUs "
+                                               r"Ray gives it, so every further GPU would sit idle. Use 1, or a"),
     ({"executor": "ray", "threads": -1}, "execution.threads must be ≥ 0"),
     ({"executor": "serial", "gpus_per_run": 0.5}, "are Ray's settings; give executor='ray'"),
     ({"executor": "serial", "address": "auto"}, "are Ray's settings; give executor='ray'"),
@@ -167,19 +173,93 @@ def test_serial_and_ray_give_identical_rows(tmp_path, monkeypatch, ray_cluster):
                                                               for s in seeds}
 
 
-def test_ray_packs_runs_on_gpus_by_fraction(tmp_path, monkeypatch, ray_cluster):
-    seeds = list(range(4))
+def test_ray_packs_runs_on_gpus_by_fraction_each_in_a_worker_of_its_own_on_the_gpu_it_records(
+        tmp_path, monkeypatch, ray_cluster):
+    seeds = list(range(6))  # 4 at once on the 2 logical GPUs, then 2 more, which a reused worker would take
     rows = _sweep(tmp_path, monkeypatch, ["random"], seeds, Execution("ray", cpus_per_run=1, gpus_per_run=0.5))
 
     placements = rows.attrs["placements"]
+    assert len(placements) == len(seeds)
     assert all(len(p["gpu_ids"]) == 1 and p["device"] == "cpu" for p in placements)  # logical GPUs: CPU runs
     assert {p["gpu_ids"][0] for p in placements} == {"0", "1"}
     for gpu in ("0", "1"):
         spans = [(p["started"], p["finished"]) for p in placements if p["gpu_ids"] == [gpu]]
         overlap = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
         assert 1 <= overlap <= 2, f"GPU {gpu}: {overlap} runs at once with 0.5 GPU each"
-    recorded = {tuple(state["produced_by"]["gpu_ids"]) for state in _states(tmp_path).values()}
-    assert recorded == {("0",), ("1",)}  # each run's state records the GPU it was assigned
+    # A GPU task never runs in a worker that ran another one: CUDA would keep that task's GPU as cuda:0.
+    assert len({p["pid"] for p in placements}) == len(seeds), "a worker ran two GPU runs"
+    # The GPU behind each run's cuda:0 (CUDA_VISIBLE_DEVICES in its worker) is the one Ray assigned it.
+    assert all(p["gpu"] == p["gpu_ids"][0] for p in placements)
+    recorded = {(tuple(s["produced_by"]["gpu_ids"]), s["produced_by"]["gpu"]) for s in _states(tmp_path).values()}
+    assert recorded == {(("0",), "0"), (("1",), "1")}  # each run's state records the GPU it ran on
+
+
+def test_gpu_tasks_are_single_use_retry_out_of_memory_and_carry_cublas_setting():
+    declared = []
+
+    class Ray:  # records how a task is declared: ray.remote(...)(function).options(...)
+        @staticmethod
+        def remote(**decoration):
+            def declare(function):
+                return SimpleNamespace(options=lambda **options: declared.append((function, decoration, options)))
+            return declare
+
+    for gpus in (0.5, 1.0, 0.0):
+        for function in (ray_executor._work, ray_executor._fit):
+            ray_executor._task(Ray, function, Execution("ray", cpus_per_run=2, gpus_per_run=gpus, max_retries=2))
+    workspace = os.environ["CUBLAS_WORKSPACE_CONFIG"]  # alvae sets :4096:8 unless the environment has a value
+    for _, decoration, options in declared:
+        assert decoration == {"max_calls": 1 if options["num_gpus"] else 0}, "runs and fits alike"
+        assert options == {"num_cpus": 2.0, "num_gpus": options["num_gpus"], "max_retries": 2,
+                           "retry_exceptions": [torch.OutOfMemoryError],
+                           "runtime_env": {"env_vars": {"CUBLAS_WORKSPACE_CONFIG": workspace}}}
+    assert [function for function, _, _ in declared] == [ray_executor._work, ray_executor._fit] * 3
+
+
+def test_out_of_gpu_memory_is_retried_and_resumes_from_the_last_stored_step(tmp_path, monkeypatch, ray_cluster):
+    log, marker = tmp_path / "selections.log", tmp_path / "oom-once"
+
+    def select(inputs, mask, budget):
+        labeled = int(mask.sum())
+        with log.open("a") as file:
+            file.write(f"{os.getpid()} {labeled}\n")
+        if labeled == 20 and not marker.exists():  # the second selection, once: step 0 is stored
+            marker.touch()
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated: the GPU's other runs hold it)")
+        return random_select(mask, budget, inputs.generator)
+
+    register_heuristic(Heuristic(name="oomonce", select=select, needs=("generator",), title="OOM once", colour="k"))
+    try:
+        rows = _sweep(tmp_path / "ray", monkeypatch, ["oomonce"], [0],
+                      Execution("ray", cpus_per_run=1, gpus_per_run=0.5, max_retries=1))
+        reference = _sweep(tmp_path / "serial", monkeypatch, ["oomonce"], [0], SERIAL_1_THREAD)
+    finally:
+        HEURISTICS.pop("oomonce")
+    calls = [line.split() for line in log.read_text().splitlines()]
+    assert [labeled for _, labeled in calls] == ["10", "20", "20", "10", "20"], \
+        "out of memory at the second selection, retried in another worker from the stored step 1 (no selection " \
+        "at 10 labels again); then the serial reference"
+    assert len({pid for pid, _ in calls[:3]}) == 2 and len(rows.attrs["placements"]) == 2
+    pd.testing.assert_frame_equal(rows.drop(columns=TIMINGS), reference.drop(columns=TIMINGS), check_exact=True)
+
+
+@pytest.mark.parametrize("share, advice", [
+    (0.5, r"With gpus_per_run=0.5, 2 runs share a GPU: give each run a larger GPU fraction, e.g. gpus_per_run=1,"),
+    (0.25, r"With gpus_per_run=0.25, 4 runs share a GPU: give each run a larger GPU fraction, e.g. gpus_per_run=0.5"),
+    (1.0, r"The run had its GPU to itself: it needs a GPU with more memory"),
+])
+def test_out_of_gpu_memory_after_the_retries_says_what_to_change(share, advice):
+    ray = pytest.importorskip("ray")
+    error = ray.exceptions.RayTaskError("_work", "Traceback ...", torch.OutOfMemoryError("CUDA out of memory"))
+
+    def get(ref):
+        raise error
+
+    outcome = ray_executor._outcome(SimpleNamespace(get=get, exceptions=ray.exceptions), None,
+                                    Execution("ray", gpus_per_run=share, max_retries=2))
+    assert outcome.startswith("OutOfMemoryError: CUDA out of memory [out of GPU memory after 2 retries "
+                              "(max_retries), each resumed from the last stored step. ")
+    assert re.search(advice, outcome)
 
 
 def test_a_killed_worker_is_retried_and_resumes_from_its_last_step(tmp_path, monkeypatch, ray_cluster):
@@ -301,11 +381,11 @@ def test_an_address_where_no_head_answers_fails_fast_before_any_work(tmp_path, m
 
 
 def test_a_run_no_node_can_hold_is_refused_instead_of_waiting_forever(tmp_path, monkeypatch, ray_cluster):
-    with pytest.raises(ConfigError, match="asks for 1 CPUs and 3 GPUs, but no node of the Ray cluster has that"):
-        _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray", gpus_per_run=3))
+    with pytest.raises(ConfigError, match="asks for 5 CPUs and 0 GPUs, but no node of the Ray cluster has that"):
+        _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray", cpus_per_run=5))
     rows = _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray"))
     # Finished runs are loaded here, not sent to Ray: the impossible request no longer matters.
-    again = _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray", gpus_per_run=3))
+    again = _sweep(tmp_path, monkeypatch, ["random"], [0], Execution("ray", cpus_per_run=5))
     pd.testing.assert_frame_equal(rows, again)
     assert again.attrs["placements"] == []
 

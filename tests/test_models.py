@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 from torchvision.models import resnet18
 
@@ -33,6 +34,49 @@ def test_task_model_shapes_on_28x28(num_outputs):
 def test_task_model_rejects_uint8_images():
     with pytest.raises(ValueError, match="images_to_float"):
         TaskModel(10)(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+
+
+def _adaptive_layers(model: TaskModel, x: torch.Tensor):
+    """TaskModel's layers as they were before the mean over H, W: with ResNet-18's adaptive average pooling."""
+    net = model.net
+    h = net.maxpool(net.relu(net.bn1(net.conv1((x - GREY_MEAN) / GREY_STD))))
+    s1 = net.layer1(h)
+    s2 = net.layer2(s1)
+    s3 = net.layer3(s2)
+    s4 = net.layer4(s3)
+    features = torch.flatten(net.avgpool(s4), 1)
+    return net.fc(features), features, (s1, s2, s3, s4)
+
+
+def _adaptive_lp(module: LossPredictionModule, stages, extra):
+    """LossPredictionModule's forward as it was, with adaptive average pooling (no bf16)."""
+    pooled = (F.adaptive_avg_pool2d(s, 1).flatten(1) for s in stages)
+    c = torch.cat([F.relu(fc(p)) for fc, p in zip(module.stage_fcs, pooled, strict=True)], dim=1)
+    return (module.fc(c) + extra @ module.extra_weight.T).squeeze(1)
+
+
+@pytest.mark.parametrize("speed", ["fp32", "channels_last", "bf16"])
+def test_the_mean_over_h_w_gives_bit_identical_cpu_outputs_and_gradients_to_adaptive_pooling(speed):
+    """The pooling is a mean over the spatial dimensions (deterministic on CUDA); stored CPU runs keep their numbers."""
+    torch.manual_seed(0)
+    model, lp = TaskModel(10), LossPredictionModule(extra_dim=3)
+    if speed == "channels_last":
+        model.set_speed(channels_last=True, bf16=False, cudnn_benchmark=False, compile=False)
+    x, extra = torch.rand(6, 1, 28, 28), torch.randn(6, 3)
+    with torch.no_grad():
+        lp.extra_weight.normal_()
+    results = []
+    now = (model._layers, lambda stages: lp(stages, extra))
+    before = (lambda images: _adaptive_layers(model, images), lambda stages: _adaptive_lp(lp, stages, extra))
+    for layers, head in (now, before):
+        model.zero_grad(set_to_none=True)
+        lp.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=speed == "bf16"):
+            logits, features, stages = layers(x)
+            predicted = head(stages)
+        (logits.float().square().sum() + predicted.float().sum()).backward()
+        results.append([logits, features, predicted, *(p.grad for p in [*model.parameters(), *lp.parameters()])])
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
 
 
 def test_pretrained_offline_names_file_folder_and_url(monkeypatch, tmp_path):

@@ -7,6 +7,7 @@ import warnings
 import pandas as pd
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from alvae_utils.experiment import results
 from alvae_utils.training import vae
@@ -85,6 +86,26 @@ def test_a_balanced_run_keeps_its_alpha_the_alphas_used_and_its_label(tmp_path):
     assert state.finished and rows["alpha"].tolist() == ["balanced"] * 3
     assert rows["alpha_used"].tolist()[:2] == [4.5, 4.25] and math.isnan(rows["alpha_used"].iloc[2])
     assert results.list_runs(tmp_path)["method"].tolist() == [method.label]
+
+
+def test_a_carried_model_is_saved_as_cpu_tensors_whatever_device_it_trained_on(tmp_path, monkeypatch):
+    """Fine-tuning checkpoints load with a plain torch.load on a machine without a GPU."""
+    with FakeTensorMode():  # CUDA tensors without a GPU: their metadata, no data
+        model = torch.nn.Linear(3, 2, device="cuda")
+    assert {value.device.type for value in model.state_dict().values()} == {"cuda"}
+    saved = []
+
+    def save(obj, path):  # fake tensors hold no data to write: record what would be written
+        saved.append(obj)
+        open(path, "wb").close()
+
+    monkeypatch.setattr(torch, "save", save)
+    record = ResultStore("t", root=tmp_path).record(CONFIG, Method("coreset"), 0, "d")
+    record.commit_step(pd.DataFrame([_row(0, run_key=record.key)], columns=list(COLUMNS)),
+                       RunState(1, list(range(20)), 0.0, False), modules={"model": model, "lp": None})
+    (weights,) = saved
+    assert weights["lp"] is None and set(weights["model"]) == {"weight", "bias"}
+    assert {value.device.type for value in weights["model"].values()} == {"cpu"}
 
 
 def test_state_behind_rows_is_trusted_over_extra_rows(tmp_path):

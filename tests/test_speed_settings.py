@@ -17,7 +17,7 @@ from alvae_utils.experiment.overrides import apply, parse_assignments
 from alvae_utils.experiment.profiles import get_profile
 from alvae_utils.training.task_model import build_task_model, check_speed_settings, predict, train_task_model
 
-OFF = {"channels_last": False, "bf16": False, "cudnn_benchmark": False, "compile": False}
+OFF = {"channels_last": False, "bf16": False, "cudnn_benchmark": False, "compile": False, "tf32": False}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,14 @@ def test_cudnn_benchmark_is_accepted_and_a_no_op_on_the_cpu(digits, fp32):
     bench_model, bench_lp, bench_result, _ = _train(digits, cudnn_benchmark=True)
     _assert_bit_identical(_weights(model, lp_module), _weights(bench_model, bench_lp))
     assert result.losses == bench_result.losses
+
+
+def test_tf32_is_accepted_and_a_no_op_on_the_cpu(digits, fp32):
+    model, lp_module, result, _ = fp32
+    tf32_model, tf32_lp, tf32_result, _ = _train(digits, tf32=True)
+    assert tf32_model.tf32 and tf32_lp.tf32, "T and P carry it, so inference runs as training did"
+    _assert_bit_identical(_weights(model, lp_module), _weights(tf32_model, tf32_lp))
+    assert result.losses == tf32_result.losses
 
 
 def test_bf16_runs_t_and_p_in_bfloat16_and_keeps_weights_outputs_and_losses_float32(digits, fp32):
@@ -144,11 +152,30 @@ def test_speed_settings_are_dotted_overrides_and_change_the_run_key():
         parse_assignments(["train.compile=fast"])
 
 
+@pytest.mark.parametrize("gpu, capability, refused", [
+    ("NVIDIA GeForce RTX 2080", (7, 5), True),  # the paper's GPU
+    ("Tesla V100-SXM2-16GB", (7, 0), True),
+    ("Tesla T4", (7, 5), True),
+    ("NVIDIA A100-SXM4-80GB", (8, 0), False),
+    ("NVIDIA H100 80GB HBM3", (9, 0), False),
+])
+def test_bf16_is_refused_by_the_runs_gpu_capability_not_by_is_bf16_supported(monkeypatch, gpu, capability, refused):
+    asked = []
+    # What torch 2.14's default answers on V100 and T4 (emulation counts): the guard must not rely on it.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
+    if refused:
+        with pytest.raises(ConfigError, match=f"{gpu} \\(cuda:1\\) has {capability[0]}.{capability[1]}, where "
+                                              "bfloat16 is only emulated. Use train.bf16=false"):
+            check_speed_settings(TrainConfig(bf16=True), "cuda:1")
+    else:
+        check_speed_settings(TrainConfig(bf16=True), "cuda:1")
+    assert asked == [torch.device("cuda:1")], "the capability of the run's own GPU"
+    check_speed_settings(TrainConfig(), "cuda:1")  # fp32 runs on any GPU
+
+
 def test_settings_this_device_cannot_run_are_refused_before_any_work(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "NVIDIA GeForce RTX 2080")
-    with pytest.raises(ConfigError, match="RTX 2080 has none. Use train.bf16=false"):
-        check_speed_settings(TrainConfig(bf16=True), "cuda")
     check_speed_settings(TrainConfig(bf16=True, cudnn_benchmark=True, channels_last=True), "cpu")
 
     monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)

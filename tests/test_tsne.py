@@ -139,6 +139,12 @@ def test_tails_by_family_measures_every_vae_once_per_seed_and_caches(tmp_path, m
     again = tsne_experiment.tails_by_family(profile, methods, seeds=[0, 1], progress=False)
     assert refits["n"] == 2 and trainings["n"] == 2
     pd.testing.assert_frame_equal(again, tails)
+    # Keyed on the numerics too: statistics computed with another thread count, or on a GPU, are not read.
+    real = tsne_experiment.numerics
+    monkeypatch.setattr(tsne_experiment, "numerics", lambda device: {**real(device), "torch_threads": 99})
+    tsne_experiment.tails_by_family(profile, methods[:1], seeds=[0], progress=False)
+    assert trainings["n"] == 3, "computed again, not read from the cache of other numerics"
+    monkeypatch.setattr(tsne_experiment, "numerics", real)
     # A damaged cache is reported, removed and computed again, to the same numbers.
     caches = sorted((tmp_path / "results" / "ci" / "tsne").glob("tails-*.json"))
     caches[0].write_text("{}")

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 RunPlan = Callable[["SweepPlan", "Execution", "torch.device | None", bool, str, "list[dict]"], "list[pd.DataFrame]"]
 """``run(plan, execution, device, progress, desc, placements)`` → each planned run's rows, in the order of
 ``plan.runs``. ``device`` is the caller's choice (None: the executor's default); ``desc`` prefixes progress
-bars; the executor appends one placement per run attempt (run, executor, node, gpu_ids, pid, device,
-started, finished). Raises :class:`SweepFailed`, after the other runs finished, naming every run that failed."""
+bars; the executor appends one placement per run attempt (run, executor, node, gpu_ids, gpu: the physical GPU
+behind the run's device or None, pid, device, started, finished). Raises :class:`SweepFailed`, after the other
+runs finished, naming every run that failed."""
 
 
 def _no_check(execution: Execution, device: torch.device | str | None) -> None:

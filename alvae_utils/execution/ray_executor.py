@@ -11,9 +11,20 @@ itself, so the results root must be on storage every node sees (checked when a t
 
 A run, and a fit, pins torch's thread count (``threads``, default the CPUs per run) and records it
 with the device in its state, so serial at 1 thread gives the same rows as Ray at 1 CPU per run. A
-worker process that dies (SIGKILL, out of memory, a lost node) is retried up to ``max_retries``
-times, resuming from the run's last stored step; Ctrl-C cancels every worker, and every completed
-step stays stored.
+worker process that dies (SIGKILL, out of memory, a lost node), or a task that runs out of GPU memory
+(``torch.OutOfMemoryError``, from neighbours on a shared GPU), is retried up to ``max_retries`` times,
+resuming from the run's last stored step; Ctrl-C cancels every worker, and every completed step stays
+stored.
+
+**One GPU task per worker.** A task that holds a GPU runs in a worker process that has run no other
+GPU task, and that exits after it (``max_calls=1``; a worker that ran CPU runs before never touched
+CUDA, which alvae's CPU runs leave alone). Ray rewrites ``CUDA_VISIBLE_DEVICES`` for every task,
+but CUDA reads it once per process: in a reused worker ``cuda:0`` would stay the GPU of an earlier
+task, so runs would pile onto one GPU. Ray makes GPU workers single-use by itself only when
+``num_gpus`` is given to ``@ray.remote``, not to ``.options()`` (``ray/remote_function.py``; Ray issue
+#29624), and ``.options()`` refuses ``max_calls``, so the tasks are declared with it here. The cost: each
+GPU run pays a fresh worker's imports (seconds), and ``train.compile`` compiles once per run, not once
+per process. Each run records the GPU behind its ``cuda:0`` (``gpu`` in its placement and state).
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import pandas as pd
 import torch
 
 from ..config import ConfigError
-from ..device import resolve_device
+from ..device import CUBLAS_WORKSPACE_VARIABLE, DETERMINISTIC_CUBLAS_WORKSPACE, resolve_device
 from ..experiment.planning import FamilyFit, PlannedRun, SweepInputs, SweepPlan
 from ..progress import EventBuffer, bar, log_line, note
 from .executors import Executor, SweepFailed, fit_failed, register_executor
@@ -52,11 +63,17 @@ class ResultsRootNotShared(RuntimeError):
     """A Ray worker cannot see the results root, so it could not store its steps."""
 
 
+RETRIED_EXCEPTIONS = (torch.OutOfMemoryError,)
+"""Exceptions after which Ray runs a task again (up to ``max_retries``, resuming from the last stored step):
+running out of GPU memory, which on a shared GPU depends on what the neighbouring runs hold at that moment."""
+
+
 def _validate(execution: Execution) -> None:
-    """ConfigError for a GPU share Ray cannot give, or Ray Client without grpcio."""
-    if execution.gpus_per_run > 1 and execution.gpus_per_run != int(execution.gpus_per_run):
-        raise ConfigError(f"gpus_per_run={execution.gpus_per_run:g}: Ray takes a fraction of one GPU or a whole "
-                          "number of GPUs; use e.g. 0.25 or 2.")
+    """ConfigError for more than one GPU per run, or Ray Client without grpcio."""
+    if execution.gpus_per_run > 1:
+        raise ConfigError(f"gpus_per_run={execution.gpus_per_run:g}: a run computes on one device, cuda:0 of the "
+                          "GPUs Ray gives it, so every further GPU would sit idle. Use 1, or a fraction to share a "
+                          "GPU between runs (0.25: four runs per GPU).")
     if execution.address.startswith(CLIENT_SCHEME) and importlib.util.find_spec("grpc") is None:
         raise ConfigError(f"address {execution.address!r}: Ray Client (ray://) needs grpcio, which alvae's "
                           "requirements include: `pip install 'ray[client]'`, or `make setup`.")
@@ -158,13 +175,25 @@ def _check_resources(ray, execution: Execution) -> None:
                       "gpus_per_run (0 runs on CPUs), or attach to a cluster with GPUs.")
 
 
-def _outcome(ray, ref) -> object:
-    """The result of a finished task, or its error as text: what it raised, or how its worker died for good."""
+def _outcome(ray, ref, execution: Execution) -> object:
+    """The result of a finished task, or its error as text: what it raised, or how its worker died for good.
+
+    Out of GPU memory after its retries, the text says what to change.
+    """
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as error:  # the task raised: report it, keep the others
         cause = error.cause if error.cause is not None else error
-        return f"{type(cause).__name__}: {cause}"
+        message = f"{type(cause).__name__}: {cause}"
+        if isinstance(cause, torch.OutOfMemoryError):
+            share = execution.gpus_per_run
+            message += (f" [out of GPU memory after {execution.max_retries} retries (max_retries), each resumed "
+                        "from the last stored step. " + (
+                            f"With gpus_per_run={share:g}, {math.floor(1 / share + 1e-9)} runs share a GPU: give "
+                            f"each run a larger GPU fraction, e.g. gpus_per_run={min(1.0, 2 * share):g}, so fewer "
+                            "share one.]" if 0 < share < 1 else
+                            "The run had its GPU to itself: it needs a GPU with more memory.]"))
+        return message
     except ray.exceptions.RayError as error:  # its worker died more than max_retries times
         return f"{type(error).__name__}: {error}"
 
@@ -226,9 +255,7 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
     # Workers send their events (a run or fit started, a step stored, a run ended) without waiting: a worker
     # blocked in ray.get lends its CPU to another task, which would then run on a core already taken.
     events = ray.remote(num_cpus=0)(EventBuffer).remote()
-    resources = {"num_cpus": execution.cpus_per_run, "num_gpus": execution.gpus_per_run,
-                 "max_retries": execution.max_retries, "retry_exceptions": False}
-    work, fit_family = ray.remote(_work).options(**resources), ray.remote(_fit).options(**resources)
+    work, fit_family = _task(ray, _work, execution), _task(ray, _fit, execution)
     done = [run.completed_steps() for run in runs]
     steps = bar(sum(run.total_steps for run in runs), f"{desc} steps (Ray)", enabled=progress,
                 initial=sum(done), leave=True)
@@ -260,7 +287,7 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
                     _show(event, runs, done, steps, progress, placements)
                 for ref in ready:
                     name = fitting.pop(ref, None)
-                    result = _outcome(ray, ref)
+                    result = _outcome(ray, ref, execution)
                     if name is not None:  # its runs may start, or fail with it
                         if isinstance(result, str):
                             fit_errors[name] = result
@@ -280,6 +307,21 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
     if failures:
         raise SweepFailed(failures, len(frames))
     return [frames[index] for index in sorted(frames)]
+
+
+def _task(ray, function, execution: Execution):
+    """``function`` as a Ray task with ``execution``'s resources, retries and runtime environment.
+
+    With a GPU share, each task gets a worker of its own that exits after it (``max_calls=1``,
+    which Ray accepts only where the task is declared, not in ``.options()``): see the module
+    docstring. Every worker gets cuBLAS's deterministic workspace setting in its environment
+    before it starts, so it is there before CUDA's first matrix product
+    (:data:`~alvae_utils.device.DETERMINISTIC_CUBLAS_WORKSPACE`).
+    """
+    workspace = os.environ.get(CUBLAS_WORKSPACE_VARIABLE, DETERMINISTIC_CUBLAS_WORKSPACE)
+    return ray.remote(max_calls=1 if execution.gpus_per_run > 0 else 0)(function).options(
+        num_cpus=execution.cpus_per_run, num_gpus=execution.gpus_per_run, max_retries=execution.max_retries,
+        retry_exceptions=list(RETRIED_EXCEPTIONS), runtime_env={"env_vars": {CUBLAS_WORKSPACE_VARIABLE: workspace}})
 
 
 def _next_runs(runs: list[PlannedRun], waiting: list[int], fitting: set[str], free: int) -> list[int]:
@@ -317,7 +359,12 @@ def _show(event: tuple, runs: list[PlannedRun], done: list[int], steps, progress
 
 
 def _placed(marker: str) -> tuple[torch.device, dict]:
-    """In a Ray worker: check that the results root is visible, then the device Ray gave and the placement."""
+    """In a Ray worker: check that the results root is visible, then the device Ray gave and the placement.
+
+    The placement names the node, the GPU ids Ray assigned, ``gpu``, the physical GPU behind the
+    run's ``cuda:0`` (the first of ``CUDA_VISIBLE_DEVICES``; None without a GPU), on CUDA that GPU's
+    ``gpu_uuid``, and the worker's pid.
+    """
     import ray
 
     node = ray.util.get_node_ip_address()
@@ -327,9 +374,15 @@ def _placed(marker: str) -> tuple[torch.device, dict]:
             f"{Path(marker).name} is missing there). The results root must be on storage every node sees: set "
             "ALVAE_RESULTS_ROOT to a shared path (see README, Clusters).")
     gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
-    # Ray restricts CUDA_VISIBLE_DEVICES to the GPUs it assigned; logical GPUs on a CPU machine run on the CPU.
+    # Ray restricts CUDA_VISIBLE_DEVICES to the GPUs it assigned, and this worker is fresh (max_calls=1), so CUDA
+    # reads it now: cuda:0 is its first entry. Logical GPUs on a CPU machine run on the CPU.
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    gpu = visible.split(",")[0] if gpu_ids and visible else None
     device = torch.device("cuda:0" if gpu_ids and torch.cuda.is_available() else "cpu")
-    return device, {"executor": "ray", "node": node, "gpu_ids": gpu_ids, "pid": os.getpid()}
+    placement = {"executor": "ray", "node": node, "gpu_ids": gpu_ids, "gpu": gpu, "pid": os.getpid()}
+    if device.type == "cuda":  # the physical GPU itself, whatever its index is called on this node
+        placement["gpu_uuid"] = str(torch.cuda.get_device_properties(device).uuid)
+    return device, placement
 
 
 def _fit(fit: FamilyFit, threads: int | None, marker: str, events) -> torch.Tensor:

@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import torch
 
-from ..device import resolve_device
+from ..device import physical_gpu, resolve_device
 from ..experiment.planning import SweepPlan
 from ..progress import track
 from .executors import Executor, SweepFailed, fit_failed, register_executor
@@ -31,7 +31,8 @@ def run_serially(plan: SweepPlan, execution: Execution, device: torch.device | s
         if run.once_fitted_family in fit_errors:
             failures[run.label] = fit_failed(run, fit_errors[run.once_fitted_family])
             continue
-        placement = {"executor": "serial", "node": platform.node(), "gpu_ids": [], "pid": os.getpid()}
+        placement = {"executor": "serial", "node": platform.node(), "gpu_ids": [], "gpu": physical_gpu(device),
+                     "pid": os.getpid()}
         started = time.time()
         try:
             frames.append(run.run(device, execution.run_threads, progress, placement=placement))

@@ -30,10 +30,12 @@ class Execution:
                                 "'host:port' or 'ray://host:port' (Ray Client) attaches to a running cluster")
     cpus_per_run: float = setting(1.0, allowed=POSITIVE, help="ray: CPUs each run reserves")
     gpus_per_run: float = setting(0.0, allowed=NON_NEGATIVE,
-                                  help="ray: GPUs each run reserves; a fraction shares a GPU (0.25: 4 runs per GPU)")
+                                  help="ray: GPUs each run reserves, at most 1; a fraction shares a GPU (0.25: 4 runs "
+                                       "per GPU)")
     threads: int = setting(0, allowed=NON_NEGATIVE,
                            help="torch threads per run; 0: serial as torch has it, ray the CPUs per run")
-    max_retries: int = setting(3, allowed=Range(0, 100), help="ray: retries of a run whose worker process died")
+    max_retries: int = setting(3, allowed=Range(0, 100),
+                               help="ray: retries of a run whose worker process died or that ran out of GPU memory")
 
     def resolved(self, profile: Profile) -> Execution:
         """This execution with the profile's executor filled in where none is chosen, validated."""

@@ -27,9 +27,10 @@ def run_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] | 
     :mod:`alvae_utils.execution.executors`). Serial fits the VAE and runs on ``device``;
     under Ray a fit or run uses the device Ray gives it: a GPU when ``gpus_per_run`` > 0, else the CPU.
     ``rows.attrs["placements"]`` lists where and when each run (each attempt, under
-    Ray) executed: run, executor, node, GPU ids, pid, device, started, finished (Unix
-    seconds). Raises ConfigError for invalid settings, and :class:`SweepFailed`, after
-    the other runs finished, naming every run that failed.
+    Ray) executed: run, executor, node, GPU ids, the physical GPU behind its ``cuda:0``
+    (``gpu``), pid, device, started, finished (Unix seconds). Raises ConfigError for
+    invalid settings, and :class:`SweepFailed`, after the other runs finished, naming
+    every run that failed.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     execution = (execution or Execution()).resolved(profile)

@@ -16,12 +16,13 @@ estimated at every selection (:func:`alvae_utils.selection.alpha.balanced_alpha`
 persisted by :mod:`alvae_utils.experiment.results` before the next begins, so an interrupted
 run resumes from its last completed step and gives the same numbers as an
 uninterrupted one: every random choice is seeded from (seed, step)
-(:mod:`alvae_utils.seeds`), and a retrained model depends only on L and those seeds.
+(:mod:`alvae_utils.seeds`), and a retrained model depends only on L and those seeds, given
+the same numerics (:func:`alvae_utils.device.numerics`: the CPU's thread count, or the GPU
+model and software, under which a run is resumed only as it was started).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 
 import pandas as pd
@@ -29,7 +30,7 @@ import torch
 
 from ..config import ConfigError, ExperimentConfig
 from ..data.datasets import Dataset
-from ..device import default_device
+from ..device import default_device, describe_numerics, numerics, reproducible_cuda, synchronized_clock
 from ..selection.features import pool_features
 from ..selection.heuristics import APPEND, LOSS_MODULE, select
 from ..selection.methods import BALANCED, Method
@@ -64,10 +65,10 @@ def _family_step(method: Method, config: ExperimentConfig, pool: Dataset, labele
         return fitted_once.to(device), float("nan")
     if finished and method.heuristic_entry.extra_features != LOSS_MODULE:
         return None, float("nan")
-    started = time.perf_counter()
+    started = synchronized_clock(device)
     context = family.step_context(pool, config.vae, config.pool_seed, device, progress, labeled, seed, step)
     features = pool_features(family, context).to(device)  # checked: finite (N, k) float32
-    return features, time.perf_counter() - started
+    return features, synchronized_clock(device) - started
 
 
 def _select_step(method: Method, budget: int, labeled: torch.Tensor, pool_images: torch.Tensor, task: str,
@@ -111,15 +112,18 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
 
     On the CPU the numbers depend on torch's thread count (oneDNN reduces in another
     order), so the caller pins it (:func:`alvae_utils.device.pinned_threads`) and the
-    state records it. Raises ConfigError for an invalid configuration or method, a
-    pool of the wrong size, missing family features, or an unfinished run stored by
-    another device type or CPU thread count (resuming would mix two sets of numbers).
+    state records it. On CUDA the run computes in deterministic IEEE fp32
+    (:func:`alvae_utils.device.reproducible_cuda`), and its numbers depend on the GPU model
+    and the CUDA, cuDNN and torch versions, which the state records too
+    (:func:`alvae_utils.device.numerics`). Raises ConfigError for an invalid configuration or
+    method, a pool of the wrong size, missing family features, or an unfinished run stored
+    with other numerics (resuming would mix two sets of numbers).
     """
     config.validate()
     method.validate()
     if len(pool) != config.pool_size:
         raise ConfigError(f"pool has {len(pool)} images but the configuration says {config.pool_size}.")
-    device = device or default_device()
+    device = torch.device(device) if device is not None else default_device()
     record = store.record(config, method, seed, pool.description, data_fingerprint(pool, evaluation),
                           provenance={**run_provenance(device), **(placement or {})})
     rows, state = record.load()
@@ -138,49 +142,50 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
     model = lp_module = None
     steps = track(range(start, len(counts)), desc=f"{config.dataset} {method.label} seed {seed} steps",
                   total=len(counts), initial=start, enabled=progress)
-    for step in steps:
-        if len(labeled) != counts[step]:
-            raise RuntimeError(f"step {step}: |L| = {len(labeled)}, expected {counts[step]}")
-        finished = step == len(counts) - 1
-        step_features, features_seconds = _family_step(method, config, pool, labeled, seed, step, finished,
-                                                       family_features, device, progress)
-        # LP+VAE: α·V(u) joins the concatenation c before the module's last layer.
-        to_module = step_features is not None and method.heuristic_entry.extra_features == LOSS_MODULE
-        extra_features = method.alpha * step_features if to_module else None
-        model, lp_module = _model_for_step(config, method, seed, step, pool.num_outputs, extra_features, device,
-                                           record, state, model, lp_module)
-        on_device = labeled.to(device)
-        trained = train_task_model(
-            model, pool_images[on_device], pool_labels[on_device], pool.task, config.train.epochs_for_step(step),
-            config.train, seed=derive_seed(TRAIN, seed, step), lp_module=lp_module,
-            extra_features=None if extra_features is None else extra_features[on_device], progress=progress)
-        started = time.perf_counter()
-        metrics = evaluate(model, eval_images, eval_labels, evaluation.task)
-        eval_seconds = time.perf_counter() - started
+    with reproducible_cuda(device):
+        for step in steps:
+            if len(labeled) != counts[step]:
+                raise RuntimeError(f"step {step}: |L| = {len(labeled)}, expected {counts[step]}")
+            finished = step == len(counts) - 1
+            step_features, features_seconds = _family_step(method, config, pool, labeled, seed, step, finished,
+                                                           family_features, device, progress)
+            # LP+VAE: α·V(u) joins the concatenation c before the module's last layer.
+            to_module = step_features is not None and method.heuristic_entry.extra_features == LOSS_MODULE
+            extra_features = method.alpha * step_features if to_module else None
+            model, lp_module = _model_for_step(config, method, seed, step, pool.num_outputs, extra_features, device,
+                                               record, state, model, lp_module)
+            on_device = labeled.to(device)
+            trained = train_task_model(
+                model, pool_images[on_device], pool_labels[on_device], pool.task, config.train.epochs_for_step(step),
+                config.train, seed=derive_seed(TRAIN, seed, step), lp_module=lp_module,
+                extra_features=None if extra_features is None else extra_features[on_device], progress=progress)
+            started = synchronized_clock(device)
+            metrics = evaluate(model, eval_images, eval_labels, evaluation.task)
+            eval_seconds = synchronized_clock(device) - started
 
-        row_select_seconds = select_seconds  # the selection that produced this step's labels
-        # A numeric α scales the family's block at every step; a balanced one is estimated by the selection below.
-        alpha_used = float("nan") if method.family is None or method.alpha == BALANCED else float(method.alpha)
-        if not finished:
-            started = time.perf_counter()
-            picked, alpha_selected = _select_step(
-                method, config.budget, labeled, pool_images, pool.task, model, lp_module, step_features,
-                extra_features, torch.Generator().manual_seed(derive_seed(SELECT, seed, step)),
-                torch.Generator().manual_seed(derive_seed(ALPHA, seed, step)))
-            select_seconds = time.perf_counter() - started
-            labeled = torch.cat([labeled, picked.cpu()])
-            if method.alpha == BALANCED:
-                alpha_used = alpha_selected
+            row_select_seconds = select_seconds  # the selection that produced this step's labels
+            # A numeric α scales the family's block at every step; a balanced one is estimated by the selection below.
+            alpha_used = float("nan") if method.family is None or method.alpha == BALANCED else float(method.alpha)
+            if not finished:
+                started = synchronized_clock(device)
+                picked, alpha_selected = _select_step(
+                    method, config.budget, labeled, pool_images, pool.task, model, lp_module, step_features,
+                    extra_features, torch.Generator().manual_seed(derive_seed(SELECT, seed, step)),
+                    torch.Generator().manual_seed(derive_seed(ALPHA, seed, step)))
+                select_seconds = synchronized_clock(device) - started
+                labeled = torch.cat([labeled, picked.cpu()])
+                if method.alpha == BALANCED:
+                    alpha_used = alpha_selected
 
-        row = step_row(profile=store.profile, config=config, method=method, seed=seed, step=step,
-                       n_labels=counts[step], data_description=pool.description,
-                       metrics=metrics, train_accuracy=trained.train_accuracy, epochs=trained.epochs,
-                       train_seconds=trained.seconds, select_seconds=row_select_seconds, eval_seconds=eval_seconds,
-                       features_seconds=features_seconds, alpha_used=alpha_used, run_key=record.key)
-        rows = _commit(record, rows, row, RunState(step + 1, labeled.tolist(), select_seconds, finished),
-                       config.train.fine_tune, model, lp_module)
-        if on_step is not None:
-            on_step(step + 1)
+            row = step_row(profile=store.profile, config=config, method=method, seed=seed, step=step,
+                           n_labels=counts[step], data_description=pool.description,
+                           metrics=metrics, train_accuracy=trained.train_accuracy, epochs=trained.epochs,
+                           train_seconds=trained.seconds, select_seconds=row_select_seconds, eval_seconds=eval_seconds,
+                           features_seconds=features_seconds, alpha_used=alpha_used, run_key=record.key)
+            rows = _commit(record, rows, row, RunState(step + 1, labeled.tolist(), select_seconds, finished),
+                           config.train.fine_tune, model, lp_module)
+            if on_step is not None:
+                on_step(step + 1)
     return rows
 
 
@@ -221,17 +226,28 @@ def _commit(record: RunRecord, rows: pd.DataFrame, row: dict, state: RunState, f
 
 
 def _check_same_numerics(record: RunRecord, device: torch.device) -> None:
-    """ConfigError when an unfinished run was stored by another device type, or on the CPU by another thread count."""
+    """ConfigError when an unfinished run was stored with other numerics (:func:`~alvae_utils.device.numerics`):
+    another device type, on the CPU another thread count, on CUDA another GPU model or CUDA, cuDNN or torch."""
     produced = (record.read_state() or {}).get("produced_by") or {}
     if "device" not in produced:  # recorded by a version before provenance
         return
     stored_type, threads = torch.device(str(produced["device"])).type, produced.get("torch_threads")
-    mismatch = (f"device {produced['device']}, now {device}" if stored_type != device.type
-                else f"{threads} torch thread(s), now {torch.get_num_threads()}"
-                if device.type == "cpu" and threads != torch.get_num_threads() else None)
-    if mismatch:
-        raise ConfigError(
-            f"run {record.key} was started with {mismatch}; its numbers depend on that, so resuming would mix "
-            f"two sets of numbers. Resume it as it was started (threads: --threads {threads}, or Ray with that "
-            f"many CPUs per run), or remove it with `python -m alvae_utils results clean --run {record.key}`.")
+    # States written before numerics were recorded hold the device and the thread count, all a CPU run needs.
+    stored = produced.get("numerics") or {"device": stored_type,
+                                          **({"torch_threads": threads} if stored_type == "cpu" else {})}
+    now = numerics(device)
+    if stored == now:
+        return
+    if stored_type != device.type:
+        mismatch, resume = f"device {produced['device']}, now {device}", "on that device"
+    elif device.type == "cpu":
+        mismatch = f"{threads} torch thread(s), now {torch.get_num_threads()}"
+        resume = f"threads: --threads {threads}, or Ray with that many CPUs per run"
+    else:
+        mismatch = f"{describe_numerics(stored)}, now {describe_numerics(now)}"
+        resume = "on that GPU model with that CUDA, cuDNN and torch"
+    raise ConfigError(
+        f"run {record.key} was started with {mismatch}; its numbers depend on that, so resuming would mix "
+        f"two sets of numbers. Resume it as it was started ({resume}), or remove it with "
+        f"`python -m alvae_utils results clean --run {record.key}`.")
 

@@ -34,6 +34,7 @@ from torch import nn
 from .. import __version__
 from ..config import SCHEMA_VERSION, ExperimentConfig, config_hash, describe_overrides
 from ..data.datasets import Dataset
+from ..device import numerics
 from ..selection.methods import BALANCED, Method
 from ..paths import REPO_ROOT, atomic_path, results_root
 
@@ -93,7 +94,7 @@ def run_key(config: ExperimentConfig, method: Method, seed: int, data_descriptio
     content (:func:`data_fingerprint`), so a replaced file of the same name and shape
     gives a new key.
     """
-    return config_hash({"schema": SCHEMA_VERSION, "experiment": asdict(config), "data": data_description,
+    return config_hash({"schema": SCHEMA_VERSION, "experiment": config.key_fields(), "data": data_description,
                         "data_fingerprint": data_fingerprint, "method": method.key_fields(), "seed": seed})
 
 
@@ -113,9 +114,10 @@ def _git_commit() -> str | None:
 
 
 def run_provenance(device: torch.device) -> dict[str, object]:
-    """What produced a run, recorded in its state: alvae version, git commit, torch, device and threads."""
+    """What produced a run, recorded in its state: alvae version, git commit, torch, device, threads, and what
+    its numbers depend on (:func:`~alvae_utils.device.numerics`: on CUDA the GPU model and software)."""
     return {"alvae": __version__, "git_commit": _git_commit(), "torch": torch.__version__, "device": str(device),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "numerics": numerics(device)}
 
 
 OPTIONAL_COLUMNS: frozenset[str] = frozenset({"medmnist_acc", "auc", "alpha", "alpha_used", "select_seconds",
@@ -271,14 +273,17 @@ class RunRecord:
         """Persist one step as a unit: rows, then the carried model (``modules``, fine-tuning), then the state.
 
         ``modules`` are saved by name (``None`` entries as absent) to the file of step
-        ``state.completed_steps − 1``; the state names it, and the other model files of
-        the run (the previous step's, or leftovers of an interrupted write) go only after
-        the state is committed.
+        ``state.completed_steps − 1``, as CPU tensors whatever device they trained on, so
+        that any ``torch.load`` reads the file on any machine; the state names it, and the
+        other model files of the run (the previous step's, or leftovers of an interrupted
+        write) go only after the state is committed.
         """
         atomic_write_text(self.csv_path, rows.to_csv(index=False))
         if modules is not None:
             model_path = self.model_path(state.completed_steps - 1)
-            weights = {name: None if module is None else module.state_dict() for name, module in modules.items()}
+            weights = {name: None if module is None else {key: value.detach().cpu()
+                                                          for key, value in module.state_dict().items()}
+                       for name, module in modules.items()}
             with atomic_path(model_path) as tmp:
                 torch.save(weights, tmp)
             state = replace(state, model_file=model_path.name)

@@ -8,7 +8,9 @@ Any method whose heuristic selects from appended features alone (core-set,
 MedAL, …) and its feature family can stand in for core-set + VAE.
 
 The compute is cached (``results/<profile>/tsne/<key>.npz``) apart from the
-plotting, so the figures can be redrawn without retraining.
+plotting, so the figures can be redrawn without retraining. The cache keys include what the
+numbers depend on (:func:`alvae_utils.device.numerics`: the device type and the CPU's thread
+count, or the GPU model and software), so a snapshot computed elsewhere is not reused.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from ..config import ConfigError, VAEConfig, config_hash
 from ..data.datasets import DataUnavailableError, Dataset, load_experiment_data
-from ..device import default_device
+from ..device import default_device, numerics, reproducible_cuda
 from ..selection.features import pool_features
 from ..selection.heuristics import APPEND, select
 from ..selection.methods import BALANCED, Method
@@ -161,20 +163,22 @@ def run_snapshot(profile: Profile, seed: int = 0, method: Method = PAPER_METHOD,
     pool, fell_back = tsne_pool(profile)
     tsne = profile.tsne
     train = replace(profile.experiments[0].train, initial_epochs=tsne.epochs, epoch_increment=0)
-    key = config_hash({"tsne": asdict(tsne), "train": asdict(train), "vae": asdict(_vae_config(profile, pool.name)),
-                       "dataset": pool.name, "description": pool.description, "seed": seed,
-                       "method": method.key_fields()})
+    device = torch.device(device) if device is not None else default_device()
+    key = config_hash({"tsne": asdict(tsne), "train": train.key_fields(),
+                       "vae": asdict(_vae_config(profile, pool.name)), "dataset": pool.name,
+                       "description": pool.description, "seed": seed, "method": method.key_fields(),
+                       "numerics": numerics(device)})
     cache = results_root() / profile.name / "tsne" / f"{key}.npz"
     snapshot = _read(cache)
     if snapshot is not None:
         return snapshot
 
-    device = device or default_device()
-    setup = _setup(profile, seed, device, progress)
-    augmented = _augmented(setup, method, seed, device, progress)
-    n_labeled = len(setup.labeled)
-    picks = {name: _picks(method, feats, n_labeled, tsne.budget)
-             for name, feats in (("resnet", setup.resnet), ("vae", augmented))}
+    with reproducible_cuda(device):
+        setup = _setup(profile, seed, device, progress)
+        augmented = _augmented(setup, method, seed, device, progress)
+        n_labeled = len(setup.labeled)
+        picks = {name: _picks(method, feats, n_labeled, tsne.budget)
+                 for name, feats in (("resnet", setup.resnet), ("vae", augmented))}
     snapshot = Snapshot(
         dataset=pool.name, data_description=pool.description, fell_back=fell_back,
         groups_resnet=_groups(len(setup.points), n_labeled, picks["resnet"]),
@@ -217,23 +221,25 @@ def tails_by_family(profile: Profile, methods: Sequence[Method], seeds: Sequence
         raise ConfigError(f"tails_by_family compares feature spaces under one heuristic; got {sorted(heuristics)}.")
     plain = methods[0].base
     pool, _ = tsne_pool(profile)
+    device = torch.device(device) if device is not None else default_device()
     records = []
     for seed in seeds:
         setup = None
         for method in (plain, *methods):
             key = config_hash({"tails": method.key_fields(), "tsne": asdict(profile.tsne), "seed": seed,
-                               "train": asdict(profile.experiments[0].train), "dataset": pool.name,
+                               "train": profile.experiments[0].train.key_fields(), "dataset": pool.name,
                                "description": pool.description, "fingerprint": pool.fingerprint,
-                               "vae": asdict(_vae_config(profile, pool.name))})
+                               "vae": asdict(_vae_config(profile, pool.name)), "numerics": numerics(device)})
             cache = results_root() / profile.name / "tsne" / f"tails-{key}.json"
             statistics = _cached_tails(cache)
             if statistics is None:
-                if setup is None:
-                    setup = _setup(profile, seed, device or default_device(), progress)
-                features = (setup.resnet if method.family is None else
-                            _augmented(setup, method, seed, device or default_device(), progress))
-                picked = _picks(method.base if method.family is None else method, features,
-                                len(setup.labeled), profile.tsne.budget)
+                with reproducible_cuda(device):
+                    if setup is None:
+                        setup = _setup(profile, seed, device, progress)
+                    features = setup.resnet if method.family is None else _augmented(setup, method, seed, device,
+                                                                                     progress)
+                    picked = _picks(method.base if method.family is None else method, features,
+                                    len(setup.labeled), profile.tsne.budget)
                 statistics = _tails(features, len(setup.labeled), picked)
                 atomic_write_text(cache, json.dumps(statistics))
             records.append({"seed": seed, "space": "ResNet" if method.family is None else method.label,

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from ..device import tf32_precision
 from ..paths import offline
 
 PRETRAINED_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
@@ -76,6 +77,16 @@ def bf16_autocast(enabled: bool, device: torch.device) -> AbstractContextManager
     """``torch.autocast(device.type, dtype=torch.bfloat16)`` when ``enabled``, else a context that does nothing."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
+
+
+def global_average(maps: Tensor) -> Tensor:
+    """Global average pooling: (B, C, H, W) maps → (B, C), the mean over the spatial dimensions.
+
+    The same numbers as ``adaptive_avg_pool2d(maps, 1).flatten(1)`` (torch computes that output
+    size as this mean, so no stored run changes), but its backward is deterministic on CUDA, where
+    adaptive average pooling's backward raises under ``torch.use_deterministic_algorithms(True)``.
+    """
+    return maps.mean(dim=(2, 3))
 
 
 def pretrained_weights_path() -> Path:
@@ -146,21 +157,24 @@ class TaskModel(nn.Module):
         self.channels_last = False
         self.bf16 = False
         self.cudnn_benchmark = False
+        self.tf32 = False
         self._compiled: Callable[[Tensor], tuple[Tensor, Tensor, tuple[Tensor, ...]]] | None = None
 
-    def set_speed(self, *, channels_last: bool, bf16: bool, cudnn_benchmark: bool, compile: bool) -> TaskModel:
+    def set_speed(self, *, channels_last: bool, bf16: bool, cudnn_benchmark: bool, compile: bool,
+                  tf32: bool = False) -> TaskModel:
         """Apply the speed settings of :class:`~alvae_utils.config.TrainConfig`; returns ``self``.
 
         ``channels_last`` converts the conv weights' memory format (parameters stay the same
         objects, so an existing optimizer keeps working); ``bf16`` runs the forward pass under
         bfloat16 autocast; ``cudnn_benchmark`` lets cuDNN time its algorithms during the forward
         pass (CUDA only); ``compile`` wraps the layers in ``torch.compile`` (compiled lazily at
-        the first forward of each input shape and mode). Calling it again with other values
-        undoes what they turn off.
+        the first forward of each input shape and mode); ``tf32`` runs the forward pass's fp32
+        convolutions and matrix products in TF32 (CUDA only, :func:`~alvae_utils.device.tf32_precision`).
+        Calling it again with other values undoes what they turn off.
         """
         if channels_last != self.channels_last:
             self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        self.channels_last, self.bf16, self.cudnn_benchmark = channels_last, bf16, cudnn_benchmark
+        self.channels_last, self.bf16, self.cudnn_benchmark, self.tf32 = channels_last, bf16, cudnn_benchmark, tf32
         if not compile:
             self._compiled = None
         elif self._compiled is None:
@@ -173,7 +187,8 @@ class TaskModel(nn.Module):
                 f"TaskModel expects float images (B, 1, H, W) in [0, 1], got {tuple(x.shape)} {x.dtype}; "
                 "convert uint8 batches with images_to_float."
             )
-        with bf16_autocast(self.bf16, x.device), cudnn_benchmark(self.cudnn_benchmark, x.device):
+        with bf16_autocast(self.bf16, x.device), cudnn_benchmark(self.cudnn_benchmark, x.device), \
+                tf32_precision(self.tf32, x.device):
             logits, features, stages = (self._compiled or self._layers)(x)
         # Selection distances and metrics stay float32 whatever the forward pass ran in (a no-op in fp32).
         return TaskOutput(logits.float(), features.float(), stages)
@@ -186,14 +201,14 @@ class TaskModel(nn.Module):
         s2 = net.layer2(s1)
         s3 = net.layer3(s2)
         s4 = net.layer4(s3)
-        features = torch.flatten(net.avgpool(s4), 1)
+        features = global_average(s4)
         return net.fc(features), features, (s1, s2, s3, s4)
 
 
 class LossPredictionModule(nn.Module):
     """Loss-prediction network P of Yoo & Kweon (2019), optionally with VAE features (LP+VAE).
 
-    Each stage map → global average pooling (adaptive, so any map size works) →
+    Each stage map → global average pooling (:func:`global_average`, so any map size works) →
     Linear(c, hidden) → ReLU; the four results concatenate to c (4·hidden = 512), and
     a last FC maps c to the predicted loss.
 
@@ -205,7 +220,8 @@ class LossPredictionModule(nn.Module):
     are bit-identical to the plain module.
 
     With ``bf16`` set (by :func:`alvae_utils.training.task_model.build_task_model`) the module runs under
-    bfloat16 autocast, as T does, and returns float32.
+    bfloat16 autocast, as T does, and returns float32; with ``tf32`` set its fp32 matrix products run in
+    TF32 on CUDA, as T's do.
     """
 
     def __init__(
@@ -223,6 +239,7 @@ class LossPredictionModule(nn.Module):
         if extra_dim:
             self.extra_weight = nn.Parameter(torch.zeros(1, extra_dim))
         self.bf16 = False
+        self.tf32 = False
 
     def forward(self, stages: tuple[Tensor, ...], extra: Tensor | None = None) -> Tensor:
         """Predicted loss (B,). ``extra`` (B, extra_dim) is α·V(x), required iff extra_dim > 0."""
@@ -238,8 +255,8 @@ class LossPredictionModule(nn.Module):
                 )
         elif extra is not None:
             raise ValueError("extra features given, but the module was built with extra_dim=0.")
-        with bf16_autocast(self.bf16, stages[0].device):
-            pooled = (F.adaptive_avg_pool2d(s, 1).flatten(1) for s in stages)
+        with bf16_autocast(self.bf16, stages[0].device), tf32_precision(self.tf32, stages[0].device):
+            pooled = (global_average(s) for s in stages)
             c = torch.cat([F.relu(fc(p)) for fc, p in zip(self.stage_fcs, pooled, strict=True)], dim=1)
             out = self.fc(c)
             if self.extra_dim:

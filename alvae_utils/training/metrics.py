@@ -45,11 +45,15 @@ def multilabel_accuracy(probs: Tensor, labels: Tensor) -> float:
     return ((probs > 0.5) == (labels > 0)).double().mean().item()
 
 
-def correct_decisions(logits: Tensor, labels: Tensor, task: str) -> tuple[float, int]:
-    """(number of correct decisions, number of decisions) for a batch: one per sample, or per label."""
+def correct_decisions(logits: Tensor, labels: Tensor, task: str) -> tuple[Tensor, int]:
+    """(number of correct decisions, number of decisions) for a batch: one per sample, or per label.
+
+    The first is a 0-dim int64 tensor on the logits' device, not read: a training loop sums it
+    there and reads the sum once per epoch (each read waits for the GPU).
+    """
     if task == MULTICLASS:
-        return (logits.argmax(1) == labels).sum().item(), labels.numel()
-    return ((torch.sigmoid(logits) > 0.5) == (labels > 0)).sum().item(), labels.numel()
+        return (logits.argmax(1) == labels).sum(), labels.numel()
+    return ((torch.sigmoid(logits) > 0.5) == (labels > 0)).sum(), labels.numel()
 
 
 def mean_auc(probs: np.ndarray, positives: np.ndarray) -> float:

@@ -43,6 +43,7 @@ run refits the same model.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +52,7 @@ from torch import Tensor, nn
 
 from ..config import VAEConfig
 from ..data.datasets import MULTICLASS, MULTILABEL, Dataset
-from ..device import default_device, epoch_batches, images_to_float, map_batches, module_device
+from ..device import default_device, images_to_float, map_batches, module_device, reproducible_cuda
 from ..models.resnet import MIN_BATCH
 from ..models.vae import _down, _same
 from ..progress import track
@@ -179,37 +180,86 @@ def m2_loss(model: SSVAE, x: Tensor, labels: Tensor, labeled: Tensor, weight: fl
     order. When multi-label, each unlabeled image gets one row with ŷ = σ(logits).
     ``noise`` (rows, latent_dim) fixes the reparametrisation noise in that row order,
     for exact checks; it is drawn when None. Raises ValueError for mismatched shapes.
+
+    The mask is turned into row positions here, which reads it on the host; a training
+    loop calls :func:`m2_loss_grouped` with positions it computed where the batch order is drawn.
     """
     if labeled.dtype != torch.bool or labeled.shape != (x.shape[0],) or labels.shape[0] != x.shape[0]:
         raise ValueError(f"m2_loss: labeled must be bool (B,) and labels have B rows for {x.shape[0]} images; "
                          f"got labeled {labeled.dtype} {tuple(labeled.shape)}, labels {tuple(labels.shape)}.")
+    rows = torch.cat([labeled.nonzero().squeeze(1), (~labeled).nonzero().squeeze(1)])
+    return m2_loss_grouped(model, x, labels, rows, int(labeled.sum()), weight, noise)
+
+
+def m2_loss_grouped(model: SSVAE, x: Tensor, labels: Tensor, rows: Tensor, n_labeled: int, weight: float,
+                    noise: Tensor | None = None) -> M2Loss:
+    """:func:`m2_loss` with the batch's labeled images given by position: the same terms, with no host read.
+
+    ``rows`` (B,) int64, on ``x``'s device, holds the positions in the batch of its labeled
+    images, then of its unlabeled ones, each group in batch order; the first ``n_labeled`` are
+    the labeled ones. Gathering rows by position gives exactly the rows (and gradients) of a
+    boolean mask, without the mask's data-dependent shape, which would make the host wait
+    for the device at every batch. Raises ValueError for mismatched shapes.
+    """
+    batch = x.shape[0]
+    if rows.shape != (batch,) or rows.dtype != torch.int64 or labels.shape[0] != batch \
+            or not 0 <= n_labeled <= batch:
+        raise ValueError(f"m2_loss: rows must be int64 (B,), labels have B rows and 0 ≤ n_labeled ≤ B for {batch} "
+                         f"images; got rows {rows.dtype} {tuple(rows.shape)}, labels {tuple(labels.shape)}, "
+                         f"n_labeled {n_labeled}.")
+    on_l, on_u = rows[:n_labeled], rows[n_labeled:]
+    n_unlabeled = batch - n_labeled
     h = model.trunk(x)
     logits = model.classify(h)
-    logits_l, logits_u = logits[labeled], logits[~labeled]
+    logits_l, logits_u = logits[on_l], logits[on_u]
+    labels_l = labels[on_l]
     classes = model.num_classes
     if model.multilabel:
-        y_l = labels[labeled].to(h.dtype)
+        y_l = labels_l.to(h.dtype)
         classification = F.binary_cross_entropy_with_logits(logits_l, y_l, reduction="none").sum(1)
         q_u = torch.sigmoid(logits_u)
         # H(Bernoulli(p)) = BCE(logit, p) with p = σ(logit), summed over the independent labels.
         entropy = F.binary_cross_entropy_with_logits(logits_u, q_u, reduction="none").sum(1)
-        x_u, h_u, y_u = x[~labeled], h[~labeled], q_u
+        x_u, h_u, y_u = x[on_u], h[on_u], q_u
     else:
-        y_l = F.one_hot(labels[labeled], classes).to(h.dtype)
-        classification = F.cross_entropy(logits_l, labels[labeled], reduction="none")
+        one_hot = torch.eye(classes, dtype=h.dtype, device=h.device)
+        # Rows of the identity, not F.one_hot, which checks the labels' range on the host (labels are checked
+        # once per fit, before training).
+        y_l = one_hot[labels_l]
+        classification = F.cross_entropy(logits_l, labels_l, reduction="none")
         log_q_u = torch.log_softmax(logits_u, dim=1)
         q_u = log_q_u.exp()
         entropy = -(q_u * log_q_u).sum(1)
-        x_u, h_u = x[~labeled].repeat_interleave(classes, 0), h[~labeled].repeat_interleave(classes, 0)
-        y_u = torch.eye(classes, dtype=h.dtype, device=h.device).repeat(len(logits_u), 1)
-    n_l = len(y_l)
-    elbo = negative_elbo(model, torch.cat([x[labeled], x_u]), torch.cat([h[labeled], h_u]), torch.cat([y_l, y_u]),
-                         noise)
-    elbo_l, elbo_u = elbo[:n_l], elbo[n_l:]
+        x_u, h_u = x[on_u].repeat_interleave(classes, 0), h[on_u].repeat_interleave(classes, 0)
+        y_u = one_hot.repeat(n_unlabeled, 1)
+    elbo = negative_elbo(model, torch.cat([x[on_l], x_u]), torch.cat([h[on_l], h_u]), torch.cat([y_l, y_u]), noise)
+    elbo_l, elbo_u = elbo[:n_labeled], elbo[n_labeled:]
     expected = elbo_u if model.multilabel else (q_u * elbo_u.view(-1, classes)).sum(1)
     unlabeled = expected - entropy
-    loss = (elbo_l.sum() + weight * classification.sum() + unlabeled.sum()) / x.shape[0]
+    loss = (elbo_l.sum() + weight * classification.sum() + unlabeled.sum()) / batch
     return M2Loss(loss, elbo_l, classification, unlabeled, entropy)
+
+
+def grouped_batches(n: int, batch_size: int, generator: torch.Generator, labeled: Tensor, device: torch.device
+                    ) -> Iterator[tuple[Tensor, Tensor, int]]:
+    """One epoch's batches of the pool in :func:`~alvae_utils.device.epoch_batches`' seeded order (the same draw),
+    each with its labeled and unlabeled rows grouped for :func:`m2_loss_grouped`.
+
+    ``labeled`` (n,) bool on the CPU marks the images of L. Yields, per batch, its pool indices
+    (B,) and its ``rows`` (B,), both on ``device``, and how many of its images are labeled.
+    Everything is computed on the CPU, where the order is drawn, and moved to ``device`` in one
+    copy per epoch, so that no batch makes the host wait for the device.
+    """
+    order = torch.randperm(n, generator=generator)
+    batch_of = torch.arange(n) // batch_size
+    is_labeled = labeled[order]
+    # A stable sort by (batch, unlabeled) keeps each batch's labeled rows, then its unlabeled ones, in batch order.
+    grouped = torch.argsort(batch_of * 2 + (~is_labeled).long(), stable=True)
+    rows = grouped - batch_of * batch_size
+    counts = torch.zeros(-(-n // batch_size), dtype=torch.int64).index_add_(0, batch_of, is_labeled.long()).tolist()
+    for (index, batch_rows), n_labeled in zip(torch.stack([order, rows]).to(device).split(batch_size, dim=1), counts,
+                                              strict=True):
+        yield index, batch_rows, n_labeled
 
 
 def classification_weight(pool_size: int, labeled: int) -> float:
@@ -263,10 +313,10 @@ def train_ssvae(pool: Dataset, labeled: Tensor, config: VAEConfig, seed: int,
         raise ValueError(f"VAE epochs must be ≥ 1, got {epochs} (vae.refit_epochs, else vae.epochs).")
     device = torch.device(device) if device is not None else default_device()
     images, labels = pool.images.to(device), pool.labels.to(device)
-    mask = torch.zeros(len(pool), dtype=torch.bool, device=device)
-    mask[labeled.to(device)] = True
+    mask = torch.zeros(len(pool), dtype=torch.bool)  # on the CPU, where each epoch's order is drawn
+    mask[labeled] = True
     weight = classification_weight(len(pool), len(labeled))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), reproducible_cuda(device):
         torch.manual_seed(seed)
         model = SSVAE(config.latent_dim, pool.num_outputs, multilabel=pool.task == MULTILABEL).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -274,19 +324,22 @@ def train_ssvae(pool: Dataset, labeled: Tensor, config: VAEConfig, seed: int,
         history: list[dict] = []
         model.train()
         for epoch in track(range(1, epochs + 1), desc="SSVAE epochs", enabled=progress):
-            sums = torch.zeros(4, device=device)
-            counts = torch.zeros(3, device=device)
-            for index in epoch_batches(len(pool), config.batch_size, generator, device):
+            sums = torch.zeros(4, device=device)  # summed on the device, read once per epoch
+            seen = seen_labeled = 0
+            for index, rows, n_labeled in grouped_batches(len(pool), config.batch_size, generator, mask, device):
                 if len(index) < MIN_BATCH:
                     continue
-                terms = m2_loss(model, images_to_float(images[index]), labels[index], mask[index], weight)
+                terms = m2_loss_grouped(model, images_to_float(images[index]), labels[index], rows, n_labeled,
+                                        weight)
                 optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()
                 optimizer.step()
                 sums += torch.stack([terms.loss * len(index), terms.labeled.sum(), terms.classification.sum(),
                                      terms.unlabeled.sum()]).detach()
-                counts += torch.tensor([len(index), len(terms.labeled), len(terms.unlabeled)], device=device)
-            means = (sums / counts[[0, 1, 1, 2]].clamp(min=1)).tolist()
+                seen, seen_labeled = seen + len(index), seen_labeled + n_labeled
+            counts = torch.tensor([seen, seen_labeled, seen_labeled, seen - seen_labeled], dtype=sums.dtype,
+                                  device=device)
+            means = (sums / counts.clamp(min=1)).tolist()
             history.append(dict(zip(("epoch", "loss", "labeled", "classification", "unlabeled"), [epoch, *means],
                                      strict=True)))
     return model.eval(), history

@@ -6,7 +6,7 @@ float in [0, 1] batch-wise. No DataLoader, no per-sample transforms. Losses and
 metrics are in :mod:`alvae_utils.training.metrics`; the VAE's training in :mod:`alvae_utils.training.vae`.
 
 The speed settings of :class:`~alvae_utils.config.TrainConfig` (``channels_last``, ``bf16``,
-``cudnn_benchmark``, ``compile``) are applied to T and P by :func:`build_task_model` and
+``cudnn_benchmark``, ``compile``, ``tf32``) are applied to T and P by :func:`build_task_model` and
 :func:`train_task_model`; the models carry them, so :func:`predict` and
 :func:`alvae_utils.training.metrics.evaluate` run the same way. :func:`check_speed_settings` refuses,
 before any work, a setting this device or installation cannot run.
@@ -14,33 +14,45 @@ before any work, a setting this device or installation cannot run.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..config import ConfigError, TrainConfig
-from ..device import INFERENCE_BATCH, epoch_batches, images_to_float, map_batches, module_device
+from ..device import (
+    INFERENCE_BATCH, epoch_batches, images_to_float, map_batches, module_device, reproducible_cuda,
+    synchronized_clock, tf32_precision,
+)
 from .metrics import check_task, correct_decisions, per_sample_loss
 from ..models.resnet import MIN_BATCH, LossPredictionModule, TaskModel, cudnn_benchmark, pair_ranking_loss
 from ..progress import bar as progress_bar
 from ..seeds import seed_everything
 
 
+BF16_CAPABILITY = (8, 0)
+"""CUDA compute capability from which a GPU computes in bfloat16 natively (Ampere). Below it (V100: 7.0,
+T4: 7.5) torch emulates bfloat16, slowly, and ``torch.cuda.is_bf16_supported()`` still returns True by
+default (``including_emulation=True``), so the guard asks for the capability itself."""
+
+
 def check_speed_settings(config: TrainConfig, device: torch.device | str) -> None:
     """Raise ConfigError if a speed setting of ``config`` cannot run on ``device`` with this installation.
 
-    ``bf16`` needs a GPU with bfloat16 support (Ampere or newer) on CUDA; any CPU runs it
-    (natively with AVX-512 BF16 or AMX, emulated and slower otherwise). ``compile`` needs
-    TorchDynamo on this Python, and the code generator of its backend: a C++ compiler on
-    the CPU, Triton on CUDA. ``cudnn_benchmark`` and ``channels_last`` run everywhere
-    (``cudnn_benchmark`` does nothing off CUDA).
+    ``bf16`` on CUDA needs ``device`` itself (the run's GPU, not the current one) to have compute
+    capability ≥ :data:`BF16_CAPABILITY`; any CPU runs it (natively with AVX-512 BF16 or AMX,
+    emulated and slower otherwise). ``compile`` needs TorchDynamo on this Python, and the code
+    generator of its backend: a C++ compiler on the CPU, Triton on CUDA. ``cudnn_benchmark`` and
+    ``channels_last`` run everywhere (``cudnn_benchmark`` does nothing off CUDA).
     """
     device = torch.device(device)
-    if config.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"train.bf16=true needs a GPU with bfloat16 support (compute capability 8.0+); "
-                          f"{torch.cuda.get_device_name(device)} has none. Use train.bf16=false.")
+    if config.bf16 and device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        if tuple(capability) < BF16_CAPABILITY:
+            raise ConfigError(f"train.bf16=true needs a GPU that computes in bfloat16 natively (compute capability "
+                              f"8.0+: Ampere or newer); {torch.cuda.get_device_name(device)} ({device}) has "
+                              f"{capability[0]}.{capability[1]}, where bfloat16 is only emulated. Use "
+                              "train.bf16=false.")
     if not config.compile:
         return
     from torch._dynamo import is_dynamo_supported  # imported on demand: loading dynamo takes seconds
@@ -64,9 +76,9 @@ def check_speed_settings(config: TrainConfig, device: torch.device | str) -> Non
 def apply_speed_settings(model: TaskModel, lp_module: LossPredictionModule | None, config: TrainConfig) -> None:
     """Give T (and P) the speed settings of ``config`` (see :meth:`TaskModel.set_speed`)."""
     model.set_speed(channels_last=config.channels_last, bf16=config.bf16, cudnn_benchmark=config.cudnn_benchmark,
-                    compile=config.compile)
+                    compile=config.compile, tf32=config.tf32)
     if lp_module is not None:
-        lp_module.bf16 = config.bf16
+        lp_module.bf16, lp_module.tf32 = config.bf16, config.tf32
 
 
 def build_task_model(
@@ -129,9 +141,13 @@ def train_task_model(
     usual cheap estimate; for multi-label it is the mean per-label accuracy.
 
     T and P are given the speed settings of ``config`` first (a model built by
-    :func:`build_task_model` with the same ``config`` already has them). Under ``bf16``
+    :func:`build_task_model` with the same ``config`` already has them). On CUDA training is
+    deterministic IEEE fp32 (:func:`~alvae_utils.device.reproducible_cuda`) unless a speed setting
+    says otherwise. Under ``bf16``
     the forward passes run in bfloat16 while the weights, the optimizer and the losses
-    stay float32. ``seconds`` includes any ``torch.compile`` compilation of this call.
+    stay float32. ``seconds`` includes any ``torch.compile`` compilation of this call; on CUDA the clock is
+    read after the device has finished (:func:`~alvae_utils.device.synchronized_clock`). The losses and the
+    accuracy are summed on the device and read once per epoch, never per batch.
     """
     check_task(task)
     if epochs < 1:
@@ -162,21 +178,26 @@ def train_task_model(
     generator = torch.Generator().manual_seed(seed)
     target = config.target_train_accuracy
 
-    start = time.perf_counter()
+    start = synchronized_clock(device)
     losses: list[float] = []
     accuracy = 0.0
     bar = progress_bar(epochs, "train epochs", enabled=progress)
     for module in modules:
         module.train()
-    # The forward pass sets the flag itself; this covers the backward pass's convolutions too.
-    with cudnn_benchmark(config.cudnn_benchmark, device):
+    # The forward pass sets cuDNN's and TF32's flags itself; this covers the backward pass's kernels too.
+    with reproducible_cuda(device), cudnn_benchmark(config.cudnn_benchmark, device), \
+            tf32_precision(config.tf32, device):
         epoch = 0
         while epoch < epochs or (target is not None and accuracy < target and epoch < config.max_epochs):
             if epoch >= bar.total:
                 bar.total = epoch + 1
                 bar.refresh()
             stop_lp_gradient = config.lp_stop_gradient_epoch is not None and epoch >= config.lp_stop_gradient_epoch
-            loss_sum, seen, correct, decisions = 0.0, 0, 0.0, 0
+            # Summed on the device and read once per epoch: on a GPU each read waits for every queued kernel.
+            # float64, so the sum is the one a Python float made of each step's loss (the numbers stay as they were).
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            seen = decisions = 0
             for index in epoch_batches(n, config.batch_size, generator, device):
                 if lp_module is not None and len(index) % 2:
                     index = index[:-1]
@@ -194,18 +215,19 @@ def train_task_model(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                loss_sum += loss.item() * len(index)
+                loss_sum += loss.detach().double() * len(index)
                 seen += len(index)
                 batch_correct, batch_decisions = correct_decisions(out.logits.detach(), batch_labels, task)
                 correct += batch_correct
                 decisions += batch_decisions
-            losses.append(loss_sum / seen)
-            accuracy = correct / decisions
+            epoch_loss, epoch_correct = torch.stack([loss_sum, correct.double()]).tolist()
+            losses.append(epoch_loss / seen)
+            accuracy = epoch_correct / decisions
             epoch += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", acc=f"{accuracy:.3f}")
     bar.close()
-    return TrainResult(epoch, accuracy, losses, time.perf_counter() - start)
+    return TrainResult(epoch, accuracy, losses, synchronized_clock(device) - start)
 
 
 @dataclass

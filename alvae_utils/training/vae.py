@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 from ..config import SCHEMA_VERSION, VAEConfig, config_hash
 from ..data.datasets import Dataset
-from ..device import default_device, epoch_batches, images_to_float, map_batches, module_device, numerics
+from ..device import (
+    default_device, epoch_batches, images_to_float, map_batches, module_device, numerics, reproducible_cuda,
+)
 from ..models.resnet import MIN_BATCH
 from ..models.vae import VAE, vae_loss
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -62,10 +64,10 @@ def cached_fit(pool: Dataset, config: VAEConfig, pool_seed: int, device: torch.d
                ) -> tuple[object, list[dict], bool]:
     """(model, history, fitted_now) of a model fitted once on the whole pool: from its cache, or trained and cached.
 
-    ``path_of(pool, config, pool_seed, numerics, root)`` is the cache file, keyed on the
-    device type and CPU thread count (:func:`~alvae_utils.device.numerics`), which change
-    the trained weights; ``load(path, device=)`` returns (model, history, meta);
-    ``train(images, config, seed=, device=, progress=)`` (model, history), seeded from
+    ``path_of(pool, config, pool_seed, numerics, root)`` is the cache file, keyed on what
+    changes the trained weights (:func:`~alvae_utils.device.numerics`: the device type, the CPU
+    thread count, on CUDA the GPU model and the CUDA, cuDNN and torch versions); ``load(path, device=)``
+    returns (model, history, meta); ``train(images, config, seed=, device=, progress=)`` (model, history), seeded from
     ``pool_seed``; ``save(path, model, history, meta)``. A cache that cannot be read
     (truncated, corrupted) is reported with a warning, removed and fitted again: fits are
     seeded, so nothing is lost. Shared by the paper VAE and the MoG-prior VAE.
@@ -103,27 +105,29 @@ def fit_epochs(model: nn.Module, images: Tensor, config: VAEConfig, generator: t
     """``config.epochs`` epochs of Adam on ``loss_terms(x)`` = (loss, reconstruction, kl), batch means in nats.
 
     ``images``: uint8 (N, 1, 28, 28) on the model's device; batches of ``config.batch_size``
-    in ``generator``'s order, a last batch too small for BatchNorm skipped. Returns the
+    in ``generator``'s order, a last batch too small for BatchNorm skipped, deterministic IEEE fp32 on
+    CUDA (:func:`~alvae_utils.device.reproducible_cuda`). Returns the
     per-epoch means per image: ``{"epoch", "loss", "reconstruction", "kl"}``. Shared by the
     paper VAE and the mixture-prior VAE (:mod:`alvae_utils.training.mixture_prior`).
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict] = []
     model.train()
-    for epoch in track(range(1, config.epochs + 1), desc=desc, enabled=progress):
-        sums = torch.zeros(3, device=images.device)
-        seen = 0
-        for index in epoch_batches(images.shape[0], config.batch_size, generator, images.device):
-            if len(index) < MIN_BATCH:
-                continue
-            loss, reconstruction, kl = loss_terms(images_to_float(images[index]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums += torch.stack([loss, reconstruction, kl]).detach() * len(index)
-            seen += len(index)
-        loss_mean, recon_mean, kl_mean = (sums / seen).tolist()
-        history.append({"epoch": epoch, "loss": loss_mean, "reconstruction": recon_mean, "kl": kl_mean})
+    with reproducible_cuda(images.device):
+        for epoch in track(range(1, config.epochs + 1), desc=desc, enabled=progress):
+            sums = torch.zeros(3, device=images.device)  # summed on the device, read once per epoch
+            seen = 0
+            for index in epoch_batches(images.shape[0], config.batch_size, generator, images.device):
+                if len(index) < MIN_BATCH:
+                    continue
+                loss, reconstruction, kl = loss_terms(images_to_float(images[index]))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                sums += torch.stack([loss, reconstruction, kl]).detach() * len(index)
+                seen += len(index)
+            loss_mean, recon_mean, kl_mean = (sums / seen).tolist()
+            history.append({"epoch": epoch, "loss": loss_mean, "reconstruction": recon_mean, "kl": kl_mean})
     return history
 
 
@@ -178,7 +182,8 @@ def checkpoint_path(pool: Dataset, config: VAEConfig, pool_seed: int, numerics: 
     """Where the VAE of this pool (its name, size, seed, source and content) and VAE configuration is cached.
 
     Shared by every profile and notebook with the same pool and settings, fitted with the
-    same ``numerics`` (:func:`alvae_utils.device.numerics`: device type, CPU threads).
+    same ``numerics`` (:func:`alvae_utils.device.numerics`: device type, CPU threads; on CUDA the GPU
+    model and software).
     """
     key = config_hash({"schema": SCHEMA_VERSION, "dataset": pool.name, "data": pool.description,
                        "fingerprint": pool.fingerprint, "pool_size": len(pool), "pool_seed": pool_seed,
@@ -192,8 +197,9 @@ def get_or_train_vae(pool: Dataset, config: VAEConfig, pool_seed: int, device: t
 
     Returns (V in eval mode, per-epoch history, trained_now). V sees labeled and
     unlabeled points alike: its features are task-agnostic. The cache is under ``root``
-    (default :func:`~alvae_utils.paths.results_root`), keyed also on the device type and,
-    on the CPU, torch's thread count now, which change the trained weights.
+    (default :func:`~alvae_utils.paths.results_root`), keyed also on what changes the trained
+    weights: the device type and, on the CPU, torch's thread count now; on CUDA the GPU model
+    and the CUDA, cuDNN and torch versions.
     """
     return cached_fit(pool, config, pool_seed, device, progress, root, what="VAE", path_of=checkpoint_path,
                       load=load_vae, train=train_vae, save=save_vae)
