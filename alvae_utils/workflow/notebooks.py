@@ -33,18 +33,29 @@ from ..experiment.results import ResultStore, stored_sets
 
 
 @dataclass(frozen=True)
-class NotebookParameters:
-    """What every notebook takes: the settings profile and overrides of its settings."""
-
+class _Profile:
     profile: str = "quick"
+
+
+@dataclass(frozen=True)
+class _Overrides:
     overrides: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class DatasetParameters(NotebookParameters):
-    """A notebook run once per dataset."""
-
+class _Dataset(_Profile):
     dataset: str = "mnist"
+
+
+# Dataclass fields come in reverse MRO order: these bases keep the parameters in the order the cells declare.
+@dataclass(frozen=True)
+class NotebookParameters(_Overrides, _Profile):
+    """What every notebook takes: the settings profile, and overrides of its settings."""
+
+
+@dataclass(frozen=True)
+class DatasetParameters(_Overrides, _Dataset):
+    """A notebook run once per dataset: the profile, the dataset, and overrides."""
 
 
 @dataclass(frozen=True)
