@@ -7,9 +7,10 @@ Gaussians for the VAE block (means μ under an N(0, I) prior).
 
 Compared with the full-distance-matrix k-center that common AL toolkits use
 (the whole N × N matrix, min over its labeled columns, one column per pick).
-Both k-centers are then rerun on the same features in float64, where they must
-pick exactly the same points; each float32 run is compared with its float64
-run (the first pick where they part, always at a near tie in float32).
+Everything is then rerun on the same features in float64, where both k-centers
+must pick exactly the same points. Each float32 run is compared with its float64
+run: kcenter_greedy and medal_greedy decide near ties with exact distances, so
+they must agree completely; the full-matrix baseline parts at a near tie.
 
 Every measurement runs in a fresh subprocess, so one run's allocations cannot
 hide another's peak. Peak memory on CPU: the process's resident-set high-water

@@ -7,6 +7,7 @@ are pinned, so a restructure can never silently orphan stored results.
 """
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,16 +85,24 @@ def _ci_data(root):
 
 
 def test_ci_profile_keys_are_pinned(tmp_path):
-    """Run, configuration and VAE keys hash settings, data source and data content: the same on every CPU."""
-    expected = json.loads((Path(__file__).parent / "ci_profile_keys.json").read_text())
+    """Run, configuration and VAE keys hash settings, data source and data content: the same on every CPU.
+
+    After a deliberate SCHEMA_VERSION bump, ``ALVAE_UPDATE_KEYS=1 pytest tests/test_registry.py -k pinned``
+    rewrites the pinned file; review its diff like code.
+    """
+    pinned = Path(__file__).parent / "ci_profile_keys.json"
     profile, data = get_profile("ci"), _ci_data(tmp_path)
-    keys = {e.dataset: {m.label: [run_key(e, m, seed, data[e.dataset][0].description,
-                                          data_fingerprint(*data[e.dataset])) for seed in profile.seeds]
-                        for m in profile.methods} for e in profile.experiments}
-    assert keys == expected["run_keys"]
-    assert {e.dataset: e.key() for e in profile.experiments} == expected["config_keys"]
-    assert {e.dataset: checkpoint_path(data[e.dataset][0], e.vae, e.pool_seed, CPU_1, root=tmp_path).name
-            for e in profile.experiments} == expected["vae_checkpoints"]
+    keys = {"run_keys": {e.dataset: {m.label: [run_key(e, m, seed, data[e.dataset][0].description,
+                                                       data_fingerprint(*data[e.dataset])) for seed in profile.seeds]
+                                     for m in profile.methods} for e in profile.experiments},
+            "vae_checkpoints": {e.dataset: checkpoint_path(data[e.dataset][0], e.vae, e.pool_seed, CPU_1,
+                                                           root=tmp_path).name for e in profile.experiments},
+            "config_keys": {e.dataset: e.key() for e in profile.experiments}}
+    if os.environ.get("ALVAE_UPDATE_KEYS") == "1":
+        pinned.write_text(json.dumps(keys, indent=1, ensure_ascii=False) + "\n")
+    expected = json.loads(pinned.read_text())
+    for part in ("run_keys", "config_keys", "vae_checkpoints"):
+        assert keys[part] == expected[part], part
 
 
 def test_registration_rejects_malformed_entries():

@@ -1,0 +1,145 @@
+"""Core-set (Eq. 1) and MedAL (Eq. 2) pick exactly in float32: the picks of the float64 computation,
+on clustered features where the fast form's round-off exceeds the gaps between candidates, whatever
+the matmul precision; and core-set's picks are scikit-activeml's k_greedy_center's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skactiveml.pool import k_greedy_center
+
+from alvae_utils.selection.kcenter import kcenter_greedy
+from alvae_utils.selection.medal import medal_greedy
+from alvae_utils.selection.precision import fast_form_error
+
+GREEDY = [kcenter_greedy, medal_greedy]
+
+
+def mask_of(n: int, labeled: np.ndarray) -> torch.Tensor:
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.as_tensor(labeled)] = True
+    return mask
+
+
+def issue_reproduction() -> tuple[np.ndarray, torch.Tensor]:
+    """The issue's clustered features: 20 centres × 0.05 noise, ||x||² ≈ 1,400 after centring."""
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((20, 64)) * 5
+    x = (centers[rng.integers(0, 20, 3000)] + 0.05 * rng.standard_normal((3000, 64))).astype(np.float32)
+    return x, mask_of(3000, rng.choice(3000, 300, replace=False))
+
+
+def clusters(seed: int, n: int, d: int, n_centers: int, spread: float, noise: float, relu: bool = False
+             ) -> tuple[np.ndarray, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_centers, d))[rng.integers(0, n_centers, n)] * spread
+    x = x + noise * rng.standard_normal((n, d))
+    return (np.maximum(x, 0) if relu else x).astype(np.float32), mask_of(n, rng.choice(n, n // 10, replace=False))
+
+
+def brute_force(x: np.ndarray, mask: torch.Tensor, budget: int, reduce: str) -> list[int]:
+    """Eq. 1 (min) or Eq. 2 (mean, as the distance to the centroid) from float64 differences, pick by pick."""
+    a = x.astype(np.float64)
+    labeled = mask.nonzero().squeeze(1).tolist()
+    closest = np.min([((a - a[j]) ** 2).sum(1) for j in labeled], axis=0)
+    picks: list[int] = []
+    for _ in range(budget):
+        if reduce == "min":
+            score = closest.copy()
+        else:
+            centroid = a[labeled + picks].mean(0)
+            score = ((a - centroid) ** 2).sum(1)
+        score[labeled + picks] = -np.inf
+        pick = int(np.argmax(score))
+        picks.append(pick)
+        closest = np.minimum(closest, ((a - a[pick]) ** 2).sum(1))
+    return picks
+
+
+@pytest.mark.parametrize("greedy", GREEDY)
+def test_issue_reproduction_picks_as_float64(greedy):
+    x, mask = issue_reproduction()
+    picks = greedy(torch.from_numpy(x), mask, 100).tolist()
+    assert picks == greedy(torch.from_numpy(x).double(), mask, 100).tolist()
+    assert picks == brute_force(x, mask, 100, "min" if greedy is kcenter_greedy else "mean")
+
+
+@pytest.mark.parametrize("greedy", GREEDY)
+@pytest.mark.parametrize("case", ["offset", "relu544", "duplicates"])
+def test_clustered_float32_picks_as_float64(greedy, case):
+    if case == "offset":  # a common +1000: ||x||² ≈ 6·10⁷ before centring
+        x, mask = clusters(1, 1000, 32, 15, 3.0, 0.02)
+        x = x + np.float32(1000.0)
+    elif case == "relu544":  # post-ReLU features of the task model's width
+        x, mask = clusters(2, 800, 544, 12, 1.0, 0.02, relu=True)
+    else:  # every point 3 times: exact ties everywhere, broken by the lowest index
+        base, _ = clusters(3, 300, 48, 10, 4.0, 0.05)
+        x = np.concatenate([base, base, base])
+        mask = mask_of(900, np.random.default_rng(3).choice(900, 60, replace=False))
+    picks = greedy(torch.from_numpy(x), mask, 100).tolist()
+    assert picks == greedy(torch.from_numpy(x).double(), mask, 100).tolist()
+    if case != "relu544":
+        assert picks == brute_force(x, mask, 100, "min" if greedy is kcenter_greedy else "mean")
+
+
+@pytest.mark.parametrize("greedy", GREEDY)
+def test_small_chunks_force_refreshes_and_stay_exact(greedy):
+    # 8 candidates: refreshes at most picks, and contenders outside them, so the candidates double.
+    x, mask = clusters(7, 400, 16, 6, 3.0, 0.02)
+    x = x + np.float32(300.0)
+    picks = greedy(torch.from_numpy(x), mask, 80, chunk_size=8).tolist()
+    assert picks == brute_force(x, mask, 80, "min" if greedy is kcenter_greedy else "mean")
+
+
+@pytest.mark.parametrize("greedy", GREEDY)
+@pytest.mark.parametrize("precision", ["high", "medium"])
+def test_picks_ignore_the_matmul_precision(greedy, precision):
+    # "high"/"medium" let float32 products run in TF32/bfloat16 (bfloat16 on CPUs with AVX512-BF16).
+    x, mask = issue_reproduction()
+    expected = greedy(torch.from_numpy(x), mask, 60).tolist()
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        picks = greedy(torch.from_numpy(x), mask, 60).tolist()
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert picks == expected
+
+
+def test_fast_form_error_bound_holds():
+    # Worst case for ||x̃||² + ||ỹ||² − 2x̃·ỹ: near-equal long vectors, the distance far below the norms.
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal(544) * 30).astype(np.float32)
+    y = (x + 1e-3 * rng.standard_normal((400, 544))).astype(np.float32)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    fast = torch.addmv((ty * ty).sum(1), ty, tx, alpha=-2.0) + (tx * tx).sum()
+    exact = ((y.astype(np.float64) - x.astype(np.float64)) ** 2).sum(1)
+    bound = fast_form_error(torch.float32, 544) * (float((tx * tx).sum()) + (ty * ty).sum(1).double().numpy())
+    error = np.abs(fast.double().numpy() - exact)
+    assert np.all(error <= bound)
+    assert error.max() > 100 * exact.max()  # the round-off dwarfs the distances themselves
+
+
+def skactiveml_picks(x: np.ndarray, mask: torch.Tensor, budget: int) -> list[int]:
+    y = np.full(len(x), np.nan)
+    y[mask.numpy()] = 0.0
+    picks, _ = k_greedy_center(x.astype(np.float64), y, batch_size=budget, random_state=0)
+    return picks.tolist()
+
+
+@pytest.mark.parametrize("case", ["random", "clustered", "duplicated"])
+def test_kcenter_matches_skactiveml_k_greedy_center(case):
+    rng = np.random.default_rng(5)
+    if case == "random":
+        x = rng.standard_normal((300, 20))
+    elif case == "clustered":
+        x, _ = clusters(6, 300, 20, 8, 3.0, 0.1)
+    else:
+        x = np.repeat(rng.standard_normal((100, 12)), 3, axis=0)
+    mask = mask_of(len(x), rng.choice(len(x), 20, replace=False))
+    ours = kcenter_greedy(torch.from_numpy(x.astype(np.float64)), mask, 50).tolist()
+    theirs = skactiveml_picks(x, mask, 50)
+    if case == "duplicated":  # copies are exact ties: compare which distinct point is picked, in order
+        ours, theirs = [i // 3 for i in ours], [i // 3 for i in theirs]
+    assert ours == theirs
