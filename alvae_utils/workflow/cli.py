@@ -102,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--damaged", action="store_true", help="only damaged runs")
     commands.add_parser("validate-notebooks",
                         help="nbval: re-execute build/ci/*.ipynb from scratch and compare outputs")
+    book = commands.add_parser("book", help="build the static site of the executed notebooks (build/book/)")
+    book.add_argument("--profile", default="quick", choices=sorted(PROFILES),
+                      help="whose executed notebooks (build/<profile>/) and results the book shows")
     return parser
 
 
@@ -240,10 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     from .notebooks import NothingToAnalyse
     from ..experiment.results import StoreDamaged
     from ..execution import SweepFailed
+    from .book import BookUnavailable
     from .papermill import NotebookFailed, NothingToRun
 
     user_errors = (ConfigError, ValueError, DataUnavailableError, DataCorruptedError, PretrainedWeightsUnavailable,
-                   StoreDamaged, NotebookFailed, NothingToRun, NothingToAnalyse, SweepFailed)
+                   StoreDamaged, NotebookFailed, NothingToRun, NothingToAnalyse, SweepFailed, BookUnavailable)
     try:
         if args.command == "run":
             from ..execution.sweep import run_sweep
@@ -265,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             from .papermill import validate_notebooks
 
             return validate_notebooks()
+        elif args.command == "book":
+            from .book import build_book
+
+            build_book(args.profile)
     except user_errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ from ..execution.settings import Execution
 from ..analysis.figures import figure_heuristics
 from ..data.fixtures import write_medmnist_npz
 from ..models.resnet import PretrainedWeightsUnavailable, check_pretrained_weights_available
+from .book import update_readme, write_numbers
 from .notebooks import NOTEBOOKS, notebook_profile
 from ..experiment.overrides import apply
 from ..paths import REPO_ROOT, build_dir, figures_dir, gallery_dir
@@ -264,6 +265,10 @@ def make_figures(profile_name: str, only: list[str] | None = None,
         print(f"[alvae]   done in {seconds:.0f} s", flush=True)
         written += figure_files(_notebook_profile(profile, notebook), notebook, parameters.get("dataset"))
     _write_timings(out_dir / "timings.csv", timings)
+    # The headline numbers of the stored results, for the README's generated block and the book.
+    record = write_numbers(profile.name, figures_dir())
+    if figures_dir() == gallery_dir():
+        update_readme(REPO_ROOT / "README.md", record)
 
     print(f"\n[alvae] profile {profile.label}: {len(written)} figure files written to {figures_dir()}")
     for path in written:
