@@ -166,6 +166,7 @@ def _config(profile: str, data: str, built: str) -> str:
             "html_static_path": ["offline_static"],
             "html_theme_options": {"announcement": banner, "use_repository_button": False},
             "myst_enable_extensions": ["dollarmath", "amsmath"],
+            "myst_heading_anchors": 4,  # reference pages link to each other's sections
             "nb_output_stderr": "show",
             "suppress_warnings": ["mystnb.unknown_mime_type"],
         }},
