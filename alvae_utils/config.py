@@ -78,6 +78,13 @@ def setting(default: object = MISSING, *, allowed: Range | None = None, help: st
     return field(default=default, metadata=metadata)
 
 
+def flag_of(owner: type, name: str) -> str:
+    """The command-line option of field ``name`` of settings dataclass ``owner``: its ``flag``, else ``--`` + the
+    name with ``-`` for ``_`` (``cpus_per_run`` → ``--cpus-per-run``)."""
+    field_ = next(f for f in fields(owner) if f.name == name)
+    return field_.metadata.get("flag") or "--" + name.replace("_", "-")
+
+
 def setting_type(owner: type, name: str) -> object:
     """The annotated type of field ``name`` of dataclass ``owner`` (annotations are strings here)."""
     return typing.get_type_hints(owner)[name]
@@ -245,6 +252,12 @@ class ExperimentConfig:
                 f"budget β={self.budget} is larger than the unlabeled pool "
                 f"({self.pool_size - self.initial_labels} = pool {self.pool_size} − ξ {self.initial_labels}); "
                 "lower β or raise pool_size."
+            )
+        if self.max_labels > self.initial_labels and self.budget > self.max_labels - self.initial_labels:
+            raise ConfigError(
+                f"budget β={self.budget} is larger than η − ξ = {self.max_labels - self.initial_labels} "
+                f"(η={self.max_labels}, ξ={self.initial_labels}): no selection step would run, and the curve would "
+                f"have one point. Lower β to at most {self.max_labels - self.initial_labels}, or raise η."
             )
         if self.max_labels > self.pool_size:
             raise ConfigError(
