@@ -127,7 +127,8 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
         kind = setting_type(Execution, field.name)
         extra = {"choices": ("", *EXECUTORS)} if field.name == "executor" else {"metavar": field.name.upper()}
         group.add_argument(flag_of(Execution, field.name), dest=f"execution_{field.name}", type=kind,
-                           default=field.default, help=f"{field.metadata['help']} (default: {field.default!r})", **extra)
+                           default=field.default, help=f"{field.metadata['help']} (default: {field.default!r})",
+                           **extra)
 
 
 def _execution(args: argparse.Namespace):
