@@ -44,6 +44,7 @@ def test_run_one_and_then_a_sweep(tmp_path, monkeypatch, capsys):
     (["--set", "methods=coreset+vae(α=1e300)"], "α=1e+300 is above the largest accepted α, 1e+06"),
     (["--heuristic", "coreset", "--vae", "--alpha", "2e6"], "α=2e+06 is above the largest accepted α"),
     (["--heuristic", "coreset", "--budget", "50"], "budget β=50 is larger than η − ξ = 20 (η=30, ξ=10)"),
+    (["--heuristic", "coreset", "--vae", "--initial", "1"], "ξ=1 must be between 2 (the task model trains in batches"),
     (["--heuristic", "coreset", "--executor", "ray", "--cpus-per-run", "1e-9"],
      "cpus_per_run=1e-09 (--cpus-per-run) is below 0.0001"),
     (["--heuristic", "coreset", "--executor", "ray", "--gpus-per-run", "1e-5"],
@@ -109,3 +110,14 @@ def test_results_clean_selects_as_run_spells_and_says_when_nothing_matches(tmp_p
     assert main(["results", "clean", "--method", "coreset+vae(α=1e17)"]) == 0
     assert "removed 1 run(s)" in capsys.readouterr().out
     assert list_runs(tmp_path)["method"].tolist() == ["coreset"]
+
+
+def test_a_results_root_that_cannot_be_written_stops_the_run_before_any_work(tmp_path, monkeypatch, capsys):
+    not_a_folder = tmp_path / "results"
+    not_a_folder.write_text("a file where the results folder should be")
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(not_a_folder))
+    monkeypatch.setattr("alvae_utils.experiment.planning.load_experiment_data",
+                        lambda *args, **kwargs: pytest.fail("the data was loaded before the results root was checked"))
+    assert main(["run", "--dataset", "mnist-sample", "--profile", "ci", "--heuristic", "coreset", "--vae",
+                 "--no-progress"]) == 2
+    assert f"runs cannot be stored under {not_a_folder / 'ci'}" in capsys.readouterr().err

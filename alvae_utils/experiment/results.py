@@ -32,11 +32,11 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import SCHEMA_VERSION, ExperimentConfig, config_hash, describe_overrides
+from ..config import SCHEMA_VERSION, ConfigError, ExperimentConfig, config_hash, describe_overrides
 from ..data.datasets import Dataset
 from ..device import numerics
 from ..selection.methods import BALANCED, Method
-from ..paths import REPO_ROOT, atomic_path, results_root
+from ..paths import REPO_ROOT, NoSpaceLeft, atomic_path, results_root
 
 COLUMNS: tuple[str, ...] = (
     "profile", "dataset", "data_description", "method", "heuristic", "use_vae", "alpha", "alpha_used", "seed",
@@ -336,6 +336,20 @@ class ResultStore:
                   "data_fingerprint": data_fingerprint, "method": method.key_fields(), "seed": seed,
                   "produced_by": provenance or {}}
         return RunRecord(self.root / config.dataset, key, header)
+
+    def check_writable(self) -> None:
+        """ConfigError, before any work, when runs cannot be stored under :attr:`root` (a read-only or missing
+        mount): otherwise the first step would train and then fail to commit."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.root / ".alvae-writable") as probe:
+                probe.touch()
+            (self.root / ".alvae-writable").unlink()
+        except NoSpaceLeft:
+            raise
+        except OSError as error:
+            raise ConfigError(f"runs cannot be stored under {self.root} ({type(error).__name__}: {error}); make the "
+                              "folder writable, or set $ALVAE_RESULTS_ROOT to one that is.") from None
 
     def load(self, experiments: Iterable[ExperimentConfig] | None = None) -> pd.DataFrame:
         """Stored rows of this profile as one tidy DataFrame (see ``COLUMNS``).
