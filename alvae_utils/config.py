@@ -81,6 +81,13 @@ def setting(default: object = MISSING, *, allowed: Range | None = None, help: st
     return field(default=default, metadata=metadata)
 
 
+def flag_of(owner: type, name: str) -> str:
+    """The command-line option of field ``name`` of settings dataclass ``owner``: its ``flag``, else ``--`` + the
+    name with ``-`` for ``_`` (``cpus_per_run`` → ``--cpus-per-run``)."""
+    field_ = next(f for f in fields(owner) if f.name == name)
+    return field_.metadata.get("flag") or "--" + name.replace("_", "-")
+
+
 def setting_type(owner: type, name: str) -> object:
     """The annotated type of field ``name`` of dataclass ``owner`` (annotations are strings here)."""
     return typing.get_type_hints(owner)[name]
@@ -219,7 +226,7 @@ class ExperimentConfig:
     pool_size: int = setting(
         allowed=AT_LEAST_ONE, help="images drawn from the training split (paper: 25k MNIST, 30k ChestMNIST)")
     eval_size: int | None = setting(allowed=AT_LEAST_ONE, help="images of the evaluation split used (None: all)")
-    initial_labels: int = setting(allowed=AT_LEAST_ONE, help="ξ, the initial number of labels")
+    initial_labels: int = setting(allowed=AT_LEAST_TWO, help="ξ, the initial number of labels")
     budget: int = setting(allowed=AT_LEAST_ONE, help="β, labels added per step")
     max_labels: int = setting(allowed=AT_LEAST_ONE, help="η, the last label count on the curve")
     train: TrainConfig = setting(TrainConfig(), help="task-model training")
@@ -231,10 +238,10 @@ class ExperimentConfig:
         """Raise ConfigError before any work if the numbers cannot form Algorithm 1, or a setting is out of range."""
         if self.pool_size <= 0:
             raise ConfigError(f"pool_size must be positive, got {self.pool_size}.")
-        if self.initial_labels <= 0 or self.initial_labels > self.pool_size:
+        if self.initial_labels < 2 or self.initial_labels > self.pool_size:
             raise ConfigError(
-                f"initial labels ξ={self.initial_labels} must be between 1 and the pool size "
-                f"{self.pool_size}; lower ξ or raise pool_size."
+                f"initial labels ξ={self.initial_labels} must be between 2 (the task model trains in batches of at "
+                f"least two images, for BatchNorm) and the pool size {self.pool_size}; lower ξ or raise pool_size."
             )
         if self.max_labels < self.initial_labels:
             raise ConfigError(
@@ -248,6 +255,12 @@ class ExperimentConfig:
                 f"budget β={self.budget} is larger than the unlabeled pool "
                 f"({self.pool_size - self.initial_labels} = pool {self.pool_size} − ξ {self.initial_labels}); "
                 "lower β or raise pool_size."
+            )
+        if self.max_labels > self.initial_labels and self.budget > self.max_labels - self.initial_labels:
+            raise ConfigError(
+                f"budget β={self.budget} is larger than η − ξ = {self.max_labels - self.initial_labels} "
+                f"(η={self.max_labels}, ξ={self.initial_labels}): no selection step would run, and the curve would "
+                f"have one point. Lower β to at most {self.max_labels - self.initial_labels}, or raise η."
             )
         if self.max_labels > self.pool_size:
             raise ConfigError(
@@ -282,7 +295,7 @@ class TSNEConfig:
     fallback_dataset: str = setting("mnist", help="used, and said in the titles, when the dataset is unavailable")
     pool_size: int = setting(32120, allowed=AT_LEAST_TWO,
                              help="pool images: ξ + 31,120 unlabeled, so a 5% sample is the paper's 1,556")
-    initial_labels: int = setting(1000, allowed=AT_LEAST_ONE, help="labels the ResNet is trained on")
+    initial_labels: int = setting(1000, allowed=AT_LEAST_TWO, help="labels the ResNet is trained on")
     unlabeled_fraction: float = setting(0.05, allowed=FRACTION, help="share of the unlabeled points embedded")
     budget: int = setting(100, allowed=AT_LEAST_ONE, help="points core-set picks")
     epochs: int = setting(10, allowed=AT_LEAST_ONE, help="ResNet training epochs")

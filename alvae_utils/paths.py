@@ -9,6 +9,7 @@ folders.
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from collections.abc import Iterator
@@ -61,6 +62,17 @@ def offline() -> bool:
     return os.environ.get("ALVAE_OFFLINE", "").strip().lower() in {"1", "true", "yes"}
 
 
+class NoSpaceLeft(OSError):
+    """A file could not be written because its device is full (or a quota is reached); names the file."""
+
+
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # disk full, quota reached (no EDQUOT on Windows)
+_TORCH_CUT_SHORT = ("unexpected pos", "file write failed")
+"""How ``torch.save`` reports a write the device cut short: a RuntimeError from its zip writer (``[enforce fail
+at inline_container.cc] . unexpected pos 384256 vs 384152``, ``PytorchStreamWriter failed writing file …: file
+write failed``), not an OSError (pytorch/pytorch#156955)."""
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; on success it replaces ``path`` atomically.
@@ -68,7 +80,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Readers see the old file or the new one, never half of one; a failed write
     leaves nothing behind. The temporary name keeps the suffix (``np.savez``
     would otherwise append one) and is not made by ``mkstemp``, whose 0600 mode
-    would survive the rename.
+    would survive the rename. Every file alvae stores is written here, so a full disk
+    is reported in one place: :class:`NoSpaceLeft`, naming ``path``, whether the write
+    failed with ENOSPC/EDQUOT or ``torch.save``'s own error for a write cut short.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,5 +90,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno in _FULL and not isinstance(error, NoSpaceLeft):
+            raise _no_space(path, error) from error
+        raise
+    except RuntimeError as error:
+        if any(text in str(error) for text in _TORCH_CUT_SHORT):
+            raise _no_space(path, error) from error
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _no_space(path: Path, error: Exception) -> NoSpaceLeft:
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+    return NoSpaceLeft(errno.ENOSPC, f"no space left on device while writing {path} ({reason}); the file was not "
+                                     "changed. Free space there (or point $ALVAE_RESULTS_ROOT or $ALVAE_FIGURES_DIR "
+                                     "at storage with room) and rerun: completed steps stay stored", str(path))

@@ -224,3 +224,19 @@ def test_a_refitted_family_records_its_seconds_at_every_step_that_selects(tmp_pa
     lp_rows, _ = _run(tmp_path, data, Method.parse("lossprediction+labeledmean(α=2)"))
     assert lp_rows["features_seconds"].gt(0).all(), "the loss module trains on the features at every step"
     assert rows["alpha_used"].tolist() == [2.0, 2.0, 2.0]
+
+
+def test_alpha_above_its_documented_bound_is_refused_before_any_work():
+    from alvae_utils.selection.methods import MAX_ALPHA, check_alpha
+
+    assert check_alpha(MAX_ALPHA) == MAX_ALPHA and Method.parse("coreset+vae(α=1e6)").alpha == 1e6
+    # 1e300·V overflows float32 (a run then failed at its first selection with "features contain NaN or inf").
+    for label in ["coreset+vae(α=1e300)", "coreset+vae(α=1000001)", "lossprediction+vae(α=1e7)"]:
+        with pytest.raises(ConfigError, match=r"α=1e\+\d+ is above the largest accepted α, 1e\+06"):
+            Method.parse(label)
+    # The bound is what keeps Eq. 6's squared distances finite in float32.
+    block = torch.full((2, 3), 10.0)
+    assert torch.isfinite(torch.cdist(MAX_ALPHA * block[:1], -MAX_ALPHA * block[1:]) ** 2).all()
+    assert not torch.isfinite(torch.cdist(1e300 * block[:1], -1e300 * block[1:]) ** 2).all()
+    # A stored run's label still reads (to select it in `results clean`), without being accepted to run.
+    assert Method.read("coreset+vae(α=1e17)").label == "coreset+vae(α=1e+17)"

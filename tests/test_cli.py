@@ -40,6 +40,25 @@ def test_run_one_and_then_a_sweep(tmp_path, monkeypatch, capsys):
     (["--heuristic", "coreset", "--max-labels", "5"], "smaller than ξ"),
     (["--heuristic", "coreset", "--vae", "--alpha", "-1"], "α must be ≥ 0"),
     (["--heuristic", "random", "--vae"], "has no VAE variant"),
+    # Settings that used to be found out only after the VAE, a step or Ray had started:
+    (["--set", "methods=coreset+vae(α=1e300)"], "α=1e+300 is above the largest accepted α, 1e+06"),
+    (["--heuristic", "coreset", "--vae", "--alpha", "2e6"], "α=2e+06 is above the largest accepted α"),
+    (["--heuristic", "coreset", "--budget", "50"], "budget β=50 is larger than η − ξ = 20 (η=30, ξ=10)"),
+    (["--heuristic", "coreset", "--vae", "--initial", "1"], "ξ=1 must be between 2 (the task model trains in batches"),
+    (["--heuristic", "coreset", "--executor", "ray", "--cpus-per-run", "1e-9"],
+     "cpus_per_run=1e-09 (--cpus-per-run) is below 0.0001"),
+    (["--heuristic", "coreset", "--executor", "ray", "--gpus-per-run", "1e-5"],
+     "gpus_per_run=1e-05 (--gpus-per-run) is below 0.0001"),
+    # Two ways to give one setting: refused, never one of them silently.
+    (["--heuristic", "coreset", "--seed", "0", "--set", "seeds=1"], "--seed and --set seeds=... both set seeds"),
+    (["--heuristic", "coreset", "--budget", "10", "--set", "budget=20"], "--budget and --set budget=... both"),
+    (["--heuristic", "coreset", "--initial", "10", "--set", "initial_labels=20"], "--initial and --set initial_"),
+    (["--heuristic", "coreset", "--max-labels", "30", "--set", "max_labels=20"], "--max-labels and --set max_"),
+    (["--heuristic", "coreset", "--eval-size", "30", "--set", "eval_size=20"], "--eval-size and --set eval_"),
+    (["--heuristic", "coreset", "--set", "pool_size=50"], "--pool-size and --set pool_size=... both"),
+    (["--heuristic", "coreset", "--no-pretrained", "--set", "train.pretrained=true"], "--pretrained and --set"),
+    (["--heuristic", "coreset", "--fine-tune", "--set", "train.fine_tune=false"], "--fine-tune and --set"),
+    (["--heuristic", "coreset", "--set", "methods=coreset"], "--heuristic and --set methods=... both"),
 ])
 def test_bad_input_is_rejected_with_a_clear_message(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
@@ -54,3 +73,51 @@ def test_unknown_dataset_lists_the_valid_names(tmp_path, monkeypatch, capsys):
     assert main(["run", "--dataset", "cifar10", "--heuristic", "random", "--profile", "ci", *SMALL]) == 2
     err = capsys.readouterr().err
     assert "cifar10" in err and "mnist-sample" in err and "chestmnist" in err
+
+
+def _stored_run(root, profile: str, method, seed: int = 0):
+    """A finished one-step run of ``method`` stored under ``root`` without training (rows as a run writes them)."""
+    import math
+
+    import pandas as pd
+
+    from alvae_utils.config import ExperimentConfig
+    from alvae_utils.experiment.results import COLUMNS, ResultStore, RunState
+
+    config = ExperimentConfig("mnist-sample", 100, 50, 10, 10, 10)
+    record = ResultStore(profile, root=root).record(config, method, seed, "d")
+    row = {**{column: 0 for column in COLUMNS}, "profile": profile, "dataset": config.dataset, "method": method.label,
+           "heuristic": method.heuristic, "alpha": method.alpha if method.features else math.nan, "alpha_used": 1.0,
+           "seed": seed, "n_labels": 10, "config_key": config.key(), "run_key": record.key, "data_description": "d"}
+    record.commit_step(pd.DataFrame([row], columns=list(COLUMNS)), RunState(1, list(range(10)), 0.0, True))
+    return record
+
+
+def test_results_clean_selects_as_run_spells_and_says_when_nothing_matches(tmp_path, monkeypatch, capsys):
+    from alvae_utils.experiment.results import list_runs
+    from alvae_utils.selection.methods import Method
+
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    _stored_run(tmp_path, "ci", Method("coreset", "vae", 1e17))  # stored before α had a bound
+    _stored_run(tmp_path, "ci", Method("coreset"))
+    assert main(["results", "clean", "--profile", "qiuck"]) == 2
+    assert "no stored run has profile 'qiuck'; stored: ci" in capsys.readouterr().err
+    assert main(["results", "list", "--method", "medal"]) == 2
+    assert "no stored run has method 'medal'; stored: coreset, coreset+vae(α=1e+17)" in capsys.readouterr().err
+    assert main(["results", "clean", "--method", "coreset", "--unfinished"]) == 0  # each matches, together none
+    assert "nothing removed" in capsys.readouterr().out
+    assert len(list_runs(tmp_path)) == 2
+    assert main(["results", "clean", "--method", "coreset+vae(α=1e17)"]) == 0
+    assert "removed 1 run(s)" in capsys.readouterr().out
+    assert list_runs(tmp_path)["method"].tolist() == ["coreset"]
+
+
+def test_a_results_root_that_cannot_be_written_stops_the_run_before_any_work(tmp_path, monkeypatch, capsys):
+    not_a_folder = tmp_path / "results"
+    not_a_folder.write_text("a file where the results folder should be")
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(not_a_folder))
+    monkeypatch.setattr("alvae_utils.experiment.planning.load_experiment_data",
+                        lambda *args, **kwargs: pytest.fail("the data was loaded before the results root was checked"))
+    assert main(["run", "--dataset", "mnist-sample", "--profile", "ci", "--heuristic", "coreset", "--vae",
+                 "--no-progress"]) == 2
+    assert f"runs cannot be stored under {not_a_folder / 'ci'}" in capsys.readouterr().err

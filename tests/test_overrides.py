@@ -48,6 +48,8 @@ def test_assignments_are_read_as_the_settings_types_and_change_the_configuration
     ({"methods": []}, "methods must be a non-empty list"),
     ({"seeds": [0, -1]}, "seeds must be integers ≥ 0"),
     ({"seeds": [1, 1]}, "lists an entry twice"),
+    ({"budget": 50}, "budget β=50 is larger than η − ξ = 20 \\(η=30, ξ=10\\): no selection step would run"),
+    ({"methods": ["coreset+vae(α=1e300)"]}, "α=1e\\+300 is above the largest accepted α, 1e\\+06"),
 ])
 def test_bad_overrides_name_the_key_the_value_and_what_is_allowed(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -204,6 +206,16 @@ def test_cli_options_that_contradict_each_other_are_refused(tmp_path, monkeypatc
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     assert main(["run", "--dataset", "mnist-sample", "--profile", "ci", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_budget_beyond_the_last_label_count_stops_notebook_02_before_any_work():
+    from dataclasses import asdict
+
+    from alvae_utils.execution import Execution
+
+    with pytest.raises(ConfigError, match="budget β=50 is larger than η − ξ = 20"):
+        check_parameters("02_active_learning", _namespace(profile="ci", dataset="mnist-sample",
+                                                           overrides={"budget": 50}, **asdict(Execution())))
 
 
 def test_01_takes_a_smaller_pool_with_its_last_label_count():

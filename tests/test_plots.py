@@ -201,3 +201,54 @@ def test_learning_curves_refuse_rows_of_two_configurations(results):
     mixed = pd.concat([results.assign(config_key="a"), results.assign(config_key="b")], ignore_index=True)
     with pytest.raises(ValueError, match=r"mix configurations \(config keys \['a', 'b'\]\)"):
         plots.plot_learning_curves(aubc.learning_curves(mixed, "mnist", METHODS))
+
+
+def _style_keys(styles) -> set:
+    from matplotlib.colors import to_rgb
+
+    return {(tuple(np.round(to_rgb(s["color"]), 3)), str(s["linestyle"]), s["marker"]) for s in styles}
+
+
+def test_every_method_of_one_figure_has_its_own_style_even_forty_alpha_variants():
+    # α = 0.25 and α = 4 (and α = 16 and balanced) used to share a style; with 40 variants there were 4 styles.
+    assert len(_style_keys(plots.method_styles(["coreset+vae(α=0.25)", "coreset+vae(α=4)"]).values())) == 2
+    assert len(_style_keys(plots.method_styles(["coreset+vae(α=16)", "coreset+vae(α=balanced)"]).values())) == 2
+    labels = ["coreset", "coreset+vae", "random", "coreset+vae(α=balanced)",
+              *[f"coreset+vae(α={alpha:g})" for alpha in np.geomspace(0.01, 100, 36)]]
+    styles = plots.method_styles(labels)
+    assert list(styles) == labels and len(_style_keys(styles.values())) == 40
+    # The plain heuristic, the default-α variant and random look as they do in every other figure.
+    for label in ("coreset", "coreset+vae", "random"):
+        assert styles[label] == plots.method_style(label)
+    assert plots.method_styles(list(reversed(labels))) == styles  # the same set draws the same way
+    # Unregistered labels whose colours collide are told apart too.
+    assert len(_style_keys(plots.method_styles([f"gone{i}" for i in range(30)]).values())) == 30
+
+
+@pytest.mark.parametrize("count", [3, 15, 30, 40])
+def test_a_figure_with_many_methods_stays_legible(count):
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    labels = ["coreset", *[f"coreset+vae(α={alpha:g})" for alpha in np.geomspace(0.01, 100, count - 1)]]
+    rows = pd.DataFrame([{"profile": "quick", "dataset": "mnist", "data_description": DESCRIPTION, "method": label,
+                          "seed": seed, "step": step, "n_labels": 100 * (step + 1), "auc": np.nan,
+                          "accuracy": 0.5 + 0.1 * step + 0.001 * index + 0.01 * seed}
+                         for index, label in enumerate(labels) for seed in range(2) for step in range(3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "constrained_layout not applied because axes sizes collapsed"
+        fig = plots.plot_learning_curves(aubc.learning_curves(rows, "mnist", labels))
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()  # lays the figure out
+    ax = fig.axes[0]
+    assert len({(line.get_color() if isinstance(line.get_color(), str) else tuple(line.get_color()),
+                 str(line.get_linestyle()), line.get_marker()) for line in ax.get_lines()}) == count
+    renderer = canvas.get_renderer()
+    legend, figure_box, axes_box = ax.get_legend().get_window_extent(renderer), fig.bbox, ax.get_window_extent()
+    assert len(ax.get_legend().get_texts()) == count
+    assert figure_box.x0 <= legend.x0 and legend.x1 <= figure_box.x1 + 1  # the whole legend is on the figure
+    assert figure_box.y0 <= legend.y0 and legend.y1 <= figure_box.y1 + 1
+    if count > plots.LEGEND_INSIDE_MAX:
+        assert legend.x0 >= axes_box.x1  # beside the curves, not over them
+    assert axes_box.width > 0.4 * 6.4 * fig.dpi and axes_box.height > 0.5 * figure_box.height  # room for curves

@@ -159,3 +159,29 @@ def test_keys_that_look_like_numbers_are_read_back_as_text(tmp_path):
     loaded, state = record.load()
     assert loaded["run_key"].tolist() == ["8972232623e7"] and loaded["config_key"].tolist() == ["1234e5"]
     assert state.completed_steps == 1
+
+
+@pytest.mark.parametrize("text", ["null", "nan", "NA", "None", "NaN", "n/a", "#N/A", ""])
+def test_every_text_column_is_read_back_as_written(tmp_path, text):
+    # pandas reads these strings as missing by default (pandas #48712, #32084): a heuristic named "null" would
+    # come back as NaN, its rows look damaged, and every rerun start again from step 0.
+    stored = ResultStore("t", root=tmp_path).record(CONFIG, Method("coreset"), 0, "d")
+    # A key is a file name: the key column takes the text where it can name a file.
+    record = results.RunRecord(stored.directory, text if text.isalnum() else "k", stored.header)
+    row = _row(0, **{**{column: text for column in results.TEXT_COLUMNS}, "run_key": record.key})
+    rows = pd.DataFrame([row, {**row, "step": 1, "accuracy": 0.6}], columns=list(COLUMNS))
+    record.commit_step(rows, RunState(2, list(range(30)), 0.0, False))
+    for column in results.TEXT_COLUMNS:
+        assert results.read_rows(record.csv_path)[column].tolist() == [row[column]] * 2, column
+    if text:  # every stored row is valid and read back as written
+        loaded, state = record.load()
+        assert state.completed_steps == 2 and len(loaded) == 2
+        assert loaded[list(results.TEXT_COLUMNS)].to_dict("records") == [
+            {column: row[column] for column in results.TEXT_COLUMNS}] * 2
+        assert loaded["alpha"].isna().all() and loaded["accuracy"].tolist() == [0.5, 0.6]
+        assert load_results(tmp_path)["method"].tolist() == [text] * 2  # the analysis sees the run
+    else:  # an empty required field is damage, as a missing one was
+        with pytest.warns(UserWarning, match="row 0 is damaged"):
+            loaded, _ = record.load()
+        assert loaded.empty
+

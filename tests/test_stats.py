@@ -15,12 +15,15 @@ from alvae_utils.analysis.stats import (
     NOTE_ONE_PAIR,
     PAPER_PAIRS,
     compare_variants,
+    equal_up_to_rounding,
     holm,
     paired_comparison,
+    paired_statistics,
     significant_findings,
     variant_pairs,
     wilcoxon_p,
 )
+from alvae_utils.analysis.open_questions import tails_summary
 from alvae_utils.analysis.aubc import aubc, aubc_findings, aubc_summary, mean_curve, paired_aubc_tests, run_aubc
 
 LABELS = (3000, 6000, 9000)
@@ -556,3 +559,46 @@ def test_aubc_findings_sentences():
     assert aubc_findings(table, alpha_level=1e-12) == []
     with pytest.raises(ValueError, match="paired_aubc_tests"):
         aubc_findings(table.drop(columns="first_labels"))
+
+
+# --- one rule for "equal" --------------------------------------------------------------------------------------
+
+def test_a_rounding_residue_is_no_difference_to_wilcoxon():
+    # Seed 0: two curves with mathematically equal AUBCs (5·y0 + 20·y1 + 15·y2 = 25.5 for both), which differ by
+    # 1.1e-16 after summation. Wilcoxon counted the residue as a third non-zero difference: p 0.25, not 0.5
+    # (scipy #26082).
+    curves = {("coreset", 0): (0.3, 0.6, 0.8), ("coreset+vae", 0): (0.1, 0.65, 0.8),
+              ("coreset", 1): (0.3, 0.6, 0.8), ("coreset+vae", 1): (0.32, 0.62, 0.82),
+              ("coreset", 2): (0.3, 0.6, 0.8), ("coreset+vae", 2): (0.34, 0.64, 0.84)}
+    rows = _grid_rows(curves)
+    runs = run_aubc(rows).set_index(["method", "seed"])["aubc"]
+    assert 0 < abs(runs["coreset+vae", 0] - runs["coreset", 0]) < 1e-15  # the residue is there
+    table = paired_aubc_tests(rows)
+    assert table["p_wilcoxon"].iloc[0] == pytest.approx(0.5) == _wilcoxon_brute_force(np.array([0.0, 0.02, 0.04]))
+    diffs = (runs["coreset+vae"] - runs["coreset"]).to_numpy()
+    assert table["mean_diff"].iloc[0] == pytest.approx(diffs[1:].sum() / 3, abs=1e-15)
+    assert wilcoxon_p(np.array([5.6e-17, 0.01, 0.02])) == wilcoxon_p(np.array([0.0, 0.01, 0.02])) == 0.5
+
+
+def test_differences_equal_up_to_rounding_tie_in_the_wilcoxon_ranks():
+    residue = -(0.3 - 0.2)  # -0.09999999999999998
+    assert residue != -0.1
+    assert wilcoxon_p(np.array([0.1, residue, 0.05, 0.2])) == pytest.approx(
+        _wilcoxon_brute_force(np.array([0.1, -0.1, 0.05, 0.2])), abs=1e-12)
+    assert equal_up_to_rounding(0.1, -residue) and not equal_up_to_rounding(0.1, 0.1 + 1e-8)
+
+
+def test_a_shift_constant_up_to_rounding_gives_no_paired_p_anywhere():
+    base = np.array([0.3, 0.6, 0.9])
+    shifted = np.array([0.4, 0.7, 1.0])  # + 0.1, which floating point makes 0.1 ± 3e-17
+    assert np.ptp(shifted - base) > 0
+    statistics = paired_statistics(base, shifted, 0.95)
+    assert np.isnan(statistics["p_ttest"]) and statistics["note"] == NOTE_CONSTANT
+    assert statistics["ci_low"] == statistics["ci_high"] == pytest.approx(0.1)
+    tails = pd.DataFrame([{"seed": seed, "space": space, "ratio": ratio, "selected_percentile": 50.0,
+                           "mannwhitney_p": 0.5}
+                          for space, ratios in (("ResNet", base), ("ResNet+VAE", shifted))
+                          for seed, ratio in enumerate(ratios)])
+    summary = tails_summary(tails)
+    assert np.isnan(summary.loc["ResNet+VAE", "p_vs_resnet"])
+    assert summary.loc["ResNet+VAE", "ratio_vs_resnet"] == pytest.approx(0.1)

@@ -261,3 +261,31 @@ def test_vae_checkpoint_round_trip(tmp_path):
     with pytest.raises(TypeError, match="plain types"):
         save_vae(path, vae, history, {"path": tmp_path})
 
+
+
+@pytest.mark.parametrize("failure", ["torch", "os"])
+def test_a_full_disk_while_a_checkpoint_is_written_says_so_and_names_the_file(tmp_path, monkeypatch, failure):
+    from alvae_utils.models.vae import VAE
+    from alvae_utils.paths import NoSpaceLeft
+    from alvae_utils.training import checkpoints
+
+    path = tmp_path / "vae" / "mnist.pt"
+    vae = VAE(latent_dim=2)
+    save_vae(path, vae, [], {"fit": 1})
+    real_save = torch.save
+
+    def save_on_a_full_disk(obj, target):
+        real_save(obj, target)  # the bytes that fit, then the device is full
+        with open(target, "r+b") as handle:
+            handle.truncate(100)
+        if failure == "torch":  # what torch.save raises (its zip writer checks the position it reached)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 384256 vs 384152")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints.torch, "save", save_on_a_full_disk)
+    with pytest.raises(NoSpaceLeft, match=f"no space left on device while writing {path}") as caught:
+        save_vae(path, vae, [], {"fit": 2})
+    assert caught.value.errno == 28 and caught.value.filename == str(path)
+    monkeypatch.undo()
+    assert [p.name for p in path.parent.iterdir()] == ["mnist.pt"]  # no partial temporary file
+    assert load_vae(path, device="cpu")[2] == {"fit": 1}  # the stored checkpoint is intact

@@ -63,6 +63,15 @@ def test_embed_rejects_bad_input():
         embed(np.full((10, 3), np.nan), seed=0)
     with pytest.raises(ValueError, match="at least"):
         embed(np.zeros((3, 3)), seed=0)
+    # Identical points gave an all-NaN embedding with only numpy's "invalid value" warning.
+    with pytest.raises(ValueError, match="all 20 points have the same features, so t-SNE has no distances"):
+        embed(np.ones((20, 5)), seed=0, perplexity=3)
+
+
+def test_embed_of_few_distinct_points_or_a_constant_column_is_finite():
+    for x in (np.repeat(np.eye(2, 5), 10, axis=0),  # two distinct points, ten copies each
+              np.c_[np.random.default_rng(0).normal(size=(20, 3)), np.ones(20)]):  # a zero-variance column
+        assert np.isfinite(embed(x, seed=0, perplexity=3)).all()
 
 
 def test_tail_statistics_hand_example():

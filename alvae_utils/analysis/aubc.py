@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..selection.methods import variant_pairs
 from .stats import (
-    NOTE_NO_PAIRS, _findings, _paired_statistics, check_level, holm, require_columns, t_half_width,
+    NOTE_NO_PAIRS, _findings, check_level, holm, paired_statistics, require_columns, t_half_width,
 )
 
 
@@ -299,7 +299,7 @@ def paired_aubc_tests(
                            for method in (baseline, treatment))
             seeds = sorted(set(base.index) & set(treat.index))
             if seeds:
-                result = _paired_statistics(base[seeds].to_numpy(float), treat[seeds].to_numpy(float), level)
+                result = paired_statistics(base[seeds].to_numpy(float), treat[seeds].to_numpy(float), level)
             else:
                 result = {"n_pairs": 0, "mean_baseline": np.nan, "mean_treatment": np.nan, "mean_diff": np.nan,
                           "ci_low": np.nan, "ci_high": np.nan, "d_z": np.nan, "p_ttest": np.nan,

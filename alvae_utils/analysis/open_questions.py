@@ -23,12 +23,11 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from .figures import REFERENCE, heuristic_methods
 from ..selection.methods import BALANCED, DEFAULT_ALPHA, Method, parsed_methods
 from .aubc import RUN_GROUP, aubc_summary, run_aubc
-from .stats import t_half_width, compare_variants
+from .stats import compare_variants, paired_statistics
 
 ALPHA_SWEEP_COLUMNS: tuple[str, ...] = (
     "method", "alpha", "balanced", "alpha_estimated", "n_runs", "mean", "sd", "ci_low", "ci_high",
@@ -136,7 +135,7 @@ def tails_summary(tails: pd.DataFrame, alpha_level: float = 0.05, level: float =
     ``percentile_mean``, ``seeds_in_tails`` (snapshots whose one-sided Mann–Whitney
     p < ``alpha_level``), and, paired by seed, ``ratio_vs_resnet`` (mean of the space's
     ratio minus ResNet's), its ``level`` t-interval and ``p_vs_resnet`` (two-sided paired
-    t-test; NaN with one seed or no spread). Raises ValueError for a table without a
+    t-test; NaN with one seed or differences constant up to rounding). Raises ValueError for a table without a
     ResNet row per seed.
     """
     needed = {"seed", "space", "ratio", "selected_percentile", "mannwhitney_p"}
@@ -148,19 +147,19 @@ def tails_summary(tails: pd.DataFrame, alpha_level: float = 0.05, level: float =
     records = []
     for space, group in tails.groupby("space", sort=False):
         ratio = group.set_index("seed")["ratio"]
-        difference = (ratio - resnet.reindex(ratio.index)).to_numpy(float)
         n = len(ratio)
-        half = float(t_half_width(np.std(difference, ddof=1), n, level)) if n > 1 else np.nan
-        spread = n > 1 and np.ptp(difference) > 0
+        # Paired by seed, under the one rule for "equal" of every test (no p-value from a rounding residue).
+        paired = paired_statistics(resnet.reindex(ratio.index).to_numpy(float), ratio.to_numpy(float), level)
+        against = space != "ResNet"
         records.append({
             "space": space, "n_seeds": n, "ratio_mean": float(ratio.mean()),
             "ratio_sd": float(ratio.std(ddof=1)) if n > 1 else np.nan,
             "percentile_mean": float(group["selected_percentile"].mean()),
             "seeds_in_tails": int((group["mannwhitney_p"] < alpha_level).sum()),
-            "ratio_vs_resnet": float(difference.mean()) if space != "ResNet" else np.nan,
-            "ratio_vs_resnet_low": float(difference.mean() - half) if space != "ResNet" else np.nan,
-            "ratio_vs_resnet_high": float(difference.mean() + half) if space != "ResNet" else np.nan,
-            "p_vs_resnet": float(sps.ttest_1samp(difference, 0.0).pvalue) if space != "ResNet" and spread else np.nan,
+            "ratio_vs_resnet": float(paired["mean_diff"]) if against else np.nan,
+            "ratio_vs_resnet_low": float(paired["ci_low"]) if against else np.nan,
+            "ratio_vs_resnet_high": float(paired["ci_high"]) if against else np.nan,
+            "p_vs_resnet": float(paired["p_ttest"]) if against else np.nan,
         })
     return pd.DataFrame(records).set_index("space").loc[:, list(TAILS_SUMMARY_COLUMNS)]
 

@@ -52,6 +52,34 @@ NOTE_NO_PAIRS = "no seed with a value for both methods: no test"
 # Largest n for which the Wilcoxon p-value enumerates all 2**n sign flips (exact, also with ties).
 _EXACT_WILCOXON_MAX_N = 16
 
+EQUAL_RTOL, EQUAL_ATOL = 1e-9, 1e-12
+"""The one rule for "equal" in every test and statistic built on differences (:func:`equal_up_to_rounding`):
+a − b is not exact in floating point, so two mathematically equal AUBCs can differ by 5.6e-17 after
+summation, and a p-value must never come from such a residue (scipy #26082 for Wilcoxon)."""
+
+
+def equal_up_to_rounding(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    """Elementwise: ``|a − b| ≤ EQUAL_ATOL + EQUAL_RTOL · max(|a|, |b|)`` (:data:`EQUAL_RTOL`, :data:`EQUAL_ATOL`).
+
+    Used for zero differences (b = 0: ``|d| ≤ 1e-12``), constant differences (all equal to the first)
+    and tied |differences| (Wilcoxon's ranks).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return np.abs(a - b) <= EQUAL_ATOL + EQUAL_RTOL * np.maximum(np.abs(a), np.abs(b))
+
+
+def _without_rounding(differences: np.ndarray) -> np.ndarray:
+    """``differences`` with those equal to 0 up to rounding set to 0, and |differences| equal up to rounding set
+    to one value (the smallest of their run, keeping each sign), so that ranks see exact zeros and ties."""
+    d = np.where(equal_up_to_rounding(differences, 0.0), 0.0, differences)
+    magnitude = np.abs(d)
+    order = np.argsort(magnitude, kind="stable")
+    snapped = magnitude.copy()
+    for previous, current in zip(order[:-1], order[1:], strict=True):
+        if equal_up_to_rounding(snapped[previous], magnitude[current]):
+            snapped[current] = snapped[previous]
+    return np.sign(d) * snapped
+
 
 def check_level(level: float) -> None:
     """ValueError unless ``level`` (a confidence level) is in (0, 1)."""
@@ -90,7 +118,8 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
 def wilcoxon_p(differences: np.ndarray) -> float:
     """Two-sided Wilcoxon signed-rank p-value of paired ``differences``.
 
-    Zero differences are dropped (``zero_method="wilcox"``); with fewer than two
+    Differences equal to 0 up to rounding (:func:`equal_up_to_rounding`) are dropped
+    (``zero_method="wilcox"``), and |differences| equal up to rounding tie; with fewer than two
     non-zero differences the p-value is 1.0 (all zero: nothing to test; one: both
     signs are equally likely, so 1.0 is the exact two-sided p). Up to 16 non-zero
     differences the p-value is exact: all 2**n sign flips are enumerated, which
@@ -100,7 +129,7 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     With n pairs the smallest attainable two-sided p is 2 / 2**n: 0.0625 for
     the paper's 5 seeds, so this test can never reach 0.05 there.
     """
-    d = np.asarray(differences, dtype=float)
+    d = _without_rounding(np.asarray(differences, dtype=float))
     nonzero = d[d != 0]
     if len(nonzero) < 2:
         return 1.0
@@ -132,9 +161,16 @@ def t_half_width(sd: np.ndarray | float, n: np.ndarray | float, level: float) ->
         return quantile * np.asarray(sd, dtype=float) / np.sqrt(n)
 
 
-def _paired_statistics(base: np.ndarray, treat: np.ndarray, level: float) -> dict[str, float]:
-    """Paired statistics of ``treat − base`` (aligned arrays: one label count, or one AUBC per seed)."""
-    diff = treat - base
+def paired_statistics(base: np.ndarray, treat: np.ndarray, level: float) -> dict[str, float]:
+    """Paired statistics of ``treat − base`` (aligned arrays: one label count, or one AUBC per seed).
+
+    ``n_pairs``, ``mean_baseline``, ``mean_treatment``, ``mean_diff``, ``ci_low``/``ci_high``
+    (``level`` t-interval), ``d_z``, ``p_ttest`` (two-sided paired t-test), ``p_wilcoxon``
+    (:func:`wilcoxon_p`) and ``note`` (why there is no t-test). Pairs equal up to rounding
+    (:func:`equal_up_to_rounding`) count as equal in every one of them.
+    """
+    base, treat = np.asarray(base, dtype=float), np.asarray(treat, dtype=float)
+    diff = np.where(equal_up_to_rounding(treat, base), 0.0, treat - base)
     n = len(diff)
     out = {"n_pairs": n, "mean_baseline": base.mean(), "mean_treatment": treat.mean(), "mean_diff": diff.mean(),
            "ci_low": np.nan, "ci_high": np.nan, "d_z": np.nan, "p_ttest": np.nan, "p_wilcoxon": np.nan, "note": ""}
@@ -142,17 +178,17 @@ def _paired_statistics(base: np.ndarray, treat: np.ndarray, level: float) -> dic
         out["note"] = NOTE_ONE_PAIR
         return out
     out["p_wilcoxon"] = wilcoxon_p(diff)
-    # Constant differences are sd = 0 up to rounding (a − b is not exact in floating point). Their t statistic
-    # is ±inf or 0/0, and a p-value computed from the rounding residue (0, or 1e-29) would be meaningless.
-    if np.allclose(diff, diff[0], rtol=1e-9, atol=1e-12):
+    # Constant differences are sd = 0 up to rounding. Their t statistic is ±inf or 0/0, and a p-value
+    # computed from the rounding residue (0, or 1e-29) would be meaningless.
+    if equal_up_to_rounding(diff, diff[0]).all():
         out["ci_low"] = out["ci_high"] = diff.mean()
-        out["note"] = NOTE_IDENTICAL if np.allclose(diff, 0, atol=1e-12) else NOTE_CONSTANT
+        out["note"] = NOTE_IDENTICAL if not diff.any() else NOTE_CONSTANT
         return out
     sd = diff.std(ddof=1)
     half = float(t_half_width(sd, n, level))
     out["ci_low"], out["ci_high"] = diff.mean() - half, diff.mean() + half
     out["d_z"] = diff.mean() / sd
-    out["p_ttest"] = float(sps.ttest_rel(treat, base).pvalue)
+    out["p_ttest"] = float(sps.ttest_1samp(diff, 0.0).pvalue)  # = ttest_rel(treat, base), on the same differences
     return out
 
 
@@ -209,7 +245,7 @@ def paired_comparison(
         if len(seeds) == 0:
             continue
         rows.append({"n_labels": int(n_labels),
-                     **_paired_statistics(b[seeds].to_numpy(float), t[seeds].to_numpy(float), level)})
+                     **paired_statistics(b[seeds].to_numpy(float), t[seeds].to_numpy(float), level)})
     if not rows:
         raise ValueError(f"{baseline!r} and {treatment!r} share no (seed, label count) with a {metric!r} value.")
     table = pd.DataFrame(rows)

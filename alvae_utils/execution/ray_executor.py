@@ -45,7 +45,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..config import ConfigError
+from ..config import ConfigError, flag_of
 from ..device import CUBLAS_WORKSPACE_VARIABLE, DETERMINISTIC_CUBLAS_WORKSPACE, resolve_device
 from ..experiment.planning import FamilyFit, PlannedRun, SweepInputs, SweepPlan
 from ..progress import EventBuffer, bar, log_line, note
@@ -68,8 +68,21 @@ RETRIED_EXCEPTIONS = (torch.OutOfMemoryError,)
 running out of GPU memory, which on a shared GPU depends on what the neighbouring runs hold at that moment."""
 
 
+RESOURCE_GRANULARITY = 1e-4
+"""The smallest non-zero CPU or GPU share Ray can reserve (its ``MIN_RESOURCE_GRANULARITY``): ``ray.remote``
+refuses a smaller one, but only once Ray has started (about 30 s)."""
+
+
 def _validate(execution: Execution) -> None:
-    """ConfigError for more than one GPU per run, or Ray Client without grpcio."""
+    """ConfigError for a CPU or GPU share finer than Ray's granularity, more than one GPU per run, or Ray Client
+    without grpcio."""
+    for name in ("cpus_per_run", "gpus_per_run"):
+        share = getattr(execution, name)
+        if 0 < share < RESOURCE_GRANULARITY:
+            raise ConfigError(f"{name}={share:g} ({flag_of(Execution, name)}) is below {RESOURCE_GRANULARITY:g}, "
+                              f"the smallest share of a {name[:3].upper()} that Ray can reserve; give at least "
+                              f"{RESOURCE_GRANULARITY:g}" + (" (or 0 to run on CPUs)." if name == "gpus_per_run"
+                                                             else "."))
     if execution.gpus_per_run > 1:
         raise ConfigError(f"gpus_per_run={execution.gpus_per_run:g}: a run computes on one device, cuda:0 of the "
                           "GPUs Ray gives it, so every further GPU would sit idle. Use 1, or a fraction to share a "

@@ -203,7 +203,7 @@ def plan_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] |
                seeds: Sequence[int] | None = None, experiment: ExperimentConfig | None = None) -> SweepPlan:
     """Every (method, seed) run of one dataset, checked and ready to hand to an executor.
 
-    All checks (configuration, methods, seeds, pretrained weights, data files) run
+    All checks (configuration, methods, seeds, pretrained weights, a writable results root, data files) run
     here, before any training starts, and the data is loaded. Feature families fitted
     once per pool (the VAE) are not fitted here: :meth:`SweepPlan.fits` lists them, one
     fit per family that an unfinished run uses.
@@ -220,10 +220,12 @@ def plan_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] |
         method.validate()
     if experiment.train.pretrained:
         check_pretrained_weights_available()
+    store = ResultStore(profile.name, overrides=profile.stored_overrides)
+    store.check_writable()
 
     pool, evaluation = load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
                                             seed=experiment.pool_seed)
-    store, inputs = ResultStore(profile.name, overrides=profile.stored_overrides), SweepInputs(pool, evaluation)
+    inputs = SweepInputs(pool, evaluation)
     runs = tuple(PlannedRun(experiment, method, seed, store, inputs, method.heuristic_entry, method.family)
                  for method, seed in itertools.product(methods, run_seeds))
     return SweepPlan(inputs, runs)

@@ -32,11 +32,11 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import SCHEMA_VERSION, ExperimentConfig, config_hash, describe_overrides
+from ..config import SCHEMA_VERSION, ConfigError, ExperimentConfig, config_hash, describe_overrides
 from ..data.datasets import Dataset
 from ..device import numerics
 from ..selection.methods import BALANCED, Method
-from ..paths import REPO_ROOT, atomic_path, results_root
+from ..paths import REPO_ROOT, NoSpaceLeft, atomic_path, results_root
 
 COLUMNS: tuple[str, ...] = (
     "profile", "dataset", "data_description", "method", "heuristic", "use_vae", "alpha", "alpha_used", "seed",
@@ -147,6 +147,17 @@ TEXT_COLUMNS: dict[str, type] = {column: str for column in (
 """Read as text: a hex key such as ``8972232623e7`` would otherwise be read as the number 8.97e18."""
 
 
+def read_rows(path: Path) -> pd.DataFrame:
+    """A CSV of stored rows, read back as written: :data:`TEXT_COLUMNS` as text, every other column's empty
+    field (what ``to_csv`` writes for NaN) as NaN.
+
+    pandas reads ``"null"``, ``"nan"``, ``"NA"`` or ``"None"`` as missing by default (pandas #48712,
+    #32084), so a heuristic named ``null`` would come back as NaN and its run look damaged.
+    """
+    return pd.read_csv(path, encoding="utf-8", dtype=TEXT_COLUMNS, keep_default_na=False,
+                       na_values={column: [""] for column in COLUMNS if column not in TEXT_COLUMNS})
+
+
 class StoreDamaged(RuntimeError):
     """A stored run cannot be read; the message names the file and how to recompute the run."""
 
@@ -215,7 +226,7 @@ class RunRecord:
         if not self.csv_path.exists():
             return pd.DataFrame(columns=list(COLUMNS))
         try:
-            rows = pd.read_csv(self.csv_path, encoding="utf-8", dtype=TEXT_COLUMNS)
+            rows = read_rows(self.csv_path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
             warnings.warn(f"{self.csv_path} cannot be read ({type(error).__name__}); the run starts again.",
                           stacklevel=3)
@@ -232,7 +243,7 @@ class RunRecord:
         for step, row in enumerate(rows.iloc[:completed].itertuples(index=False)):
             values = row._asdict()
             problem = ("step" if values["step"] != step else "run_key" if values["run_key"] != self.key
-                       else next((c for c in required if pd.isna(values[c])), None)
+                       else next((c for c in required if pd.isna(values[c]) or values[c] == ""), None)
                        or ("alpha_used" if _alpha_used_missing(values, last_step) else None))
             if problem:
                 warnings.warn(f"{self.csv_path}: row {step} is damaged ({problem}); the run resumes from step "
@@ -325,6 +336,20 @@ class ResultStore:
                   "data_fingerprint": data_fingerprint, "method": method.key_fields(), "seed": seed,
                   "produced_by": provenance or {}}
         return RunRecord(self.root / config.dataset, key, header)
+
+    def check_writable(self) -> None:
+        """ConfigError, before any work, when runs cannot be stored under :attr:`root` (a read-only or missing
+        mount): otherwise the first step would train and then fail to commit."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.root / ".alvae-writable") as probe:
+                probe.touch()
+            (self.root / ".alvae-writable").unlink()
+        except NoSpaceLeft:
+            raise
+        except OSError as error:
+            raise ConfigError(f"runs cannot be stored under {self.root} ({type(error).__name__}: {error}); make the "
+                              "folder writable, or set $ALVAE_RESULTS_ROOT to one that is.") from None
 
     def load(self, experiments: Iterable[ExperimentConfig] | None = None) -> pd.DataFrame:
         """Stored rows of this profile as one tidy DataFrame (see ``COLUMNS``).

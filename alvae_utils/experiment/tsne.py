@@ -42,6 +42,8 @@ def embed(features: np.ndarray | torch.Tensor, seed: int, perplexity: float = 30
     and openTSNE are imported, since BLAS threading can change the PCA
     initialisation in the last bits. ``perplexity`` is clipped to (N − 1)/3,
     with a warning, because t-SNE needs ≈ 3·perplexity neighbours per point.
+    Raises ValueError for fewer than 4 points, points that are all identical (no
+    distance to preserve), or an embedding that is not finite.
     """
     x = _as_float64(features)
     n = x.shape[0]
@@ -49,6 +51,10 @@ def embed(features: np.ndarray | torch.Tensor, seed: int, perplexity: float = 30
         raise ValueError(f"t-SNE needs at least {MIN_POINTS} points, got {n}.")
     if perplexity <= 0:
         raise ValueError(f"perplexity must be positive, got {perplexity}.")
+    if not (x != x[0]).any():
+        # Every distance is 0: t-SNE's affinities are 0/0, and openTSNE returns an all-NaN embedding.
+        raise ValueError(f"all {n} points have the same features, so t-SNE has no distances to preserve; check the "
+                         "model that produced them (a collapsed network or VAE gives identical features).")
     limit = (n - 1) / 3
     if perplexity > limit:
         warnings.warn(f"perplexity {perplexity} is too large for {n} points; using {limit:.3g}.", stacklevel=2)
@@ -61,7 +67,11 @@ def embed(features: np.ndarray | torch.Tensor, seed: int, perplexity: float = 30
         neighbors="exact" if n < EXACT_NEIGHBORS_MAX_N else "auto",
         verbose=False,
     )
-    return np.array(tsne.fit(x), dtype=np.float64)
+    embedding = np.array(tsne.fit(x), dtype=np.float64)
+    if not np.isfinite(embedding).all():
+        raise ValueError(f"the t-SNE embedding of these {n} points is not finite (openTSNE diverged); check the "
+                         "features for near-duplicate points or extreme scales, or lower the perplexity.")
+    return embedding
 
 
 def _index(indices, n: int, name: str) -> np.ndarray:

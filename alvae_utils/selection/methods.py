@@ -4,7 +4,7 @@ A method's label names it everywhere (results, statistics, figures):
 ``coreset``, ``coreset+vae`` (α = :data:`DEFAULT_ALPHA`), ``coreset+vae(α=0.5)`` or
 ``coreset+vae(α=balanced)`` (α estimated at every selection,
 :func:`alvae_utils.selection.alpha.balanced_alpha`).
-This module is the one home of labels: parsing (:meth:`Method.parse`,
+This module is the one home of labels: parsing (:meth:`Method.parse`, :meth:`Method.read`,
 :meth:`Method.parse_or_none`, :func:`parsed_methods`, :func:`labels_of`), the inverse of the stored key fields
 (:meth:`Method.from_key_fields`), and α (:func:`parse_alpha`, :func:`check_alpha`). Heuristics and
 families are looked up in their registries (:mod:`alvae_utils.selection.heuristics`,
@@ -32,6 +32,13 @@ appends the VAE means unscaled. It multiplies the family's block only. Notebook 
 sweep over {0.25, 1, 4, 16, balanced} found no value that beats α = 0 significantly
 (README, Beyond the paper), so 1.0 was kept; ``"balanced"`` weighs both blocks equally."""
 
+MAX_ALPHA: float = 1e6
+"""The largest numeric α accepted. Core-set and MedAL compare squared distances of the scaled block,
+α²·‖V_i − V_j‖², in float32 (largest 3.4e38): α = 1e300 overflows to inf and the selection sees NaN,
+after the VAE and the first step were trained. Already at 1e6 the family's block outweighs the task
+features by twelve orders of magnitude in those distances, so no larger α selects differently."""
+
+
 def parse_alpha(text: str) -> float | str:
     """α as written in a label or on the command line: a number, or ``"balanced"``. Checked by :func:`check_alpha`.
 
@@ -47,11 +54,16 @@ def parse_alpha(text: str) -> float | str:
 
 
 def check_alpha(alpha: object, what: str = "the feature family's features") -> float | str:
-    """α itself: a finite number ≥ 0 (returned as a float, -0 as 0) or ``"balanced"``; ConfigError otherwise."""
+    """α itself: a number in [0, :data:`MAX_ALPHA`] (returned as a float, -0 as 0) or ``"balanced"``; ConfigError
+    otherwise, naming α, the value and the range."""
     if alpha == BALANCED:
         return BALANCED
     if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
         raise ConfigError(f"α must be ≥ 0 and finite, or {BALANCED!r} (it scales {what}), got {alpha!r}.")
+    if alpha > MAX_ALPHA:
+        raise ConfigError(f"α={alpha:g} is above the largest accepted α, {MAX_ALPHA:g}: it scales {what}, whose "
+                          "squared distances then overflow float32 (or drown the task features entirely); give "
+                          f"α ≤ {MAX_ALPHA:g}, or α={BALANCED}.")
     return float(alpha) + 0.0
 
 
@@ -144,6 +156,15 @@ class Method:
         ``"coreset"``, ``"coreset+vae"`` (α = ``alpha``), ``"coreset+vae(α=0.5)"`` or
         ``"coreset+vae(α=balanced)"``; ConfigError for text that is not a label or names no valid method.
         """
+        method = cls.read(text, alpha)
+        method.validate()
+        return method
+
+    @classmethod
+    def read(cls, text: str, alpha: float | str = DEFAULT_ALPHA) -> Method:
+        """A label → Method, not validated: the syntax only, so that a label of a stored run selects it
+        (``coreset+vae(α=1e17)`` and ``coreset+vae(α=1e+17)`` are one label) even where :meth:`parse` would
+        refuse to run it. ConfigError for text that is not a label."""
         match = _LABEL.match(text.strip()) if isinstance(text, str) else None
         if match is None:
             raise ConfigError(f"cannot parse method {text!r}; write HEURISTIC, HEURISTIC+FAMILY or "
@@ -154,9 +175,7 @@ class Method:
             except ConfigError:
                 raise ConfigError(f"cannot read α in method {text!r}; write e.g. coreset+vae(α=0.5) or "
                                   f"coreset+vae(α={BALANCED}).") from None
-        method = cls(match["heuristic"], match["family"], alpha)
-        method.validate()
-        return method
+        return cls(match["heuristic"], match["family"], alpha)
 
     @classmethod
     def parse_or_none(cls, text: str) -> Method | None:

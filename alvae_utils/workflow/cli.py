@@ -18,7 +18,7 @@ import sys
 
 from dataclasses import fields
 
-from ..config import ConfigError, setting_type
+from ..config import ConfigError, flag_of, setting_type
 from ..device import resolve_device
 from ..selection.features import FAMILIES
 from ..selection.heuristics import HEURISTICS, get_heuristic
@@ -116,10 +116,6 @@ def _add_set_option(command: argparse.ArgumentParser) -> None:
                               "the valid ones)")
 
 
-def _flag(field) -> str:
-    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
-
-
 def _add_execution_options(command: argparse.ArgumentParser) -> None:
     """One option per field of :class:`~alvae_utils.execution.settings.Execution`: its type, default and help.
 
@@ -133,8 +129,9 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
     for field in fields(Execution):
         kind = setting_type(Execution, field.name)
         extra = {"choices": ("", *EXECUTORS)} if field.name == "executor" else {"metavar": field.name.upper()}
-        group.add_argument(_flag(field), dest=f"execution_{field.name}", type=kind, default=field.default,
-                           help=f"{field.metadata['help']} (default: {field.default!r})", **extra)
+        group.add_argument(flag_of(Execution, field.name), dest=f"execution_{field.name}", type=kind,
+                           default=field.default, help=f"{field.metadata['help']} (default: {field.default!r})",
+                           **extra)
 
 
 def _execution(args: argparse.Namespace):
@@ -145,13 +142,22 @@ def _execution(args: argparse.Namespace):
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    """--set assignments plus the older shorthand options, checked."""
+    """--set assignments plus the short options for some of them (--budget, ...), checked; a short option given
+    with its own --set key (--seed with seeds=, too) is refused, naming both."""
     assignments = list(args.set)
-    shorthand = {"pool_size": getattr(args, "pool_size", None), "eval_size": getattr(args, "eval_size", None),
-                 "initial_labels": getattr(args, "initial", None), "budget": getattr(args, "budget", None),
-                 "max_labels": getattr(args, "max_labels", None), "train.pretrained": getattr(args, "pretrained", None),
-                 "train.fine_tune": True if getattr(args, "fine_tune", False) else None}
-    assignments += [f"{key}={value}" for key, value in shorthand.items() if value is not None]
+    given = {assignment.partition("=")[0].strip() for assignment in assignments}
+    shorthand = {("--pool-size", "pool_size"): getattr(args, "pool_size", None),
+                 ("--eval-size", "eval_size"): getattr(args, "eval_size", None),
+                 ("--initial", "initial_labels"): getattr(args, "initial", None),
+                 ("--budget", "budget"): getattr(args, "budget", None),
+                 ("--max-labels", "max_labels"): getattr(args, "max_labels", None),
+                 ("--pretrained", "train.pretrained"): getattr(args, "pretrained", None),
+                 ("--fine-tune", "train.fine_tune"): True if getattr(args, "fine_tune", False) else None}
+    chooses_seeds = {("--seed", "seeds"): getattr(args, "seed", None)}  # passed to run_sweep as they are
+    for (flag, key), value in {**shorthand, **chooses_seeds}.items():
+        if value is not None and key in given:
+            raise ConfigError(f"{flag} and --set {key}=... both set {key}; give one of them.")
+    assignments += [f"{key}={value}" for (_, key), value in shorthand.items() if value is not None]
     return parse_assignments(assignments)
 
 
@@ -211,10 +217,21 @@ def _results(args: argparse.Namespace) -> int:
 
     runs = list_runs()
     for column in ("profile", "dataset", "method"):
-        if getattr(args, column):
-            runs = runs[runs[column] == getattr(args, column)]
+        wanted = getattr(args, column)
+        if not wanted:
+            continue
+        if column == "method":  # spelt as `run` spells it: coreset+vae(α=1e17) is the stored coreset+vae(α=1e+17)
+            try:
+                wanted = Method.read(wanted).label
+            except ConfigError:
+                pass  # not a label: it matches no run, and the error below says so
+        if not (runs[column] == wanted).any():
+            stored = sorted(set(runs[column]) - {""})
+            raise ConfigError(f"no stored run has {column} {wanted!r}; stored: {', '.join(stored) or 'none'} "
+                              "(see `results list`).")
+        runs = runs[runs[column] == wanted]
     if args.action == "list":
-        print(runs.to_string(index=False) if len(runs) else "no stored runs match.")
+        print(runs.to_string(index=False) if len(runs) else "no stored runs.")
         return 0
     if not (args.profile or args.dataset or args.method or args.run or args.unfinished or args.damaged):
         raise ConfigError("results clean needs a choice of runs: --profile, --dataset, --method, --run KEY, "
@@ -228,6 +245,9 @@ def _results(args: argparse.Namespace) -> int:
         runs = runs[runs["status"].str.startswith("damaged")]
     if args.unfinished:
         runs = runs[runs["status"] != "finished"]
+    if runs.empty:
+        print("no stored run matches all the options given; nothing removed.")
+        return 0
     removed = remove_runs(runs["key"])
     print(f"removed {len(runs)} run(s), {len(removed)} file(s).")
     return 0
@@ -240,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from ..data.datasets import DataCorruptedError, DataUnavailableError
     from ..models.resnet import PretrainedWeightsUnavailable
+    from ..paths import NoSpaceLeft
     from .notebooks import NothingToAnalyse
     from ..experiment.results import StoreDamaged
     from ..execution import SweepFailed
@@ -247,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     from .papermill import NotebookFailed, NothingToRun
 
     user_errors = (ConfigError, ValueError, DataUnavailableError, DataCorruptedError, PretrainedWeightsUnavailable,
-                   StoreDamaged, NotebookFailed, NothingToRun, NothingToAnalyse, SweepFailed, BookUnavailable)
+                   StoreDamaged, NotebookFailed, NothingToRun, NothingToAnalyse, SweepFailed, NoSpaceLeft,
+                   BookUnavailable)
     try:
         if args.command == "run":
             from ..execution.sweep import run_sweep
