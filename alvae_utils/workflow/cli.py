@@ -238,12 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     from ..data.datasets import DataCorruptedError, DataUnavailableError
     from ..models.resnet import PretrainedWeightsUnavailable
     from .notebooks import NothingToAnalyse
+    from ..experiment.locks import RunHeld
     from ..experiment.results import StoreDamaged
     from ..execution import SweepFailed
     from .papermill import NotebookFailed, NothingToRun
 
     user_errors = (ConfigError, ValueError, DataUnavailableError, DataCorruptedError, PretrainedWeightsUnavailable,
-                   StoreDamaged, NotebookFailed, NothingToRun, NothingToAnalyse, SweepFailed)
+                   StoreDamaged, RunHeld, NotebookFailed, NothingToRun, NothingToAnalyse, SweepFailed)
     try:
         if args.command == "run":
             from ..execution.sweep import run_sweep
