@@ -106,6 +106,18 @@ def test_a_retried_task_takes_over_its_own_attempts_lock_and_no_other(tmp_path):
         assert RunLock(path, owner="sweep-3").try_acquire() is None
 
 
+def test_a_retried_run_takes_over_the_lock_its_killed_attempt_left(tmp_path, monkeypatch):
+    """What a Ray retry does (ray_executor._work passes the task's owner): the run goes ahead at once."""
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    (run,) = plan_sweep("ci", TINY.dataset, [Method("random")], [0], experiment=TINY).runs
+    record = run._record()
+    record.directory.mkdir(parents=True)
+    _plant(record.directory / f"{record.key}.lock", "node-b", 4242, owner="sweep-0")
+    with pytest.warns(UserWarning, match="an earlier attempt of the same work"):
+        rows = run.run(torch.device("cpu"), 1, progress=False, lock_owner="sweep-0")
+    assert rows["step"].tolist() == [0, 1] and not list(tmp_path.rglob("*.lock"))
+
+
 def test_a_writer_whose_lock_was_taken_over_stops_before_writing(tmp_path):
     path = tmp_path / "k.lock"
     stalled = RunLock(path)
