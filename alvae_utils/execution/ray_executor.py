@@ -277,7 +277,9 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
     waiting = sorted(range(len(runs)), key=lambda index: -runs[index].remaining_work(done[index]))
     with _visibility_markers(runs) as markers:
         users = {run.once_fitted_family: str(markers[run.store.root]) for run in runs if run.once_fitted_family}
-        features = {fit.family.name: fit_family.remote(fit, execution.run_threads, users[fit.family.name], events)
+        sweep = uuid.uuid4().hex  # with a run's index or a fit's family, the owner of its lock: a retry takes it over
+        features = {fit.family.name: fit_family.remote(fit, execution.run_threads, users[fit.family.name], events,
+                                                       f"{sweep}-fit-{fit.family.name}")
                     for fit in fits if fit.family.name in users}
         fitting = {ref: name for name, ref in features.items()}
         fit_errors: dict[str, str] = {}
@@ -293,7 +295,7 @@ def _fan_out(ray, runs: list[PlannedRun], fits: Sequence[FamilyFit], execution: 
                     run = runs[index]
                     inputs = shared.setdefault(id(run.inputs), ray.put(run.inputs))
                     ref = work.remote(run.with_inputs(None), inputs, features.get(run.once_fitted_family), index,
-                                      execution.run_threads, str(markers[run.store.root]), events)
+                                      execution.run_threads, str(markers[run.store.root]), events, f"{sweep}-{index}")
                     pending[ref] = index
                 ready, _ = ray.wait([*pending, *fitting], num_returns=1, timeout=0.5)
                 for event in ray.get(events.drain.remote()):
@@ -398,24 +400,29 @@ def _placed(marker: str) -> tuple[torch.device, dict]:
     return device, placement
 
 
-def _fit(fit: FamilyFit, threads: int | None, marker: str, events) -> torch.Tensor:
-    """One family fitted once per pool, in a Ray worker: its (N, k) features of the pool, on the CPU."""
+def _fit(fit: FamilyFit, threads: int | None, marker: str, events, lock_owner: str) -> torch.Tensor:
+    """One family fitted once per pool, in a Ray worker: its (N, k) features of the pool, on the CPU.
+
+    ``lock_owner`` is the same in every attempt of the task, as in :func:`_work`.
+    """
     device, placement = _placed(marker)
     events.add.remote(("fitting", fit.family.title, {**placement, "device": str(device)}))
-    return fit.fit(device, threads, progress=False)
+    return fit.fit(device, threads, progress=False, lock_owner=lock_owner)
 
 
 def _work(run: PlannedRun, inputs: SweepInputs, features: torch.Tensor | None, index: int, threads: int | None,
-          marker: str, events) -> pd.DataFrame:
+          marker: str, events, lock_owner: str) -> pd.DataFrame:
     """One run in a Ray worker: check the results root, pick the device Ray gave, run (or resume) it.
 
     ``features`` are the run's once-fitted family features (:attr:`PlannedRun.once_fitted_family`), if any.
+    ``lock_owner`` is the same in every attempt of the task (Ray retries it with the same arguments), so a
+    retry takes over the lock that its killed attempt left (:mod:`~alvae_utils.experiment.locks`).
     """
     device, placement = _placed(marker)
     events.add.remote(("started", index, {**placement, "device": str(device), "started": time.time()}))
     if features is not None:
         inputs = replace(inputs, family_features={run.once_fitted_family: features})
-    rows = run.with_inputs(inputs).run(device, threads, progress=False, placement=placement,
+    rows = run.with_inputs(inputs).run(device, threads, progress=False, placement=placement, lock_owner=lock_owner,
                                        on_step=lambda completed: events.add.remote(("step", index, completed)))
     events.add.remote(("finished", index, {"pid": os.getpid(), "time": time.time()}))
     return rows

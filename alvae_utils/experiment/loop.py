@@ -23,6 +23,7 @@ model and software, under which a run is resumed only as it was started).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 
 import pandas as pd
@@ -36,7 +37,8 @@ from ..selection.heuristics import APPEND, LOSS_MODULE, select
 from ..selection.methods import BALANCED, Method
 from ..training.metrics import evaluate
 from ..models.resnet import LossPredictionModule, TaskModel
-from ..progress import track
+from ..progress import note, track
+from .locks import STALE_AFTER_SECONDS, Holder, RunLock, holding
 from .results import ResultStore, RunRecord, RunState, data_fingerprint, run_provenance, step_row
 from ..seeds import ALPHA, MODEL, SELECT, TRAIN, derive_seed
 from ..selection.alpha import augment_features, balanced_alpha
@@ -101,7 +103,7 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
                    store: ResultStore, family_features: torch.Tensor | None = None,
                    device: torch.device | None = None, progress: bool = True,
                    on_step: Callable[[int], None] | None = None,
-                   placement: Mapping[str, object] | None = None) -> pd.DataFrame:
+                   placement: Mapping[str, object] | None = None, lock_owner: str | None = None) -> pd.DataFrame:
     """Run (or resume, or just load) one Algorithm 1 run; returns its rows (:data:`.results.COLUMNS`).
 
     ``family_features`` (N, k) are the pool's features from the method's family
@@ -109,6 +111,12 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
     :class:`FamilyFit` computes them. A family refitted at every step is fitted
     here. ``on_step(completed)`` is called after each step is stored; ``placement``
     (where an executor placed the run) joins the provenance in the run's state.
+
+    An unfinished run is written under its lock (:mod:`alvae_utils.experiment.locks`): while
+    another live process holds it, this one waits, saying who holds it, then loads or resumes
+    the run as that process left it. ``lock_owner`` names the work across its attempts (a Ray
+    task and its retries), so that a retry takes over the lock of the attempt it replaces.
+    Raises LockLost when another process took the lock over (this one looked stale).
 
     On the CPU the numbers depend on torch's thread count (oneDNN reduces in another
     order), so the caller pins it (:func:`alvae_utils.device.pinned_threads`) and the
@@ -126,15 +134,37 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
     device = torch.device(device) if device is not None else default_device()
     record = store.record(config, method, seed, pool.description, data_fingerprint(pool, evaluation),
                           provenance={**run_provenance(device), **(placement or {})})
-    rows, state = record.load()
-    if state is not None and state.finished:  # a finished run is only loaded: it needs no features
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # damage is reported once, by the load under the run's lock
+        rows, state = record.load()
+    if state is not None and state.finished:  # a finished run is only loaded: it needs no features, and no lock
         return rows
     family = method.family
     if family is not None and family.fitted_once and family_features is None:
         raise ConfigError(f"method {method.label} needs the pool's {family.title} features; pass family_features.")
-    if state is not None:
-        _check_same_numerics(record, device)
+    label = f"{config.dataset} {method.label} seed {seed}"
+    with holding(record.lock(lock_owner), on_wait=lambda holder: _waiting(label, record, holder)) as lock:
+        rows, state = record.load()  # as the last writer left it (finished while this process waited, say)
+        if state is not None and state.finished:
+            return rows
+        if state is not None:
+            _check_same_numerics(record, device)
+        return _steps(config, method, seed, pool, evaluation, store, record, rows, state, family_features, device,
+                      progress, on_step, lock)
 
+
+def _waiting(label: str, record: RunRecord, holder: Holder) -> None:
+    """Say that this process waits for another that writes the same run (shown even without progress bars)."""
+    note(f"[alvae] {label}: waiting for {holder.describe()}, which is writing this run ({record.key}); it is "
+         f"loaded or resumed once that process releases it (a lock without a heartbeat for "
+         f"{STALE_AFTER_SECONDS:g} s is stale, and taken over).")
+
+
+def _steps(config: ExperimentConfig, method: Method, seed: int, pool: Dataset, evaluation: Dataset,
+           store: ResultStore, record: RunRecord, rows: pd.DataFrame, state: RunState | None,
+           family_features: torch.Tensor | None, device: torch.device, progress: bool,
+           on_step: Callable[[int], None] | None, lock: RunLock) -> pd.DataFrame:
+    """The steps of the run that remain after ``state`` (None: all), each committed under ``lock``; all its rows."""
     counts = config.label_counts()
     pool_images, pool_labels = pool.images.to(device), pool.labels.to(device)
     eval_images, eval_labels = evaluation.images.to(device), evaluation.labels.to(device)
@@ -182,7 +212,7 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
                            metrics=metrics, train_accuracy=trained.train_accuracy, epochs=trained.epochs,
                            train_seconds=trained.seconds, select_seconds=row_select_seconds, eval_seconds=eval_seconds,
                            features_seconds=features_seconds, alpha_used=alpha_used, run_key=record.key)
-            rows = _commit(record, rows, row, RunState(step + 1, labeled.tolist(), select_seconds, finished),
+            rows = _commit(record, lock, rows, row, RunState(step + 1, labeled.tolist(), select_seconds, finished),
                            config.train.fine_tune, model, lp_module)
             if on_step is not None:
                 on_step(step + 1)
@@ -216,11 +246,15 @@ def _model_for_step(config: ExperimentConfig, method: Method, seed: int, step: i
     return model, lp_module
 
 
-def _commit(record: RunRecord, rows: pd.DataFrame, row: dict, state: RunState, fine_tune: bool, model: TaskModel,
-            lp_module: LossPredictionModule | None) -> pd.DataFrame:
-    """Store the step's row and the run's state atomically (and the model, when fine-tuning); the rows so far."""
+def _commit(record: RunRecord, lock: RunLock, rows: pd.DataFrame, row: dict, state: RunState, fine_tune: bool,
+            model: TaskModel, lp_module: LossPredictionModule | None) -> pd.DataFrame:
+    """Store the step's row and the run's state atomically (and the model, when fine-tuning); the rows so far.
+
+    First the run's lock is refreshed: LockLost, and nothing written, when another process took it over.
+    """
     new_row = pd.DataFrame([row])
     rows = pd.concat([rows, new_row], ignore_index=True) if len(rows) else new_row
+    lock.refresh()
     record.commit_step(rows, state, modules={"model": model, "lp": lp_module} if fine_tune else None)
     return rows
 

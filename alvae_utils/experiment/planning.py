@@ -11,19 +11,21 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from ..config import ConfigError, ExperimentConfig, VAEConfig
+from ..config import ConfigError, ExperimentConfig, VAEConfig, config_hash
 from ..data.datasets import Dataset, load_experiment_data
-from ..device import pinned_threads
+from ..device import numerics, pinned_threads
 from ..selection.features import FAMILIES, FeatureContext, FeatureFamily, pool_features
 from ..selection.heuristics import HEURISTICS, Heuristic
 from ..selection.methods import Method
 from ..models.resnet import check_pretrained_weights_available
+from ..progress import note
+from .locks import RunLock, holding
 from .profiles import Profile, get_profile
 from .loop import PREDICTED, run_algorithm1
 from .results import ResultStore, RunRecord, StoreDamaged, data_fingerprint
@@ -56,15 +58,29 @@ class FamilyFit:
     pool_seed: int
     cache_root: Path  # the sweep's results root: the fit is cached there, wherever it runs
 
-    def fit(self, device: torch.device, threads: int | None = None, progress: bool = True) -> torch.Tensor:
+    def fit(self, device: torch.device, threads: int | None = None, progress: bool = True,
+            lock_owner: str | None = None) -> torch.Tensor:
         """The pool's (N, k) float32 features, on the CPU, fitted with torch pinned to ``threads`` like a run.
 
+        Fitted under a lock (:meth:`lock`), so that of two processes fitting the same family on the
+        same pool with the same numerics, one fits and the other waits, then loads the family's cache.
         Raises ValueError naming the family when its features are not finite (N, k ≥ 1).
         """
         FAMILIES.setdefault(self.family.name, self.family)  # registered in a notebook, fitted in a worker
         with pinned_threads(threads):
             context = FeatureContext(self.pool, self.vae, self.pool_seed, device, progress, cache_root=self.cache_root)
-            return pool_features(self.family, context).cpu()
+            what = f"fitting the {self.family.title} of {self.pool.name}"
+            with holding(self.lock(device, lock_owner), on_wait=lambda holder: note(
+                    f"[alvae] {what}: waiting for {holder.describe()}, which fits it; then its cache is loaded.")):
+                return pool_features(self.family, context).cpu()
+
+    def lock(self, device: torch.device, owner: str | None = None) -> RunLock:
+        """The lock of this fit (:mod:`~alvae_utils.experiment.locks`): its family, pool, settings and numerics
+        (read with torch's threads pinned as the fit has them), in the cache root's ``locks/`` folder."""
+        key = config_hash({"family": self.family.name, "pool": self.pool.name, "data": self.pool.description,
+                           "fingerprint": self.pool.fingerprint, "pool_size": len(self.pool),
+                           "pool_seed": self.pool_seed, "vae": asdict(self.vae), "numerics": numerics(device)})
+        return RunLock(self.cache_root / "locks" / f"fit-{self.family.name}-{key}.lock", owner)
 
 
 @dataclass(frozen=True)
@@ -143,9 +159,13 @@ class PlannedRun:
                                  data_fingerprint(pool, evaluation))
 
     def run(self, device: torch.device, threads: int | None = None, progress: bool = True,
-            on_step: Callable[[int], None] | None = None, placement: Mapping[str, object] | None = None
-            ) -> pd.DataFrame:
-        """:func:`run_algorithm1` with torch pinned to ``threads`` threads (None: as it is); returns its rows."""
+            on_step: Callable[[int], None] | None = None, placement: Mapping[str, object] | None = None,
+            lock_owner: str | None = None) -> pd.DataFrame:
+        """:func:`run_algorithm1` with torch pinned to ``threads`` threads (None: as it is); returns its rows.
+
+        ``lock_owner``: the work this attempt belongs to, shared by a Ray task's retries (see
+        :mod:`~alvae_utils.experiment.locks`).
+        """
         heuristic, family = self.heuristic_entry, self.family_entry
         HEURISTICS.setdefault(heuristic.name, heuristic)
         if family is not None:
@@ -154,7 +174,7 @@ class PlannedRun:
             return run_algorithm1(
                 self.experiment, self.method, self.seed, self.inputs.pool, self.inputs.evaluation, self.store,
                 family_features=self.inputs.family_features.get(family.name) if family else None, device=device,
-                progress=progress, on_step=on_step, placement=placement)
+                progress=progress, on_step=on_step, placement=placement, lock_owner=lock_owner)
 
 
 @dataclass(frozen=True)

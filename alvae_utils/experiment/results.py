@@ -5,6 +5,7 @@ Layout under ``results_root()``::
     <profile>/<dataset>/<run_key>.csv         tidy rows, one per completed AL step (:data:`COLUMNS`)
     <profile>/<dataset>/<run_key>.state.json  config, data source, method, seed, current labeled set
     <profile>/<dataset>/<run_key>.model.pt    the model carried across steps (fine-tuning only)
+    <profile>/<dataset>/<run_key>.lock        held while a process writes the run (alvae_utils.experiment.locks)
     vae/<dataset>-<vae_key>.pt                 VAE checkpoints, shared by all profiles (alvae_utils.training.vae)
 
 A run is identified by a hash of its full configuration, its data source, method
@@ -37,6 +38,7 @@ from ..data.datasets import Dataset
 from ..device import numerics
 from ..selection.methods import BALANCED, Method
 from ..paths import REPO_ROOT, NoSpaceLeft, atomic_path, results_root
+from .locks import STALE_AFTER_SECONDS, RunHeld, RunLock, read_holder
 
 COLUMNS: tuple[str, ...] = (
     "profile", "dataset", "data_description", "method", "heuristic", "use_vae", "alpha", "alpha_used", "seed",
@@ -310,6 +312,10 @@ class RunRecord:
             if module is not None:
                 module.load_state_dict(weights[name])
 
+    def lock(self, owner: str | None = None) -> RunLock:
+        """The run's lock (:mod:`~alvae_utils.experiment.locks`), for the work of ``owner`` (a retried task's)."""
+        return RunLock(self.directory / f"{self.key}.lock", owner)
+
     def files(self) -> list[Path]:
         """Every file of this run that exists."""
         return sorted(path for path in self.directory.glob(f"{self.key}.*") if path.is_file())
@@ -382,7 +388,8 @@ def list_runs(root: Path | None = None) -> pd.DataFrame:
     """One row per stored run: profile, dataset, method, seed, overrides, steps done of total, status, key.
 
     ``status`` is ``finished``, ``in progress`` or ``damaged: …`` (a state that cannot
-    be read, or rows that disagree with it; such a run resumes from its last valid step).
+    be read, or rows that disagree with it; such a run resumes from its last valid step);
+    a run whose lock is held says by whom (``in progress, written by pid 4242 on node-3 …``).
     """
     entries = []
     for state_path in sorted((root or results_root()).glob("*/*/*.state.json")):
@@ -404,19 +411,50 @@ def list_runs(root: Path | None = None) -> pd.DataFrame:
                                  else "finished" if state.finished else "in progress"))
         except (OSError, ValueError, KeyError, TypeError, StoreDamaged) as error:
             entry["status"] = f"damaged: {type(error).__name__}: {error}"
+        holder = read_holder(state_path.parent / f"{key}.lock")
+        if holder is not None:
+            entry["status"] += f", written by {holder.describe()}"
         entries.append(entry)
     return pd.DataFrame(entries, columns=["profile", "dataset", "method", "seed", "overrides", "steps", "status",
                                           "key"])
 
 
+def _run_files(root: Path, keys: set[str]) -> list[Path]:
+    """Every file below ``root``/<profile>/<dataset>/ of the runs with these keys (leftover ".<key>.….tmp" too)."""
+    return [path for path in sorted(root.glob("*/*/*"))
+            if path.is_file() and path.name.lstrip(".").split(".", 1)[0] in keys]
+
+
 def remove_runs(keys: Iterable[str], root: Path | None = None) -> list[Path]:
-    """Delete every file of the runs with these keys (rows, state, carried models); returns the files removed."""
-    wanted, removed = set(keys), []
-    for path in sorted((root or results_root()).glob("*/*/*")):
-        if path.is_file() and path.name.lstrip(".").split(".", 1)[0] in wanted:  # leftover ".<key>.….tmp" too
-            path.unlink()
-            removed.append(path)
-    return removed
+    """Delete every file of the runs with these keys (rows, state, carried models); returns the files removed.
+
+    Removing is writing: each run's lock is taken first (a stale one is taken over, with a warning).
+    Raises RunHeld, naming the holders, when a live process writes any of them; then nothing is removed.
+    """
+    root, wanted = root or results_root(), set(keys)
+    runs = sorted({(path.parent, path.name.lstrip(".").split(".", 1)[0]) for path in _run_files(root, wanted)})
+    taken: list[RunLock] = []
+    try:
+        held = []
+        for directory, key in runs:
+            lock = RunLock(directory / f"{key}.lock")
+            holder = lock.try_acquire()
+            if holder is None:
+                taken.append(lock)
+            else:
+                held.append(f"{key} by {holder.describe()}")
+        if held:
+            raise RunHeld(f"{len(held)} of the chosen runs are being written: {'; '.join(held)}. Nothing was "
+                          "removed. Wait until they finish (or stop their process), then clean again; a lock whose "
+                          f"heartbeat is older than {STALE_AFTER_SECONDS:g} s is stale and no longer blocks.")
+        ours = {lock.path for lock in taken}  # released below
+        removed = [path for path in _run_files(root, wanted) if path not in ours]  # as they are, now that none writes
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
+    finally:
+        for lock in taken:
+            lock.release()
 
 
 def load_results(directory: Path | None = None) -> pd.DataFrame:

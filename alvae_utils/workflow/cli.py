@@ -262,14 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..models.resnet import PretrainedWeightsUnavailable
     from ..paths import NoSpaceLeft
     from .notebooks import NothingToAnalyse
+    from ..experiment.locks import RunHeld
     from ..experiment.results import StoreDamaged
     from ..execution import SweepFailed
     from .book import BookUnavailable
     from .papermill import NotebookFailed, NothingToRun
 
     user_errors = (ConfigError, ValueError, DataUnavailableError, DataCorruptedError, PretrainedWeightsUnavailable,
-                   StoreDamaged, NotebookFailed, NothingToRun, NothingToAnalyse, SweepFailed, NoSpaceLeft,
-                   BookUnavailable)
+                   StoreDamaged, RunHeld, NotebookFailed, NothingToRun, NothingToAnalyse, SweepFailed,
+                   NoSpaceLeft, BookUnavailable)
     try:
         if args.command == "run":
             from ..execution.sweep import run_sweep
