@@ -1,6 +1,7 @@
 """Any setting tweakable: dotted-key overrides from notebooks, the CLI and make figures."""
 
 import json
+import re
 
 from dataclasses import fields
 
@@ -181,7 +182,9 @@ def test_make_figures_shows_the_kernels_progress_lines_as_they_come(tmp_path, mo
     monkeypatch.setattr(workflow, "build_dir", lambda: tmp_path / "build")
     workflow.make_figures("ci", only=["03_significance_tests"])
     out = capsys.readouterr().out
-    assert "  ci/mnist-sample runs: 1/2\n  ci/mnist-sample runs: 2/2\n" in out
+    # Each line carries the time it was logged.
+    assert re.search(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d ci/mnist-sample runs: 1/2\n"
+                     r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d ci/mnist-sample runs: 2/2\n", out), out
     assert json.loads(json.dumps(True))  # the log is plain text; nothing else to parse
 
 
