@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import textwrap
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -61,6 +62,8 @@ METRIC_LABELS: dict[str, str] = {
     "auc": "Validation AUC",
     "train_accuracy": "Training accuracy",
 }
+METRIC_RANGES: dict[str, tuple[float, float]] = {name: (0.0, 1.0) for name in METRIC_LABELS}
+"""The values a metric can take: a 95% band is drawn within them (the legend says when it was cut)."""
 TSNE_GROUPS: dict[str, dict] = {  # drawn in this order, so the picks end up on top
     "unlabeled": {"s": 5, "color": "0.72", "marker": "o", "alpha": 0.6, "linewidths": 0},
     "labeled": {"s": 9, "color": "tab:blue", "marker": "o", "alpha": 0.8, "linewidths": 0},
@@ -85,9 +88,53 @@ def _styled(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         with plt.rc_context(_STYLE):
-            return function(*args, **kwargs)
+            fig = function(*args, **kwargs)
+            fit_text(fig)
+            return fig
 
     return wrapper
+
+
+def fit_text(fig: Figure, passes: int = 3) -> None:
+    """Wrap the axes titles and the figure's titles and footer that would run past its edges.
+
+    A text centred at x may take 2·min(x, width − x) pixels; a longer one is wrapped at
+    word boundaries, with constrained layout making room for the extra lines. Legends
+    and tick labels are left to the layout.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+    for _ in range(passes):  # wrapping moves the layout, so measure again
+        fig.draw_without_rendering()
+        changed = False
+        width = fig.bbox.width
+        for text in [ax.title for ax in fig.axes] + list(fig.texts):
+            content = text.get_text()
+            box = text.get_window_extent(renderer)
+            room = 2 * min((box.x0 + box.x1) / 2, width - (box.x0 + box.x1) / 2) - 4  # 2 px each side
+            if not content or box.width <= room:
+                continue
+            lines = content.split("\n")
+            chars = max(12, int(max(map(len, lines)) * room / box.width) - 1)
+            text.set_text("\n".join(textwrap.fill(line, chars) for line in lines))
+            changed = True
+        if not changed:
+            return
+
+
+def _band(low: pd.Series, high: pd.Series, metric: str) -> tuple[pd.Series, pd.Series, bool]:
+    """The band ``(low, high)`` cut to the metric's range (:data:`METRIC_RANGES`), and whether it was cut."""
+    floor, ceiling = METRIC_RANGES.get(metric, (-np.inf, np.inf))
+    cut = bool((low < floor).any() or (high > ceiling).any())
+    return low.clip(lower=floor), high.clip(upper=ceiling), cut
+
+
+def _cut_note(cut: bool, metric: str) -> str:
+    floor, ceiling = METRIC_RANGES.get(metric, (None, None))
+    return f", cut to [{floor:g}, {ceiling:g}]" if cut else ""
 
 
 def provenance(profile: str, data_description: str, n_seeds: int | str | None = None) -> str:
@@ -105,6 +152,11 @@ def provenance(profile: str, data_description: str, n_seeds: int | str | None = 
     elif n_seeds is not None:
         parts.append(f"{n_seeds} seed{'s' if n_seeds != 1 else ''}")
     return " · ".join(parts)
+
+
+def _seed_text(seed: int | None) -> str | None:
+    """The footer's part for a figure drawn from one seeded run (VAE, t-SNE)."""
+    return None if seed is None else f"seed {seed}"
 
 
 def _add_provenance(fig: Figure, text: str) -> None:
@@ -175,12 +227,14 @@ def plot_learning_curves(
     curve = curves.curve
     most = int(curve["n"].max())
     fig, ax = _new_figure((6.4, 4.2), ax)
+    any_cut = False
     for method in curves.methods:
         line = curve[curve["method"] == method]
         style = method_style(method)
         ax.plot(line["n_labels"], line["mean"], label=method, markersize=4, **style)
-        ax.fill_between(line["n_labels"], line["ci_low"], line["ci_high"], color=style["color"], alpha=0.15,
-                        linewidth=0)
+        low, high, cut = _band(line["ci_low"], line["ci_high"], curves.metric)
+        any_cut |= cut
+        ax.fill_between(line["n_labels"], low, high, color=style["color"], alpha=0.15, linewidth=0)
         fewer = line[line["n"] < most]
         if len(fewer):  # open markers: these means rest on fewer seeds than the rest of the figure
             ax.scatter(fewer["n_labels"], fewer["mean"], s=36, marker=style["marker"], facecolors="white",
@@ -189,7 +243,7 @@ def plot_learning_curves(
     ax.set_ylabel(METRIC_LABELS.get(curves.metric, curves.metric))
     ax.set_title(title or curves.dataset)
     interval = "95% t-interval" if (curve["n"] >= 2).all() else "95% t-interval where ≥ 2 seeds"
-    ax.legend(title=f"mean, {interval}", title_fontsize=8)
+    ax.legend(title=f"mean, {interval}{_cut_note(any_cut, curves.metric)}", title_fontsize=8)
     if (curve["n"] == most).all():
         seed_text: int | str = most
     else:
@@ -229,17 +283,21 @@ def plot_aubc_vs_alpha(
     heuristic = Method.parse(numeric["method"].iloc[0]).heuristic
     colour = method_style(Method(heuristic, "vae").label)["color"]
     ax.plot(numeric["alpha"], numeric["mean"], marker="o", markersize=4, color=colour, label="mean AUBC at α")
-    ax.fill_between(numeric["alpha"], numeric["ci_low"], numeric["ci_high"], color=colour, alpha=0.15, linewidth=0,
-                    label="95% t-interval")
-    for _, row in sweep[sweep["balanced"]].iterrows():
+    # AUBC of accuracy lies in [0, 1], as accuracy does: every band is cut there.
+    low, high, cut = _band(sweep["ci_low"], sweep["ci_high"], "accuracy")
+    reference_low, reference_high, reference_cut = _band(references["ci_low"], references["ci_high"], "accuracy")
+    cut |= reference_cut
+    ax.fill_between(numeric["alpha"], low[numeric.index], high[numeric.index], color=colour, alpha=0.15,
+                    linewidth=0, label=f"95% t-interval{_cut_note(cut, 'accuracy')}")
+    for index, row in sweep[sweep["balanced"]].iterrows():
         x = row["alpha_estimated"]
-        ax.errorbar([x], [row["mean"]], yerr=[[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]],
+        ax.errorbar([x], [row["mean"]], yerr=[[row["mean"] - low[index]], [high[index] - row["mean"]]],
                     fmt="D", color="black", markersize=6, capsize=3, label=f"α = balanced (estimated ≈ {x:.3g})")
-    for _, row in references.iterrows():
+    for index, row in references.iterrows():
         style = method_style(row["method"])
         ax.axhline(row["mean"], color=style["color"], linestyle=":", linewidth=1.2, label=f"{row['method']}")
         if np.isfinite(row["ci_low"]):
-            ax.axhspan(row["ci_low"], row["ci_high"], color=style["color"], alpha=0.07, linewidth=0)
+            ax.axhspan(reference_low[index], reference_high[index], color=style["color"], alpha=0.07, linewidth=0)
     ax.set_xscale("symlog", linthresh=0.25)
     ticks = sorted(set(numeric["alpha"].tolist()))
     ax.set_xlim(-0.02, 1.25 * max(ticks[-1], *sweep["alpha_estimated"].dropna()))  # no empty negative side
@@ -256,9 +314,12 @@ def plot_aubc_vs_alpha(
 
 @_styled
 def plot_vae_history(
-    history: list[dict] | pd.DataFrame, profile: str = "", data_description: str = "", title: str = "VAE training"
+    history: list[dict] | pd.DataFrame, profile: str = "", data_description: str = "", title: str = "VAE training",
+    seed: int | None = None,
 ) -> Figure:
-    """Per-epoch negative ELBO (Eq. 5) and its two terms, reconstruction and KL, in three panels."""
+    """Per-epoch negative ELBO (Eq. 5) and its two terms, reconstruction and KL, in three panels.
+
+    ``seed``: the seed of the VAE's fit (and pool), named in the footer."""
     table = pd.DataFrame(history)
     missing = [c for c in ("loss", "reconstruction", "kl") if c not in table.columns]
     if table.empty or missing:
@@ -273,7 +334,7 @@ def plot_vae_history(
         ax.set_xlabel("Epoch")
     axes[0].set_ylabel("nats per image")
     fig.suptitle(title)
-    _add_provenance(fig, provenance(profile, data_description))
+    _add_provenance(fig, provenance(profile, data_description, _seed_text(seed)))
     return fig
 
 
@@ -308,6 +369,7 @@ def plot_reconstructions(
     profile: str = "",
     data_description: str = "",
     title: str = "VAE reconstructions",
+    seed: int | None = None,
 ) -> Figure:
     """The first ``n`` originals (top row) above their VAE reconstructions (bottom row).
 
@@ -331,7 +393,7 @@ def plot_reconstructions(
             ax.grid(False)
         axes[row, 0].set_ylabel(name, fontsize=9)
     fig.suptitle(title)
-    _add_provenance(fig, provenance(profile, data_description))
+    _add_provenance(fig, provenance(profile, data_description, _seed_text(seed)))
     return fig
 
 
@@ -351,6 +413,7 @@ def plot_latent_space(
     profile: str = "",
     data_description: str = "",
     title: str = "VAE latent space (2-D embedding of μ)",
+    seed: int | None = None,
 ) -> Figure:
     """Scatter of a 2-D embedding of VAE means, one colour per class (``class_names[label]`` in the legend)."""
     xy = _numpy(embedding_2d).astype(float)
@@ -373,14 +436,14 @@ def plot_latent_space(
     ax.set_xlabel("dimension 1")
     ax.set_ylabel("dimension 2")
     ax.set_title(title)
-    _add_provenance(fig, provenance(profile, data_description))
+    _add_provenance(fig, provenance(profile, data_description, _seed_text(seed)))
     return fig
 
 
 @_styled
 def plot_tsne(
     embedding: np.ndarray, groups: np.ndarray | Sequence[str], title: str = "", profile: str = "",
-    data_description: str = "",
+    data_description: str = "", seed: int | None = None,
 ) -> Figure:
     """t-SNE of labeled, unlabeled and selected points (Figs. 5–6); the legend gives each group's count.
 
@@ -406,7 +469,7 @@ def plot_tsne(
     ax.set_ylabel("t-SNE 2")
     ax.set_title(title)
     ax.legend(loc="best", markerscale=1.5)
-    _add_provenance(fig, provenance(profile, data_description))
+    _add_provenance(fig, provenance(profile, data_description, _seed_text(seed)))
     return fig
 
 

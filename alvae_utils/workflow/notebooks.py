@@ -44,7 +44,7 @@ class _Overrides:
 
 @dataclass(frozen=True)
 class _Dataset(_Profile):
-    dataset: str = "mnist"
+    dataset: str = ""  # "": the first dataset of the profile (of the notebook's sweep), filled in by check_parameters
 
 
 # Dataclass fields come in reverse MRO order: these bases keep the parameters in the order the cells declare.
@@ -145,7 +145,19 @@ NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
 _KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 
 
-class NothingToAnalyse(RuntimeError):
+class _MessageOnly:
+    """An error a notebook shows as its message alone: IPython renders ``_render_traceback_`` instead of the
+    traceback, which would only point into the package."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class ParameterError(_MessageOnly, ConfigError):
+    """A notebook parameter (or override) that cannot run; the message names it, its value and the fix."""
+
+
+class NothingToAnalyse(_MessageOnly, RuntimeError):
     """A notebook found no stored results to analyse; the message says which notebook to run first, and how."""
 
 
@@ -192,8 +204,20 @@ def check_parameters(notebook: str, namespace: Mapping[str, object]):
     interactively, after later cells defined their own variables, does not flag
     those. Types and ranges come from the parameters dataclass; ``overrides`` are
     checked against the settings the notebook uses (:mod:`alvae_utils.experiment.overrides`).
-    Raises ConfigError naming the parameter, the value and the fix.
+    An empty ``dataset`` becomes the first dataset of the profile (of the notebook's sweep).
+    Raises :class:`ParameterError` (a ConfigError that a notebook shows without traceback)
+    naming the parameter, the value and the fix.
     """
+    try:
+        return _checked(notebook, namespace)
+    except ConfigError as error:
+        if isinstance(error, ParameterError):
+            raise
+        raise ParameterError(str(error)) from None
+
+
+def _checked(notebook: str, namespace: Mapping[str, object]):
+    """:func:`check_parameters`, raising the ConfigErrors of the checks it calls as they come."""
     try:
         entry = NOTEBOOKS[notebook]
     except KeyError:
@@ -219,6 +243,8 @@ def check_parameters(notebook: str, namespace: Mapping[str, object]):
             raise ConfigError(f"{notebook}: unknown profile {params.profile!r}; choose one of {', '.join(PROFILES)}"
                               + (" (or \"\" for the stored runs)." if entry.reads_results_of else "."))
         profile = profile_of(params)  # raises when the overrides do not form a valid run
+        if getattr(params, "dataset", None) == "":
+            params = replace(params, dataset=profile.datasets[0])
         # A notebook that runs the profile itself (02) takes any registered dataset, adapted as on the command
         # line (Profile.experiment_for); the others need one of the profile's experiments.
         adapts = entry.runs_sweeps and entry.sweep is None and getattr(params, "dataset", None) in DATASETS
@@ -272,7 +298,7 @@ def stored_runs(notebook: str, params) -> tuple[Profile, pd.DataFrame]:
     """
     source = NOTEBOOKS[notebook].reads_results_of
     if not params.profile and params.overrides:
-        raise ConfigError(f"{notebook}: overrides {dict(params.overrides)!r} given without a profile; name the "
+        raise ParameterError(f"{notebook}: overrides {dict(params.overrides)!r} given without a profile; name the "
                           "profile too, or leave both empty to analyse the one set of runs that is stored.")
     if not params.profile:
         sets = stored_sets()
@@ -282,7 +308,7 @@ def stored_runs(notebook: str, params) -> tuple[Profile, pd.DataFrame]:
         if len(sets) > 1:
             listing = "\n".join(f"  profile={entry['profile']!r}, overrides={entry['overrides']!r}: "
                                  f"{entry['runs']} runs" for entry in sets)
-            raise ConfigError(f"{notebook}: several sets of runs are stored; pick one with the parameters "
+            raise ParameterError(f"{notebook}: several sets of runs are stored; pick one with the parameters "
                               f"profile (and overrides):\n{listing}")
         params = replace(params, profile=sets[0]["profile"], overrides=sets[0]["overrides"])
     profile = profile_of(params)
