@@ -16,9 +16,11 @@ wrong type or invalid value stops the notebook before expensive work starts.
 from __future__ import annotations
 
 import ast
+import functools
+import json
 import types
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import pandas as pd
 
@@ -288,6 +290,36 @@ def profile_of(params) -> Profile:
     return notebook_profile(notebook, params.profile, params.overrides)
 
 
+@functools.cache
+def _sweep_experiments(notebook: str, profile: str, overrides: str) -> list[dict]:
+    """The experiments (as stored in a state header) that ``notebook`` runs for ``profile`` with ``overrides``
+    (JSON); none when they do not form a run of it."""
+    try:
+        made = notebook_profile(notebook, profile, json.loads(overrides))
+    except (ConfigError, KeyError, ValueError):
+        return []
+    return [json.loads(json.dumps(asdict(experiment))) for experiment in made.experiments]
+
+
+def sweep_of(header: Mapping[str, object]) -> str:
+    """The notebook whose sweep made a stored run (its state ``header``): the first that runs sweeps and whose
+    profile, with the run's overrides, defines the run's experiment; "" when none does."""
+    overrides = json.dumps(header.get("overrides", {}), sort_keys=True)
+    return next((name for name, entry in NOTEBOOKS.items() if entry.runs_sweeps
+                 and header.get("experiment") in _sweep_experiments(name, str(header.get("profile")), overrides)), "")
+
+
+def _set_overrides(notebook: str, entry: Mapping[str, object]) -> dict[str, object]:
+    """A stored set's overrides, with the seeds and methods that it holds when they are not its profile's."""
+    named = dict(entry["overrides"])
+    profile = notebook_profile(notebook, entry["profile"], named)
+    if entry["seeds"] != list(profile.seeds):
+        named["seeds"] = entry["seeds"]
+    if set(entry["methods"]) != {method.label for method in profile.methods}:
+        named["methods"] = entry["methods"]
+    return named
+
+
 def stored_runs(notebook: str, params) -> tuple[Profile, pd.DataFrame]:
     """(profile, rows) of the stored runs a notebook such as 03 analyses.
 
@@ -301,12 +333,13 @@ def stored_runs(notebook: str, params) -> tuple[Profile, pd.DataFrame]:
         raise ParameterError(f"{notebook}: overrides {dict(params.overrides)!r} given without a profile; name the "
                           "profile too, or leave both empty to analyse the one set of runs that is stored.")
     if not params.profile:
-        sets = stored_sets()
+        sets = stored_sets(keep=lambda header: sweep_of(header) == source)  # what this notebook would analyse
         if not sets:
-            raise NothingToAnalyse(f"{notebook}: nothing to analyse, no runs are stored under {results_root()}. "
-                                   f"Run {source} first, e.g. with profile='ci', dataset='mnist-sample'.")
+            raise NothingToAnalyse(f"{notebook}: nothing to analyse, no runs of {source} are stored under "
+                                   f"{results_root()}. Run {source} first, e.g. with profile='ci', "
+                                   "dataset='mnist-sample'.")
         if len(sets) > 1:
-            listing = "\n".join(f"  profile={entry['profile']!r}, overrides={entry['overrides']!r}: "
+            listing = "\n".join(f"  profile={entry['profile']!r}, overrides={_set_overrides(source, entry)!r}: "
                                  f"{entry['runs']} runs" for entry in sets)
             raise ParameterError(f"{notebook}: several sets of runs are stored; pick one with the parameters "
                               f"profile (and overrides):\n{listing}")
