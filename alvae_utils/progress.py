@@ -161,10 +161,22 @@ def _notebook_bar() -> type | None:
                 self.container.close()
                 self.box.close()
             else:
-                self.owner.box.children = tuple(child for child in self.owner.box.children
-                                                if child is not self.container)
+                if NotebookBar.outermost is self.owner:  # else its output is already a line
+                    self.owner.box.children = tuple(child for child in self.owner.box.children
+                                                    if child is not self.container)
                 super().close()
 
+    def end_the_last_cells_bar(*_) -> None:
+        # A bar left open by a cell that raised (its generator is kept alive by the stored traceback)
+        # would take in the next cell's bars: it ends, as stopped, when a new cell runs.
+        if NotebookBar.outermost is not None:
+            NotebookBar.outermost.close()
+
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None:
+        shell.events.register("pre_run_cell", end_the_last_cells_bar)
     return NotebookBar
 
 

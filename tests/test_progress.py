@@ -45,3 +45,20 @@ def test_nested_notebook_bars_leave_one_finished_line_and_no_widget():
     assert re.fullmatch(r"ci/x runs: 2/2 done in \d\d:\d\d", texts[0]), texts
     assert re.fullmatch(r"VAE epochs: 2/5 stopped after \d\d:\d\d", texts[1]), texts
     assert all(output["metadata"] == {progress.PROGRESS_METADATA: True} for output in outputs)
+
+
+@pytest.mark.skipif(kernel_problem() is not None, reason="the notebooks' Jupyter kernel is not installed")
+def test_a_bar_an_earlier_cell_left_open_ends_when_the_next_cell_runs():
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(
+        "from alvae_utils.progress import bar\n"
+        "runs = bar(3, 'runs')  # kept alive by the variable (or by a traceback's frames), never closed\n"
+        "raise RuntimeError('boom')"),
+        nbformat.v4.new_code_cell("after = bar(1, 'next cell')\nafter.update(1)\nafter.close()")]
+    NotebookClient(notebook, kernel_name=KERNEL_NAME, timeout=120, allow_errors=True).execute()
+    first, second = (cell.outputs for cell in notebook.cells)
+    assert [output["output_type"] for output in first] == ["display_data", "error"]
+    assert re.fullmatch(r"runs: 0/3 stopped after \d\d:\d\d", first[0]["data"]["text/plain"])
+    assert len(second) == 1 and re.fullmatch(r"next cell: 1/1 done in \d\d:\d\d", second[0]["data"]["text/plain"])
