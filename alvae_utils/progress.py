@@ -158,13 +158,15 @@ def _notebook_bar() -> type | None:
                 # The text replaces the widgets before they close, so the page never shows a closed one.
                 self.handle.update({"text/plain": line}, metadata={PROGRESS_METADATA: True}, raw=True)
                 super().close()
-                self.container.close()
                 self.box.close()
             else:
                 if NotebookBar.outermost is self.owner:  # else its output is already a line
                     self.owner.box.children = tuple(child for child in self.owner.box.children
                                                     if child is not self.container)
                 super().close()
+            # Closed widgets are dropped from the state saved with an executed copy.
+            for widget in (*self.container.children, self.container):
+                widget.close()
 
     def end_the_last_cells_bar(*_) -> None:
         # A bar left open by a cell that raised (its generator is kept alive by the stored traceback)
