@@ -2,13 +2,16 @@
 
 import nbval.plugin
 
+from alvae_utils.progress import PROGRESS_METADATA
+
 _transform_streams = nbval.plugin.transform_streams_for_comparison
 
 
 def _without_widgets(outputs):
-    """Progress bars are widgets: live state, not results. Their outputs are never compared."""
+    """Progress bars are widgets, and a closed one leaves a text line: progress, not results. Never compared."""
     kept = [output for output in outputs
-            if "application/vnd.jupyter.widget-view+json" not in output.get("data", {})]
+            if "application/vnd.jupyter.widget-view+json" not in output.get("data", {})
+            and not output.get("metadata", {}).get(PROGRESS_METADATA)]
     return _transform_streams(kept)
 
 

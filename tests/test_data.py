@@ -7,6 +7,7 @@ import pytest
 import torch
 from torchvision import datasets as tv_datasets
 
+from alvae_utils import progress
 from alvae_utils.data import idx, medmnist_2d
 from alvae_utils.data.datasets import (
     DATASETS,
@@ -181,10 +182,14 @@ def test_damaged_idx_file_is_reported_as_corrupted(tmp_path, damage):
     assert str(bad) in str(error.value)
 
 
-def test_mnist_falls_back_to_the_sample_when_small_enough(tmp_path, capsys):
-    with pytest.warns(UserWarning, match="MNIST is unavailable"):
-        pool, evaluation = load_experiment_data("mnist", 1000, 500, seed=0, root=tmp_path)
-    assert "MNIST is unavailable" in capsys.readouterr().err
+def test_mnist_falls_back_to_the_sample_when_small_enough(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "_said", set())
+    pool, evaluation = load_experiment_data("mnist", 1000, 500, seed=0, root=tmp_path)
+    load_experiment_data("mnist", 500, 100, seed=1, root=tmp_path)
+    # Said once, as one readable line: no warning's source line, no repeat.
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alvae: MNIST is unavailable (MNIST train split is not available")
+    assert "stands in for it" in lines[0]
     assert len(pool) == 1000 and len(evaluation) == 500
     for dataset in (pool, evaluation):
         assert "embedded 5k sample" in dataset.description and "unavailable" in dataset.description

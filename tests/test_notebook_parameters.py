@@ -10,7 +10,8 @@ import pytest
 
 from alvae_utils.config import ConfigError
 from alvae_utils.execution.settings import Execution
-from alvae_utils.workflow.notebooks import NOTEBOOKS, ActiveLearningParameters, check_parameters, profile_of
+from alvae_utils.workflow.notebooks import (
+    NOTEBOOKS, ActiveLearningParameters, ParameterError, check_parameters, profile_of)
 
 SWEEP = {f.name: f.default for f in fields(Execution)}  # 02 runs sweeps: the execution settings are parameters
 
@@ -101,3 +102,22 @@ def test_notebook_05_runs_the_profiles_beyond_sweep_and_checks_its_datasets():
         check_parameters("05_beyond_the_paper", _kernel_namespace(
             profile="ci", dataset="mnist-sample", overrides={"methods": ["lossprediction+vae(α=balanced)"]},
             alpha_level=0.05, **SWEEP))
+
+
+def test_a_dataset_left_empty_is_the_profiles_first():
+    params = check_parameters("02_active_learning", _kernel_namespace(profile="ci", dataset="", **SWEEP))
+    assert params.dataset == "mnist-sample" and profile_of(params).name == "ci"
+    beyond = check_parameters("05_beyond_the_paper", _kernel_namespace(profile="quick", dataset="", alpha_level=0.05,
+                                                                       **SWEEP))
+    assert beyond.dataset == profile_of(beyond).datasets[0]
+
+
+def test_a_parameter_error_shows_its_message_alone_in_a_notebook():
+    # IPython draws _render_traceback_ instead of the traceback, which would only point into the package.
+    with pytest.raises(ParameterError) as error:
+        check_parameters("02_active_learning", _kernel_namespace(profile="ci", dataset="cifar10", **SWEEP))
+    assert isinstance(error.value, ConfigError)
+    assert error.value._render_traceback_() == [f"ParameterError: {error.value}"]
+    assert "'cifar10'" in str(error.value)
+    with pytest.raises(ParameterError, match="unknown profile 'fast'"):
+        check_parameters("01_vae_training", _kernel_namespace(profile="fast", dataset="", n_reconstructions=3))

@@ -1,6 +1,7 @@
 """Any setting tweakable: dotted-key overrides from notebooks, the CLI and make figures."""
 
 import json
+import re
 
 from dataclasses import fields
 
@@ -98,7 +99,7 @@ def test_cli_set_runs_with_the_overrides_and_stores_them(tmp_path, monkeypatch, 
     assert rows["epochs"].tolist() == [2, 3] and set(rows["method"]) == {"random"} and set(rows["seed"]) == {1}
     assert stored_sets(tmp_path) == [{"profile": "ci", "runs": 1, "overrides": {
         "budget": 10, "eval_size": 40, "initial_labels": 10, "max_labels": 20, "pool_size": 60,
-        "train.initial_epochs": 2}}]
+        "train.initial_epochs": 2}, "seeds": [1], "methods": ["random"]}]
     assert main(["run", "--dataset", "mnist-sample", "--profile", "ci", "--set", "train.epochs=2"]) == 2
     assert "unknown setting 'train.epochs'; valid keys:" in capsys.readouterr().err
 
@@ -106,7 +107,8 @@ def test_cli_set_runs_with_the_overrides_and_stores_them(tmp_path, monkeypatch, 
 def test_03_follows_the_one_stored_set_and_otherwise_says_what_to_run_or_pick(tmp_path, monkeypatch):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     auto = notebooks.SignificanceParameters(profile="", overrides={})
-    with pytest.raises(NothingToAnalyse, match="nothing to analyse, no runs are stored.*Run 02_active_learning first"):
+    with pytest.raises(NothingToAnalyse, match="nothing to analyse, no runs of 02_active_learning are stored.*"
+                                               "Run 02_active_learning first"):
         stored_runs("03_significance_tests", auto)
     explicit = notebooks.SignificanceParameters(profile="ci", overrides={"budget": 10})
     with pytest.raises(NothingToAnalyse, match=r"no stored runs of profile 'ci \[budget=10\]'. Run 02_active_learning "
@@ -124,8 +126,23 @@ def test_03_follows_the_one_stored_set_and_otherwise_says_what_to_run_or_pick(tm
     assert main(["run", "--dataset", "mnist-sample", "--profile", "ci", "--no-progress", "--heuristic", "random",
                  "--seed", "0", "--set", *SMALL, "train.initial_epochs=2"]) == 0
     with pytest.raises(ConfigError, match=r"several sets of runs are stored; pick one with the parameters profile "
-                                          r"\(and overrides\):\n  profile='ci', overrides="):
+                                          r"\(and overrides\):\n  profile='ci', overrides=") as error:
         stored_runs("03_significance_tests", auto)
+    # Each set named with every override it was made with, the seeds and methods it holds included.
+    assert "'train.initial_epochs': 2, 'seeds': [0], 'methods': ['random']}: 1 runs" in str(error.value)
+
+
+def test_a_stored_run_is_told_apart_by_the_notebook_sweep_that_made_it():
+    import json
+    from dataclasses import asdict
+
+    def header(profile):
+        return {"profile": "ci", "overrides": {}, "experiment": json.loads(json.dumps(asdict(profile.experiments[0])))}
+
+    ci = get_profile("ci")
+    assert notebooks.sweep_of(header(ci)) == "02_active_learning"
+    assert notebooks.sweep_of(header(ci.beyond_sweep())) == "05_beyond_the_paper"
+    assert notebooks.sweep_of(header(overrides.apply(ci, {"budget": 5}))) == ""  # stored without its overrides
 
 
 def test_figure_footers_name_the_overrides():
@@ -183,7 +200,9 @@ def test_make_figures_shows_the_kernels_progress_lines_as_they_come(tmp_path, mo
     monkeypatch.setattr(workflow, "build_dir", lambda: tmp_path / "build")
     workflow.make_figures("ci", only=["03_significance_tests"])
     out = capsys.readouterr().out
-    assert "  ci/mnist-sample runs: 1/2\n  ci/mnist-sample runs: 2/2\n" in out
+    # Each line carries the time it was logged.
+    assert re.search(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d ci/mnist-sample runs: 1/2\n"
+                     r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d ci/mnist-sample runs: 2/2\n", out), out
     assert json.loads(json.dumps(True))  # the log is plain text; nothing else to parse
 
 

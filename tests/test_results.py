@@ -185,3 +185,26 @@ def test_every_text_column_is_read_back_as_written(tmp_path, text):
             loaded, _ = record.load()
         assert loaded.empty
 
+
+def test_results_list_is_sorted_and_tells_the_sets_apart(tmp_path, monkeypatch, capsys):
+    from alvae_utils.experiment.profiles import get_profile
+    from alvae_utils.workflow.cli import main
+
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    ci = get_profile("ci")
+    store = ResultStore("ci", root=tmp_path)
+    stored = [(ci.beyond_sweep().experiments[0], "random", 1), (ci.experiments[0], "random", 1),
+              (ci.experiments[0], "coreset", 0), (ci.experiments[0], "random", 0)]
+    for config, heuristic, seed in stored:
+        record = store.record(config, Method(heuristic), seed, "d")
+        labeled = list(range(config.initial_labels))  # a run started: its initial labels, no step yet
+        record.commit_step(pd.DataFrame(columns=list(COLUMNS)), RunState(0, labeled, 0.0, False))
+    assert main(["results", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:7] == ["profile", "dataset", "sweep", "method", "seed", "pool", "η"]
+    beyond = ci.beyond_sweep().experiments[0]
+    assert [line.split()[2:7] for line in lines[1:]] == [
+        ["02_active_learning", "coreset", "0", str(ci.experiments[0].pool_size), str(ci.experiments[0].max_labels)],
+        ["02_active_learning", "random", "0", str(ci.experiments[0].pool_size), str(ci.experiments[0].max_labels)],
+        ["02_active_learning", "random", "1", str(ci.experiments[0].pool_size), str(ci.experiments[0].max_labels)],
+        ["05_beyond_the_paper", "random", "1", str(beyond.pool_size), str(beyond.max_labels)]]

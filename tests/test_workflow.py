@@ -110,3 +110,25 @@ def test_figure_files_are_read_from_the_notebook_table(tmp_path, monkeypatch):
     assert sorted(beyond) == ["beyond_mnist_coreset.png", "beyond_mnist_coreset_alpha.pdf"]
     ci = workflow.figure_files(get_profile("ci").beyond_sweep(), "05_beyond_the_paper", "mnist")
     assert "beyond_mnist_medal.png" in [path.name for path in ci]
+
+
+def test_make_figures_lists_what_the_notebooks_wrote_once_and_no_old_file(tmp_path, monkeypatch, capsys):
+    import papermill
+
+    from alvae_utils.analysis import figures
+
+    monkeypatch.setenv("ALVAE_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setattr(workflow, "build_dir", lambda: tmp_path / "build")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "beyond_mnist_coreset.png").write_text("an old file, not written by this run")
+    history = [{"epoch": e, "loss": 2.0 / e, "reconstruction": 1.5 / e, "kl": 0.5} for e in (1, 2)]
+
+    def fake_execute(input_path, output_path, parameters, **kwargs):  # a kernel drawing the same figure twice
+        for _ in range(2):
+            figures.draw("vae_loss", history, stem={"dataset": "mnist-sample"})
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    written = workflow.make_figures("ci", only=["03_significance_tests"])
+    assert [path.name for path in written] == ["vae_mnist-sample_loss.png", "vae_mnist-sample_loss.pdf"]
+    out = capsys.readouterr().out
+    assert "2 figure files written" in out and "beyond_mnist_coreset" not in out

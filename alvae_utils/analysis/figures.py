@@ -11,6 +11,7 @@ the records. Figures 1–4 compare one heuristic with its feature-family variant
 from __future__ import annotations
 
 import itertools
+import os
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from . import plots
 PER_RUN_FIELDS = frozenset({"dataset", "heuristic", "family"})
 """Stem fields that the notebook run fills in (its dataset, and each heuristic and family of its figures)."""
 FORMATS = ("png", "pdf")
+WRITTEN_VARIABLE = "ALVAE_FIGURES_WRITTEN"
+"""A file to which :func:`draw` appends each path it writes (``make figures`` lists them at the end)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,12 @@ def draw(name: str, *tables: object, stem: Mapping[str, str], directory: Path | 
     record = FIGURES[name]
     file_stem = record.file_stem(**stem)
     fig = record.draw(*tables, **options)
-    return fig, plots.save_figure(fig, file_stem, directory)
+    written = plots.save_figure(fig, file_stem, directory)
+    manifest = os.environ.get(WRITTEN_VARIABLE)
+    if manifest:
+        with open(manifest, "a", encoding="utf-8") as handle:
+            handle.writelines(f"{path}\n" for path in written)
+    return fig, written
 
 
 def patterns_of(notebook: str) -> tuple[str, ...]:

@@ -16,10 +16,9 @@ the non-interactive Agg backend is used so that scripts and tests run headless.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import sys
-import zlib
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,13 +31,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..selection.features import FAMILIES  # noqa: E402
-from ..selection.methods import BALANCED, DEFAULT_ALPHA, Method  # noqa: E402
+from ..selection.methods import Method  # noqa: E402
 from ..paths import atomic_path, figures_dir  # noqa: E402
 from .aubc import LearningCurves  # noqa: E402
+from .styles import LEGEND_INSIDE_MAX, legend_width, method_style, method_styles, place_legend  # noqa: E402, F401
 
 
 def _show_figures_as_png_in_jupyter() -> None:
@@ -62,6 +60,8 @@ METRIC_LABELS: dict[str, str] = {
     "auc": "Validation AUC",
     "train_accuracy": "Training accuracy",
 }
+METRIC_RANGES: dict[str, tuple[float, float]] = {name: (0.0, 1.0) for name in METRIC_LABELS}
+"""The values a metric can take: a 95% band is drawn within them (the legend says when it was cut)."""
 TSNE_GROUPS: dict[str, dict] = {  # drawn in this order, so the picks end up on top
     "unlabeled": {"s": 5, "color": "0.72", "marker": "o", "alpha": 0.6, "linewidths": 0},
     "labeled": {"s": 9, "color": "tab:blue", "marker": "o", "alpha": 0.8, "linewidths": 0},
@@ -75,25 +75,59 @@ _STYLE = {
     "axes.titlesize": 11,
     "legend.fontsize": 8,
 }
-_ALT_LINESTYLES = ("-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (1, 2)),
-                   (0, (6, 2, 2, 2)), (0, (2, 1)))
-_ALT_MARKERS = ("^", "D", "v", "<", ">", "p", "X", "d", "8", "H")
-_FAMILY_MARKERS = ("s", "P", "*", "h")  # a family's variant at the default α, by registration order
-LEGEND_INSIDE_MAX = 7
-"""Legends with more entries go beside the axes, in columns of at most :data:`LEGEND_ROWS`, and the figure widens
-for them: inside, 15–30 entries would cover the curves, and in one column they overflow the figure."""
-LEGEND_ROWS = 16
-
-
 def _styled(function):
     """Draw inside the package style without changing the caller's global rcParams."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         with plt.rc_context(_STYLE):
-            return function(*args, **kwargs)
+            fig = function(*args, **kwargs)
+            fit_text(fig)
+            return fig
 
     return wrapper
+
+
+def fit_text(fig: Figure, passes: int = 3) -> None:
+    """Wrap the axes titles and the figure's titles and footer that would run past its edges.
+
+    A text centred at x may take 2·min(x, width − x) pixels; a longer one is wrapped at
+    word boundaries, with constrained layout making room for the extra lines. Legends
+    and tick labels are left to the layout.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+    for _ in range(passes):  # wrapping moves the layout, so measure again
+        fig.draw_without_rendering()
+        changed = False
+        width = fig.bbox.width
+        for text in [ax.title for ax in fig.axes] + list(fig.texts):
+            content = text.get_text()
+            box = text.get_window_extent(renderer)
+            room = 2 * min((box.x0 + box.x1) / 2, width - (box.x0 + box.x1) / 2) - 4  # 2 px each side
+            if not content or box.width <= room:
+                continue
+            lines = content.split("\n")
+            chars = max(12, int(max(map(len, lines)) * room / box.width) - 1)
+            text.set_text("\n".join(textwrap.fill(line, chars) for line in lines))
+            changed = True
+        if not changed:
+            return
+
+
+def _band(low: pd.Series, high: pd.Series, metric: str) -> tuple[pd.Series, pd.Series, bool]:
+    """The band ``(low, high)`` cut to the metric's range (:data:`METRIC_RANGES`), and whether it was cut."""
+    floor, ceiling = METRIC_RANGES.get(metric, (-np.inf, np.inf))
+    cut = bool((low < floor).any() or (high > ceiling).any())
+    return low.clip(lower=floor), high.clip(upper=ceiling), cut
+
+
+def _cut_note(cut: bool, metric: str) -> str:
+    floor, ceiling = METRIC_RANGES.get(metric, (None, None))
+    return f", cut to [{floor:g}, {ceiling:g}]" if cut else ""
 
 
 def provenance(profile: str, data_description: str, n_seeds: int | str | None = None) -> str:
@@ -113,6 +147,11 @@ def provenance(profile: str, data_description: str, n_seeds: int | str | None = 
     return " · ".join(parts)
 
 
+def _seed_text(seed: int | None) -> str | None:
+    """The footer's part for a figure drawn from one seeded run (VAE, t-SNE)."""
+    return None if seed is None else f"seed {seed}"
+
+
 def _add_provenance(fig: Figure, text: str) -> None:
     # supxlabel is the figure-level text that constrained layout reserves room for, so the
     # footer never overlaps tick labels.
@@ -126,85 +165,6 @@ def _new_figure(figsize: tuple[float, float], ax: Axes | None = None) -> tuple[F
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.subplots()
     return fig, ax
-
-
-def method_style(method: str) -> dict:
-    """Line style of a method label, identical in every figure; :func:`method_styles` makes those of one figure
-    distinct.
-
-    The heuristic's colour (:mod:`alvae_utils.selection.heuristics`; random grey); a feature-family
-    variant is a darker shade, dashed, with one marker per family; a variant with a
-    non-default α (``"coreset+vae(α=0.5)"``) gets another dash pattern and marker,
-    fixed by its label. A label that names no registered heuristic gets a colour fixed by its text.
-    """
-    stable = zlib.crc32(method.encode())  # hash() is salted per process; crc32 is not
-    parsed = Method.parse_or_none(method)
-    if parsed is None:
-        return {"color": plt.get_cmap("tab10")(stable % 10), "linestyle": "-", "marker": "o"}
-    colour = parsed.heuristic_entry.colour
-    if parsed.features is None:
-        return {"color": colour, "linestyle": "-", "marker": "o"}
-    darker = tuple(0.6 * channel for channel in to_rgb(colour))
-    if parsed.alpha == DEFAULT_ALPHA:
-        marker = _FAMILY_MARKERS[list(FAMILIES).index(parsed.features) % len(_FAMILY_MARKERS)]
-        return {"color": darker, "linestyle": "--", "marker": marker}
-    return {"color": darker, "linestyle": _ALT_LINESTYLES[stable % len(_ALT_LINESTYLES)],
-            "marker": _ALT_MARKERS[stable % len(_ALT_MARKERS)]}
-
-
-def _style_key(style: dict) -> tuple:
-    return tuple(np.round(to_rgb(style["color"]), 3)), str(style["linestyle"]), style["marker"]
-
-
-def method_styles(methods: Sequence[str]) -> dict[str, dict]:
-    """A distinct style for each method drawn in one figure: ``{label: {"color", "linestyle", "marker"}}``.
-
-    Plain heuristics and default-α variants keep :func:`method_style`. The other α variants of
-    one heuristic and family are ordered by α (balanced last) and shaded from light (smallest α)
-    to dark, each with its own dash pattern, so that α = 0.25 and α = 4 never look alike. Any
-    two styles that still coincide (labels of unregistered heuristics, more variants than dash
-    patterns) are told apart by the first free (marker, dash pattern) pair.
-    """
-    labels = list(dict.fromkeys(methods))
-    styles = {label: method_style(label) for label in labels}
-    variants: dict[tuple[str, str], list[tuple[float, str]]] = {}
-    for label in labels:
-        parsed = Method.parse_or_none(label)
-        if parsed is not None and parsed.features is not None and parsed.alpha != DEFAULT_ALPHA:
-            order = float("inf") if parsed.alpha == BALANCED else float(parsed.alpha)
-            variants.setdefault((parsed.heuristic, parsed.features), []).append((order, label))
-    for (heuristic, _), members in variants.items():
-        base = to_rgb(Method(heuristic).heuristic_entry.colour)
-        for rank, (_, label) in enumerate(sorted(members)):
-            shade = 0.85 - 0.55 * rank / max(1, len(members) - 1)  # light to dark
-            styles[label] = {"color": tuple(shade * channel for channel in base),
-                             "linestyle": _ALT_LINESTYLES[rank % len(_ALT_LINESTYLES)],
-                             "marker": _ALT_MARKERS[rank // len(_ALT_LINESTYLES) % len(_ALT_MARKERS)]}
-    used: set[tuple] = set()
-    candidates = [(marker, dash) for marker in ("o", *_FAMILY_MARKERS, *_ALT_MARKERS)
-                  for dash in ("-", "--", *_ALT_LINESTYLES)]
-    for label in labels:
-        style = styles[label]
-        if _style_key(style) in used:
-            style = next(({**style, "marker": marker, "linestyle": dash} for marker, dash in candidates
-                          if _style_key({**style, "marker": marker, "linestyle": dash}) not in used), style)
-        used.add(_style_key(style))
-        styles[label] = style
-    return styles
-
-
-def _legend(ax: Axes, entries: int, **kwargs) -> None:
-    """The axes' legend: inside for a few entries, beside the axes in columns (:data:`LEGEND_ROWS`) for more."""
-    if entries <= LEGEND_INSIDE_MAX:
-        ax.legend(**kwargs)
-        return
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=7,
-              ncols=math.ceil(entries / LEGEND_ROWS), **kwargs)
-
-
-def _legend_width(entries: int) -> float:
-    """Inches a figure widens for a legend beside its axes (:func:`_legend`)."""
-    return 0.0 if entries <= LEGEND_INSIDE_MAX else 2.3 * math.ceil(entries / LEGEND_ROWS)
 
 
 def colour_labels(dataset) -> tuple[object, tuple[str, ...]]:
@@ -237,14 +197,16 @@ def plot_learning_curves(
     """
     curve = curves.curve
     most = int(curve["n"].max())
-    fig, ax = _new_figure((6.4 + _legend_width(len(curves.methods)), 4.2), ax)
+    fig, ax = _new_figure((6.4 + legend_width(len(curves.methods)), 4.2), ax)
     styles = method_styles(curves.methods)
+    any_cut = False
     for method in curves.methods:
         line = curve[curve["method"] == method]
         style = styles[method]
         ax.plot(line["n_labels"], line["mean"], label=method, markersize=4, **style)
-        ax.fill_between(line["n_labels"], line["ci_low"], line["ci_high"], color=style["color"], alpha=0.15,
-                        linewidth=0)
+        low, high, cut = _band(line["ci_low"], line["ci_high"], curves.metric)
+        any_cut |= cut
+        ax.fill_between(line["n_labels"], low, high, color=style["color"], alpha=0.15, linewidth=0)
         fewer = line[line["n"] < most]
         if len(fewer):  # open markers: these means rest on fewer seeds than the rest of the figure
             ax.scatter(fewer["n_labels"], fewer["mean"], s=36, marker=style["marker"], facecolors="white",
@@ -253,7 +215,8 @@ def plot_learning_curves(
     ax.set_ylabel(METRIC_LABELS.get(curves.metric, curves.metric))
     ax.set_title(title or curves.dataset)
     interval = "95% t-interval" if (curve["n"] >= 2).all() else "95% t-interval where ≥ 2 seeds"
-    _legend(ax, len(curves.methods), title=f"mean, {interval}", title_fontsize=8)
+    place_legend(ax, len(curves.methods), title=f"mean, {interval}{_cut_note(any_cut, curves.metric)}",
+                 title_fontsize=8)
     if (curve["n"] == most).all():
         seed_text: int | str = most
     else:
@@ -293,17 +256,21 @@ def plot_aubc_vs_alpha(
     heuristic = Method.parse(numeric["method"].iloc[0]).heuristic
     colour = method_style(Method(heuristic, "vae").label)["color"]
     ax.plot(numeric["alpha"], numeric["mean"], marker="o", markersize=4, color=colour, label="mean AUBC at α")
-    ax.fill_between(numeric["alpha"], numeric["ci_low"], numeric["ci_high"], color=colour, alpha=0.15, linewidth=0,
-                    label="95% t-interval")
-    for _, row in sweep[sweep["balanced"]].iterrows():
+    # AUBC of accuracy lies in [0, 1], as accuracy does: every band is cut there.
+    low, high, cut = _band(sweep["ci_low"], sweep["ci_high"], "accuracy")
+    reference_low, reference_high, reference_cut = _band(references["ci_low"], references["ci_high"], "accuracy")
+    cut |= reference_cut
+    ax.fill_between(numeric["alpha"], low[numeric.index], high[numeric.index], color=colour, alpha=0.15,
+                    linewidth=0, label=f"95% t-interval{_cut_note(cut, 'accuracy')}")
+    for index, row in sweep[sweep["balanced"]].iterrows():
         x = row["alpha_estimated"]
-        ax.errorbar([x], [row["mean"]], yerr=[[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]],
+        ax.errorbar([x], [row["mean"]], yerr=[[row["mean"] - low[index]], [high[index] - row["mean"]]],
                     fmt="D", color="black", markersize=6, capsize=3, label=f"α = balanced (estimated ≈ {x:.3g})")
-    for _, row in references.iterrows():
+    for index, row in references.iterrows():
         style = method_style(row["method"])
         ax.axhline(row["mean"], color=style["color"], linestyle=":", linewidth=1.2, label=f"{row['method']}")
         if np.isfinite(row["ci_low"]):
-            ax.axhspan(row["ci_low"], row["ci_high"], color=style["color"], alpha=0.07, linewidth=0)
+            ax.axhspan(reference_low[index], reference_high[index], color=style["color"], alpha=0.07, linewidth=0)
     ax.set_xscale("symlog", linthresh=0.25)
     ticks = sorted(set(numeric["alpha"].tolist()))
     ax.set_xlim(-0.02, 1.25 * max(ticks[-1], *sweep["alpha_estimated"].dropna()))  # no empty negative side
@@ -320,9 +287,12 @@ def plot_aubc_vs_alpha(
 
 @_styled
 def plot_vae_history(
-    history: list[dict] | pd.DataFrame, profile: str = "", data_description: str = "", title: str = "VAE training"
+    history: list[dict] | pd.DataFrame, profile: str = "", data_description: str = "", title: str = "VAE training",
+    seed: int | None = None,
 ) -> Figure:
-    """Per-epoch negative ELBO (Eq. 5) and its two terms, reconstruction and KL, in three panels."""
+    """Per-epoch negative ELBO (Eq. 5) and its two terms, reconstruction and KL, in three panels.
+
+    ``seed``: the seed of the VAE's fit (and pool), named in the footer."""
     table = pd.DataFrame(history)
     missing = [c for c in ("loss", "reconstruction", "kl") if c not in table.columns]
     if table.empty or missing:
@@ -337,7 +307,7 @@ def plot_vae_history(
         ax.set_xlabel("Epoch")
     axes[0].set_ylabel("nats per image")
     fig.suptitle(title)
-    _add_provenance(fig, provenance(profile, data_description))
+    _add_provenance(fig, provenance(profile, data_description, _seed_text(seed)))
     return fig
 
 
@@ -372,6 +342,7 @@ def plot_reconstructions(
     profile: str = "",
     data_description: str = "",
     title: str = "VAE reconstructions",
+    seed: int | None = None,
 ) -> Figure:
     """The first ``n`` originals (top row) above their VAE reconstructions (bottom row).
 
@@ -395,7 +366,7 @@ def plot_reconstructions(
             ax.grid(False)
         axes[row, 0].set_ylabel(name, fontsize=9)
     fig.suptitle(title)
-    _add_provenance(fig, provenance(profile, data_description))
+    _add_provenance(fig, provenance(profile, data_description, _seed_text(seed)))
     return fig
 
 
@@ -415,6 +386,7 @@ def plot_latent_space(
     profile: str = "",
     data_description: str = "",
     title: str = "VAE latent space (2-D embedding of μ)",
+    seed: int | None = None,
 ) -> Figure:
     """Scatter of a 2-D embedding of VAE means, one colour per class (``class_names[label]`` in the legend)."""
     xy = _numpy(embedding_2d).astype(float)
@@ -437,14 +409,14 @@ def plot_latent_space(
     ax.set_xlabel("dimension 1")
     ax.set_ylabel("dimension 2")
     ax.set_title(title)
-    _add_provenance(fig, provenance(profile, data_description))
+    _add_provenance(fig, provenance(profile, data_description, _seed_text(seed)))
     return fig
 
 
 @_styled
 def plot_tsne(
     embedding: np.ndarray, groups: np.ndarray | Sequence[str], title: str = "", profile: str = "",
-    data_description: str = "",
+    data_description: str = "", seed: int | None = None,
 ) -> Figure:
     """t-SNE of labeled, unlabeled and selected points (Figs. 5–6); the legend gives each group's count.
 
@@ -470,7 +442,7 @@ def plot_tsne(
     ax.set_ylabel("t-SNE 2")
     ax.set_title(title)
     ax.legend(loc="best", markerscale=1.5)
-    _add_provenance(fig, provenance(profile, data_description))
+    _add_provenance(fig, provenance(profile, data_description, _seed_text(seed)))
     return fig
 
 

@@ -29,8 +29,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import sys
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +37,7 @@ import numpy as np
 import torch
 
 from ..paths import data_root, offline
+from ..progress import say_once
 from ..registry import Registry
 
 MULTICLASS = "multi-class"
@@ -184,8 +183,8 @@ def load_experiment_data(name: str, pool_size: int, eval_size: int | None, seed:
     gives the same subsets on any machine, and the two draws are independent.
 
     MNIST falls back to the embedded 5k sample when its files cannot be had and the
-    sizes fit the sample (pool <= 4,000, eval_size <= 1,000); this warns, prints to
-    stderr and says so in ``description``.
+    sizes fit the sample (pool <= 4,000, eval_size <= 1,000); this says so once per
+    process on stderr (:func:`alvae_utils.progress.say_once`) and in ``description``.
     """
     if pool_size <= 0:
         raise ValueError(f"pool_size must be positive, got {pool_size}.")
@@ -210,9 +209,8 @@ def load_experiment_data(name: str, pool_size: int, eval_size: int | None, seed:
                 f"{error}\n(The {dataset_title(source.fallback)} stands in only for pool_size <= {sample['train']} "
                 f"and eval_size <= {sample['test']}; this experiment asks for pool_size={pool_size}, "
                 f"eval_size={eval_size}.)") from None
-        message = f"{source.title} is unavailable; using the {dataset_title(source.fallback)} instead."
-        warnings.warn(f"{message} Reason: {error}", UserWarning, stacklevel=2)
-        print(f"alvae: {message}", file=sys.stderr)
+        say_once(f"{source.title} is unavailable ({first_line(error)}); the {dataset_title(source.fallback)} "
+                 "stands in for it, and every figure footer says so.")
         pool, evaluation = load_experiment_data(source.fallback, pool_size, eval_size, seed)
         return (replace(pool, description=source.fallback_description),
                 replace(evaluation, description=source.fallback_description))
@@ -222,6 +220,11 @@ def load_experiment_data(name: str, pool_size: int, eval_size: int | None, seed:
     if eval_size is not None:
         evaluation = evaluation.subset(_draw(len(evaluation), eval_size, seed, _EVAL_STREAM))
     return pool, evaluation
+
+
+def first_line(error: Exception) -> str:
+    """The first line of ``error``'s message, without its trailing full stop (to fit in a sentence)."""
+    return str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
 
 
 def _download_policy(download: bool | None) -> tuple[bool, str]:

@@ -24,7 +24,7 @@ import json
 import os
 import subprocess
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -369,44 +369,54 @@ class ResultStore:
         return rows
 
 
-def stored_sets(root: Path | None = None) -> list[dict[str, object]]:
-    """The sets of stored runs: one entry per (profile, overrides), with its number of runs, sorted.
+def stored_sets(root: Path | None = None, keep: Callable[[dict], bool] | None = None) -> list[dict[str, object]]:
+    """The sets of stored runs: one entry per (profile, overrides), with its runs, seeds and methods, sorted.
 
-    Each entry is ``{"profile": name, "overrides": {key: value}, "runs": n}``; runs
-    stored before overrides existed count as having none.
+    Each entry is ``{"profile": name, "overrides": {key: value}, "runs": n, "seeds": [...],
+    "methods": [...]}``; runs stored before overrides existed count as having none. With
+    ``keep``, only the runs whose state header it accepts count (a set left with none is omitted).
     """
-    counts: dict[tuple[str, str], int] = {}
+    sets: dict[tuple[str, str], dict[str, set]] = {}
     for path in sorted((root or results_root()).glob("*/*/*.state.json")):
         header = RunRecord(path.parent, path.name.removesuffix(".state.json"), {}).read_state()  # names damage
+        if keep is not None and not keep(header):
+            continue
         identity = (header["profile"], json.dumps(header.get("overrides", {}), sort_keys=True))
-        counts[identity] = counts.get(identity, 0) + 1
-    return [{"profile": profile, "overrides": json.loads(overrides), "runs": runs}
-            for (profile, overrides), runs in sorted(counts.items())]
+        found = sets.setdefault(identity, {"keys": set(), "seeds": set(), "methods": set()})
+        found["keys"].add(path.name)
+        found["seeds"].add(int(header["seed"]))
+        found["methods"].add(Method.from_key_fields(header["method"]).label)
+    return [{"profile": profile, "overrides": json.loads(overrides), "runs": len(found["keys"]),
+             "seeds": sorted(found["seeds"]), "methods": sorted(found["methods"])}
+            for (profile, overrides), found in sorted(sets.items())]
 
 
-def list_runs(root: Path | None = None) -> pd.DataFrame:
-    """One row per stored run: profile, dataset, method, seed, overrides, steps done of total, status, key.
+def list_runs(root: Path | None = None, sweep_of: Callable[[dict], str] | None = None) -> pd.DataFrame:
+    """One row per stored run, sorted by profile, dataset, sweep, method and seed.
 
-    ``status`` is ``finished``, ``in progress`` or ``damaged: …`` (a state that cannot
-    be read, or rows that disagree with it; such a run resumes from its last valid step);
-    a run whose lock is held says by whom (``in progress, written by pid 4242 on node-3 …``).
+    Columns: profile, dataset, sweep (``sweep_of(state header)``, e.g. the notebook whose sweep
+    made the run; empty without ``sweep_of``), method, seed, pool, η (``max_labels``), overrides,
+    steps done of total, status, key. ``status`` is ``finished``, ``in progress`` or ``damaged: …``
+    (a state that cannot be read, or rows that disagree with it; such a run resumes from its last
+    valid step); a run whose lock is held says by whom (``in progress, written by pid 4242 on node-3 …``).
     """
     entries = []
     for state_path in sorted((root or results_root()).glob("*/*/*.state.json")):
         key = state_path.name.removesuffix(".state.json")
-        entry = {"profile": state_path.parent.parent.name, "dataset": state_path.parent.name, "method": "",
-                 "seed": None, "overrides": "", "steps": "", "status": "", "key": key}
+        entry = {"profile": state_path.parent.parent.name, "dataset": state_path.parent.name, "sweep": "",
+                 "method": "", "seed": None, "pool": None, "η": None, "overrides": "", "steps": "", "status": "",
+                 "key": key}
         try:
             header = json.loads(state_path.read_text(encoding="utf-8"))
             record = RunRecord(state_path.parent, key, header)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 rows, state = record.load()
-            total = _step_count(header["experiment"])
-            method = header["method"]
-            label = Method.from_key_fields(method).label
-            entry.update(method=label, seed=header["seed"], steps=f"{state.completed_steps}/{total}",
-                         overrides=describe_overrides(header.get("overrides", {})),
+            experiment = header["experiment"]
+            label = Method.from_key_fields(header["method"]).label
+            entry.update(method=label, seed=header["seed"], steps=f"{state.completed_steps}/{_step_count(experiment)}",
+                         sweep=sweep_of(header) if sweep_of else "", pool=experiment["pool_size"],
+                         η=experiment["max_labels"], overrides=describe_overrides(header.get("overrides", {})),
                          status=("damaged: " + str(caught[0].message) if caught
                                  else "finished" if state.finished else "in progress"))
         except (OSError, ValueError, KeyError, TypeError, StoreDamaged) as error:
@@ -415,8 +425,10 @@ def list_runs(root: Path | None = None) -> pd.DataFrame:
         if holder is not None:
             entry["status"] += f", written by {holder.describe()}"
         entries.append(entry)
-    return pd.DataFrame(entries, columns=["profile", "dataset", "method", "seed", "overrides", "steps", "status",
-                                          "key"])
+    runs = pd.DataFrame(entries, columns=["profile", "dataset", "sweep", "method", "seed", "pool", "η", "overrides",
+                                          "steps", "status", "key"])
+    return runs.sort_values(["profile", "dataset", "sweep", "method", "seed", "key"], na_position="first",
+                            kind="stable").reset_index(drop=True)
 
 
 def _run_files(root: Path, keys: set[str]) -> list[Path]:

@@ -26,12 +26,13 @@ import pandas as pd
 import torch
 
 from ..config import ConfigError, VAEConfig, config_hash
-from ..data.datasets import DataUnavailableError, Dataset, load_experiment_data
+from ..data.datasets import DataUnavailableError, Dataset, first_line, load_experiment_data
 from ..device import default_device, numerics, reproducible_cuda
 from ..selection.features import pool_features
 from ..selection.heuristics import APPEND, select
 from ..selection.methods import BALANCED, Method
 from ..paths import atomic_path, results_root
+from ..progress import say_once
 from .results import atomic_write_text
 from .profiles import Profile
 from ..seeds import MODEL, TRAIN, TSNE_SAMPLE, derive_seed
@@ -77,8 +78,8 @@ def tsne_pool(profile: Profile) -> tuple[Dataset, bool]:
         raise DataUnavailableError(
             f"the t-SNE experiment needs {tsne.dataset} (or, failing that, {tsne.fallback_dataset}) with "
             f"{tsne.pool_size} training images.\n{tsne.dataset}: {reason}\n{tsne.fallback_dataset}: {error}") from None
-    warnings.warn(f"{tsne.dataset} unavailable, using {tsne.fallback_dataset} for the t-SNE figures: {reason}",
-                  stacklevel=2)
+    say_once(f"{tsne.dataset} is unavailable for the t-SNE experiment ({first_line(reason)}); "
+             f"it uses {tsne.fallback_dataset} instead, as its titles say.")
     return pool, True
 
 

@@ -16,9 +16,11 @@ wrong type or invalid value stops the notebook before expensive work starts.
 from __future__ import annotations
 
 import ast
+import functools
+import json
 import types
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import pandas as pd
 
@@ -44,7 +46,7 @@ class _Overrides:
 
 @dataclass(frozen=True)
 class _Dataset(_Profile):
-    dataset: str = "mnist"
+    dataset: str = ""  # "": the first dataset of the profile (of the notebook's sweep), filled in by check_parameters
 
 
 # Dataclass fields come in reverse MRO order: these bases keep the parameters in the order the cells declare.
@@ -145,7 +147,19 @@ NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
 _KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 
 
-class NothingToAnalyse(RuntimeError):
+class _MessageOnly:
+    """An error a notebook shows as its message alone: IPython renders ``_render_traceback_`` instead of the
+    traceback, which would only point into the package."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class ParameterError(_MessageOnly, ConfigError):
+    """A notebook parameter (or override) that cannot run; the message names it, its value and the fix."""
+
+
+class NothingToAnalyse(_MessageOnly, RuntimeError):
     """A notebook found no stored results to analyse; the message says which notebook to run first, and how."""
 
 
@@ -192,8 +206,20 @@ def check_parameters(notebook: str, namespace: Mapping[str, object]):
     interactively, after later cells defined their own variables, does not flag
     those. Types and ranges come from the parameters dataclass; ``overrides`` are
     checked against the settings the notebook uses (:mod:`alvae_utils.experiment.overrides`).
-    Raises ConfigError naming the parameter, the value and the fix.
+    An empty ``dataset`` becomes the first dataset of the profile (of the notebook's sweep).
+    Raises :class:`ParameterError` (a ConfigError that a notebook shows without traceback)
+    naming the parameter, the value and the fix.
     """
+    try:
+        return _checked(notebook, namespace)
+    except ConfigError as error:
+        if isinstance(error, ParameterError):
+            raise
+        raise ParameterError(str(error)) from None
+
+
+def _checked(notebook: str, namespace: Mapping[str, object]):
+    """:func:`check_parameters`, raising the ConfigErrors of the checks it calls as they come."""
     try:
         entry = NOTEBOOKS[notebook]
     except KeyError:
@@ -219,6 +245,8 @@ def check_parameters(notebook: str, namespace: Mapping[str, object]):
             raise ConfigError(f"{notebook}: unknown profile {params.profile!r}; choose one of {', '.join(PROFILES)}"
                               + (" (or \"\" for the stored runs)." if entry.reads_results_of else "."))
         profile = profile_of(params)  # raises when the overrides do not form a valid run
+        if getattr(params, "dataset", None) == "":
+            params = replace(params, dataset=profile.datasets[0])
         # A notebook that runs the profile itself (02) takes any registered dataset, adapted as on the command
         # line (Profile.experiment_for); the others need one of the profile's experiments.
         adapts = entry.runs_sweeps and entry.sweep is None and getattr(params, "dataset", None) in DATASETS
@@ -262,6 +290,36 @@ def profile_of(params) -> Profile:
     return notebook_profile(notebook, params.profile, params.overrides)
 
 
+@functools.cache
+def _sweep_experiments(notebook: str, profile: str, overrides: str) -> list[dict]:
+    """The experiments (as stored in a state header) that ``notebook`` runs for ``profile`` with ``overrides``
+    (JSON); none when they do not form a run of it."""
+    try:
+        made = notebook_profile(notebook, profile, json.loads(overrides))
+    except (ConfigError, KeyError, ValueError):
+        return []
+    return [json.loads(json.dumps(asdict(experiment))) for experiment in made.experiments]
+
+
+def sweep_of(header: Mapping[str, object]) -> str:
+    """The notebook whose sweep made a stored run (its state ``header``): the first that runs sweeps and whose
+    profile, with the run's overrides, defines the run's experiment; "" when none does."""
+    overrides = json.dumps(header.get("overrides", {}), sort_keys=True)
+    return next((name for name, entry in NOTEBOOKS.items() if entry.runs_sweeps
+                 and header.get("experiment") in _sweep_experiments(name, str(header.get("profile")), overrides)), "")
+
+
+def _set_overrides(notebook: str, entry: Mapping[str, object]) -> dict[str, object]:
+    """A stored set's overrides, with the seeds and methods that it holds when they are not its profile's."""
+    named = dict(entry["overrides"])
+    profile = notebook_profile(notebook, entry["profile"], named)
+    if entry["seeds"] != list(profile.seeds):
+        named["seeds"] = entry["seeds"]
+    if set(entry["methods"]) != {method.label for method in profile.methods}:
+        named["methods"] = entry["methods"]
+    return named
+
+
 def stored_runs(notebook: str, params) -> tuple[Profile, pd.DataFrame]:
     """(profile, rows) of the stored runs a notebook such as 03 analyses.
 
@@ -272,17 +330,18 @@ def stored_runs(notebook: str, params) -> tuple[Profile, pd.DataFrame]:
     """
     source = NOTEBOOKS[notebook].reads_results_of
     if not params.profile and params.overrides:
-        raise ConfigError(f"{notebook}: overrides {dict(params.overrides)!r} given without a profile; name the "
+        raise ParameterError(f"{notebook}: overrides {dict(params.overrides)!r} given without a profile; name the "
                           "profile too, or leave both empty to analyse the one set of runs that is stored.")
     if not params.profile:
-        sets = stored_sets()
+        sets = stored_sets(keep=lambda header: sweep_of(header) == source)  # what this notebook would analyse
         if not sets:
-            raise NothingToAnalyse(f"{notebook}: nothing to analyse, no runs are stored under {results_root()}. "
-                                   f"Run {source} first, e.g. with profile='ci', dataset='mnist-sample'.")
+            raise NothingToAnalyse(f"{notebook}: nothing to analyse, no runs of {source} are stored under "
+                                   f"{results_root()}. Run {source} first, e.g. with profile='ci', "
+                                   "dataset='mnist-sample'.")
         if len(sets) > 1:
-            listing = "\n".join(f"  profile={entry['profile']!r}, overrides={entry['overrides']!r}: "
+            listing = "\n".join(f"  profile={entry['profile']!r}, overrides={_set_overrides(source, entry)!r}: "
                                  f"{entry['runs']} runs" for entry in sets)
-            raise ConfigError(f"{notebook}: several sets of runs are stored; pick one with the parameters "
+            raise ParameterError(f"{notebook}: several sets of runs are stored; pick one with the parameters "
                               f"profile (and overrides):\n{listing}")
         params = replace(params, profile=sets[0]["profile"], overrides=sets[0]["overrides"])
     profile = profile_of(params)

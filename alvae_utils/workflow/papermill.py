@@ -32,7 +32,7 @@ from pathlib import Path
 from ..config import ConfigError, config_hash
 from ..data.datasets import DataUnavailableError, load_experiment_data
 from ..execution.settings import Execution
-from ..analysis.figures import figure_heuristics
+from ..analysis.figures import WRITTEN_VARIABLE, figure_heuristics
 from ..data.fixtures import write_medmnist_npz
 from ..models.resnet import PretrainedWeightsUnavailable, check_pretrained_weights_available
 from .book import update_readme, write_numbers
@@ -45,6 +45,10 @@ from ..experiment.tsne_experiment import tsne_pool
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "alvae"
+CELL_BAR = {"unit": "cell", "leave": False, "bar_format": "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} cells "
+                                                          "[{elapsed} so far]"}
+"""papermill's bar of a notebook's cells, without an ETA: one cell can take most of a notebook's time,
+so a rate per cell predicts nothing."""
 
 
 class NotebookFailed(RuntimeError):
@@ -244,7 +248,10 @@ def make_figures(profile_name: str, only: list[str] | None = None,
         print(f"  {name}: skipped (why, and what to provide, at the end)")
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = []
-    written: list[Path] = []
+    # The kernels append each figure file they write here: the closing list is what this run wrote.
+    manifest = out_dir / "figures-written.txt"
+    manifest.write_text("", encoding="utf-8")
+    os.environ[WRITTEN_VARIABLE] = str(manifest)
     for notebook, parameters in plan.jobs:
         suffix = f"-{parameters['dataset']}" if "dataset" in parameters else ""
         output = out_dir / f"{notebook}{suffix}.ipynb"
@@ -254,7 +261,7 @@ def make_figures(profile_name: str, only: list[str] | None = None,
             with follow(out_dir / "progress.log"):  # runs and steps finished inside the kernel, as they finish
                 papermill.execute_notebook(NOTEBOOK_DIR / f"{notebook}.ipynb", output, parameters=parameters,
                                            kernel_name=KERNEL_NAME, cwd=str(NOTEBOOK_DIR),
-                                           progress_bar={"unit": "cell", "leave": False})
+                                           progress_bar=CELL_BAR)
         except papermill.PapermillExecutionError as error:
             raise NotebookFailed(
                 f"{notebook}{suffix} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
@@ -263,8 +270,8 @@ def make_figures(profile_name: str, only: list[str] | None = None,
         seconds = time.perf_counter() - tic
         timings.append({"notebook": notebook, "dataset": parameters.get("dataset", ""), "seconds": round(seconds, 1)})
         print(f"[alvae]   done in {seconds:.0f} s", flush=True)
-        written += figure_files(_notebook_profile(profile, notebook), notebook, parameters.get("dataset"))
     _write_timings(out_dir / "timings.csv", timings)
+    written = list(dict.fromkeys(Path(line) for line in manifest.read_text(encoding="utf-8").splitlines()))
     # The headline numbers of the stored results, for the README's generated block and the book.
     record = write_numbers(profile.name, figures_dir())
     if figures_dir() == gallery_dir():

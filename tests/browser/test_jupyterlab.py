@@ -18,7 +18,9 @@ driven by Selenium, then checks:
   Run > Run All Cells; then:
   the kernel shown is "Python (alvae)", every code cell ran and none raised, each cell that
   plots (``plots.plot_...`` or ``display(fig)``) shows a rendered image, progress shows as
-  ipywidgets bars and "IProgress not found" appears nowhere.
+  ipywidgets bars (nested: runs and steps at once) and "IProgress not found" appears nowhere; once
+  the run is over, no widget is left in an output (a closed one would read "Error displaying
+  widget: model not found") and the sweep's cell reads "ci/mnist-sample runs: N/N done in ...".
 
 Screenshots go to ``build/browser/`` (after opening, after editing, while progress bars show,
 after the run), with a screenshot, the page text and the notebooks' JSON on a failure, next
@@ -43,6 +45,7 @@ PARAMETERS = {"profile": "ci", "dataset": "mnist-sample"}
 KERNEL_DISPLAY_NAME = "Python (alvae)"
 RUN_TIMEOUT = 20 * 60  # s; the ci run of 02 takes 1-3 min of CPU on two cores
 PLOTTING = re.compile(r"plots\.plot_|display\(fig\)")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 FORBIDDEN_TEXT = "IProgress not found"  # tqdm's warning when ipywidgets is missing: text bars instead
 # An ipywidgets progress bar in an output (IntProgress/FloatProgress; ipywidgets 8 names them
 # widget-hprogress/-vprogress, ipywidgets 7 widget-progress).
@@ -378,6 +381,18 @@ def test_progress_shows_as_widgets(executed):
         f"no ipywidgets progress bar ({PROGRESS_BAR}) appeared in an output while the notebook ran "
         f"(ipywidgets elements seen: {seen['max_widgets']}); is ipywidgets installed in the kernel's environment?")
     assert not seen["widget_errors"], "an output reads 'Error displaying widget'"
+    # Runs, steps and epochs: the nested bars show inside the runs bar's output while it runs.
+    assert seen["max_progress_bars"] >= 2, f"at most {seen['max_progress_bars']} bar showed at once"
+
+
+def test_closed_bars_leave_a_finished_line_and_no_widget(executed):
+    # A closed widget left in an output draws as "Error displaying widget: model not found", also in the outputs
+    # JupyterLab folds away behind "Show more outputs" (which the page text does not contain): read the model.
+    left = [_describe(cell) for cell in _code_cells(executed)
+            if any(WIDGET_VIEW in output.get("data", {}) for output in cell["outputs"])]
+    assert not left, f"widget outputs left after the run in {', '.join(left)}"
+    sweep = next(cell for cell in _code_cells(executed) if "run_sweep(" in cell["source"])
+    assert re.search(r"ci/mnist-sample runs: (\d+)/\1 done in", sweep["output_text"]), sweep["output_text"][:500]
 
 
 def test_no_iprogress_warning(executed):
