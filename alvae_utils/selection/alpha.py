@@ -21,7 +21,7 @@ relative standard error of CV/√20,000, CV being the coefficient of variation o
 pairs (√(2/d) for Gaussian features of dimension d: 0.18% at d = 32); α's is about half of that."""
 
 
-def _mean_squared_pair_distance(x: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> float:
+def mean_squared_pair_distance(x: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> float:
     """Mean of ||x_i − x_j||² over the index pairs (first[p], second[p]), summed in float64."""
     difference = x.index_select(0, first.to(x.device)) - x.index_select(0, second.to(x.device))
     return float(difference.square().sum(1, dtype=torch.float64).mean())
@@ -61,6 +61,14 @@ def balanced_alpha(task_features: torch.Tensor, family_features: torch.Tensor,
                          "encode the same pool points in the same order.")
     if n < 2:
         raise ValueError(f"a balanced α needs pairs of pool points; got {n} point(s).")
+    first, second = pool_pairs(n, generator, pairs)
+    msd_task, msd_family = (mean_squared_pair_distance(x, first, second) for x in (task_features, family_features))
+    return ratio_alpha(msd_task, msd_family)
+
+
+def pool_pairs(n: int, generator: torch.Generator | None, pairs: int = BALANCED_PAIRS
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pairs (first, second) of :func:`balanced_alpha` among n ≥ 2 points (see there), int64 on the CPU."""
     if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
         raise ValueError(f"pairs must be a positive integer, got {pairs!r}.")
     if generator is None:
@@ -70,10 +78,13 @@ def balanced_alpha(task_features: torch.Tensor, family_features: torch.Tensor,
                          "pass generator=torch.Generator().manual_seed(seed).")
     if n * (n - 1) // 2 <= pairs:
         first, second = torch.triu_indices(n, n, offset=1)
-    else:
-        first = torch.randint(n, (pairs,), generator=generator)
-        second = (first + torch.randint(1, n, (pairs,), generator=generator)) % n
-    msd_task, msd_family = (_mean_squared_pair_distance(x, first, second) for x in (task_features, family_features))
+        return first, second
+    first = torch.randint(n, (pairs,), generator=generator)
+    return first, (first + torch.randint(1, n, (pairs,), generator=generator)) % n
+
+
+def ratio_alpha(msd_task: float, msd_family: float) -> float:
+    """α = √(msd_T / msd_V); ValueError when the family's block is constant on the pairs (msd_V = 0)."""
     if msd_family == 0:
         raise ValueError("the family's features are the same for every pair of pool points used, so no α "
                          "balances them (a constant block changes no distance); check the family's fit, or "

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from ..config import ConfigError
 from .features import FeatureFamily, get_family
-from .heuristics import LOSS_MODULE, Heuristic, get_heuristic, with_variants
+from .features import FAMILIES
+from .heuristics import HEURISTICS, LOSS_MODULE, REPRESENTATION, Heuristic, get_heuristic, with_variants
 
 BALANCED = "balanced"
 """The α (Eq. 6) given as ``"balanced"``: estimated at every selection by
@@ -76,6 +77,8 @@ class Method:
         of α balances anything; α only rescales those weights' initialisation and steps.
         """
         heuristic = get_heuristic(self.heuristic)
+        if heuristic.extra_features == REPRESENTATION:
+            self._check_representation()
         if self.features is None:
             if self.alpha == BALANCED:
                 raise ConfigError(f"α={BALANCED} scales a feature family's block, and {self.heuristic} has none; "
@@ -95,6 +98,16 @@ class Method:
                     "(--alpha 0.5).")
             return
         check_alpha(self.alpha, f"the {family.title} features")
+
+    def _check_representation(self) -> None:
+        """A heuristic that selects from a family's features alone (TypiClust) needs a family and takes no α."""
+        if self.features is None:
+            raise ConfigError(f"{self.heuristic} selects from a feature family's representation alone, so it needs "
+                              f"one: write {self.heuristic}+FAMILY with FAMILY one of {', '.join(FAMILIES)} "
+                              f"(e.g. {self.heuristic}+vae).")
+        if self.alpha != DEFAULT_ALPHA:
+            raise ConfigError(f"{self.heuristic} takes no α (got {self.alpha!r}): scaling the only representation "
+                              f"changes no pick. Write {self.heuristic}+{self.features}.")
 
     @property
     def heuristic_entry(self) -> Heuristic:
@@ -135,6 +148,9 @@ class Method:
                                      "alpha": alpha if self.features else None}
         if self.features not in (None, "vae"):
             fields["features"] = self.features
+        entry = HEURISTICS.get(self.heuristic)
+        if entry is not None and entry.mc_samples:  # BALD's dropout and T decide its numbers
+            fields["mc_dropout"], fields["mc_samples"] = entry.mc_dropout, entry.mc_samples
         return fields
 
     @classmethod
