@@ -19,8 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..config import ConfigError
-from .features import FeatureFamily, get_family
-from .features import FAMILIES
+from .features import FAMILIES, FeatureFamily, get_family
 from .heuristics import HEURISTICS, LOSS_MODULE, REPRESENTATION, Heuristic, get_heuristic, with_variants
 
 BALANCED = "balanced"
@@ -215,6 +214,24 @@ def labels_of(labels: Iterable[str], *, family: str | None = _ANY, alpha: float 
     return [label for label, method in parsed_methods(labels).items()
             if (family is _ANY or method.features == family)
             and (alpha is _ANY or (method.features is not None and method.alpha == alpha))]
+
+
+RANDOM = "random"
+"""The baseline every heuristic is compared with (:func:`random_pairs`)."""
+
+
+def random_pairs(labels: Iterable[str]) -> list[tuple[str, str]]:
+    """(random, heuristic) label pairs among ``labels``: random with each plain heuristic, and with each variant of a
+    heuristic that has no plain form (TypiClust selects from its family's features alone).
+
+    Sorted by label; none without random among ``labels``. These comparisons ask whether a heuristic beats
+    random at all, a question of its own: test them as their own Holm family, apart from :func:`variant_pairs`.
+    """
+    methods = parsed_methods(sorted(set(labels)))
+    if RANDOM not in methods:
+        return []
+    return [(RANDOM, label) for label, method in methods.items() if label != RANDOM
+            and (method.features is None or method.heuristic_entry.extra_features == REPRESENTATION)]
 
 
 def variant_pairs(labels: Iterable[str]) -> list[tuple[str, str]]:
