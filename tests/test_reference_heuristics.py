@@ -344,3 +344,34 @@ def test_the_loop_computes_only_what_the_heuristic_asks_for(tmp_path, monkeypatc
         assert alphas == [1.0] * 3
     else:  # a balanced α estimated at each selection (steps 0 and 1), none after the last step
         assert alphas[0] > 0 and alphas[1] > 0 and np.isnan(alphas[2])
+
+
+@pytest.mark.parametrize("label", ["bald", "typiclust+vae"])
+def test_a_killed_run_resumes_to_the_same_picks(tmp_path, monkeypatch, label):
+    """BALD's Monte Carlo masks and TypiClust's k-means are seeded from (seed, step), so a resumed run picks alike."""
+    pool, evaluation = load_experiment_data(LOOP.dataset, LOOP.pool_size, LOOP.eval_size, seed=0)
+    method = Method.parse(label)
+    family = torch.randn(LOOP.pool_size, 4, generator=_generator(0)) if method.features else None
+
+    def run(root):
+        store = ResultStore("test", root=root)
+        loop.run_algorithm1(LOOP, method, 0, pool, evaluation, store, family_features=family,
+                            device=torch.device("cpu"), progress=False)
+        return store.record(LOOP, method, 0, pool.description, data_fingerprint(pool, evaluation)).load()
+
+    reference_rows, reference = run(tmp_path / "whole")
+    real_train, calls = loop.train_task_model, []
+
+    def crash_on_the_third_training(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated kill during step 2")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_task_model", crash_on_the_third_training)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed")
+    monkeypatch.setattr(loop, "train_task_model", real_train)
+    rows, state = run(tmp_path / "killed")
+    assert state.labeled == reference.labeled and state.finished
+    assert rows["accuracy"].tolist() == reference_rows["accuracy"].tolist()

@@ -556,3 +556,22 @@ def test_aubc_findings_sentences():
     assert aubc_findings(table, alpha_level=1e-12) == []
     with pytest.raises(ValueError, match="paired_aubc_tests"):
         aubc_findings(table.drop(columns="first_labels"))
+
+
+def test_heuristics_against_random_are_a_holm_family_of_their_own():
+    from alvae_utils.analysis.figures import versus_random_methods
+    from alvae_utils.selection.methods import random_pairs
+
+    methods = ("random", "coreset", "coreset+vae", "margin", "bald", "badge", "badge+vae", "typiclust+vae")
+    rows = _grid_rows(_curves(0.02, methods=methods, seed=6))
+    pairs = random_pairs(rows["method"])
+    # Each plain heuristic, and TypiClust's variant (it has no plain form); no other variant.
+    assert pairs == [("random", label) for label in ("badge", "bald", "coreset", "margin", "typiclust+vae")]
+    assert versus_random_methods(rows["method"]) == [*(label for _, label in pairs), "random"]
+    assert random_pairs(rows[rows["method"] != "random"]["method"]) == []
+    variants = paired_aubc_tests(rows)
+    versus = paired_aubc_tests(rows, pairs=pairs)
+    assert set(variants["baseline"]) == {"coreset", "badge"} and set(versus["baseline"]) == {"random"}
+    # Each family is adjusted on its own: the variant table is the one it was without the random comparisons.
+    np.testing.assert_allclose(variants["p_holm"], _holm_brute_force(variants["p_ttest"].tolist()))
+    np.testing.assert_allclose(versus["p_holm"], _holm_brute_force(versus["p_ttest"].tolist()))
