@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from ..data.datasets import MULTICLASS, MULTILABEL
+from .pairs import mean_squared_pair_distance, pool_pairs, ratio_alpha
 from .pool import check_pool
 from .ranking import checked_logits
 
@@ -97,9 +98,6 @@ def badge_balanced_alpha(logits: torch.Tensor, features: torch.Tensor, task: str
     place of T_f, so the family's block weighs as much as the gradient embedding in the distances between random
     pool points. ||g_i − g_j||² is computed from the factors, never from the (N, C·d) embedding.
     """
-    # Imported here: alpha imports methods, which imports the heuristic registry that imports this module.
-    from .alpha import mean_squared_pair_distance, pool_pairs, ratio_alpha
-
     a = gradient_factors(logits, task)
     if family.shape[0] != a.shape[0] or features.shape[0] != a.shape[0] or a.shape[0] < 2:
         raise ValueError(f"a balanced α needs ≥ 2 rows, equal for logits ({a.shape[0]}), features "
