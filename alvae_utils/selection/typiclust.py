@@ -27,15 +27,19 @@ def typicality(features: torch.Tensor, k: int = TYPICALITY_NEIGHBOURS) -> torch.
     et al. 2022, Eq. 4), K = min(k, n − 1) neighbours other than x itself; (n,) float64, inf for a point
     with K duplicates. A single row gets 1. scikit-activeml's ``_typicality`` computes the same with 1e-7
     added to the distance sum; the authors' code uses squared distances (faiss ``IndexFlatL2``) — this follows
-    the paper's formula. Exact (n × n distances): it is only applied within one cluster.
+    the paper's formula. Exact (all n × n distances): it is only applied within one cluster.
     """
     n = features.shape[0]
     if n == 1:
         return torch.ones(1, dtype=torch.float64)
-    x = features.double()
-    distances = torch.cdist(x, x).fill_diagonal_(float("inf"))
+    # numpy: a cluster holds tens of points, where each torch op's overhead would outweigh its work.
+    x = features.detach().cpu().double().numpy()
+    x = x - x.mean(0)  # centred, so ||x||² + ||y||² − 2x·y keeps float64's precision; n × n memory only
+    norms = np.square(x).sum(1)
+    distances = np.sqrt(np.maximum(norms[:, None] + norms[None, :] - 2 * x @ x.T, 0.0))
+    np.fill_diagonal(distances, np.inf)
     k = min(k, n - 1)
-    return 1.0 / distances.topk(k, dim=1, largest=False).values.mean(1)
+    return torch.from_numpy(1.0 / np.partition(distances, k - 1, axis=1)[:, :k].mean(1))
 
 
 def cluster_pool(features: torch.Tensor, clusters: int, seed: int) -> torch.Tensor:
@@ -74,20 +78,22 @@ def typiclust_select(features: torch.Tensor, labeled_mask: torch.Tensor, budget:
     clusters = min(int(labeled.sum()) + budget, MAX_CLUSTERS, features.shape[0])
     seed = int(torch.randint(2**31 - 1, (), generator=generator))
     cluster_of = cluster_pool(features, clusters, seed)
+    points = features.detach().cpu().double()
     sizes = torch.bincount(cluster_of, minlength=clusters)
     labeled_counts = torch.bincount(cluster_of[labeled], minlength=clusters)
     order = sorted(range(clusters), key=lambda c: (int(sizes[c]) <= MIN_CLUSTER_SIZE, int(labeled_counts[c]),
                                                    -int(sizes[c]), c))
     available = ~labeled
+    # Each cluster's points (ascending), grouped once: a pick then reads its own cluster only, not all N.
+    by_cluster = torch.argsort(cluster_of, stable=True).split(sizes.tolist())
     picks: list[int] = []
     while len(picks) < budget:
         for cluster in order:
-            members = ((cluster_of == cluster) & available).nonzero().squeeze(1)
+            members = by_cluster[cluster][available[by_cluster[cluster]]]
             if len(members) == 0:
                 continue
             k = max(1, min(TYPICALITY_NEIGHBOURS, len(members) // 2))
-            best = int(members[int(torch.argmax(typicality(features.index_select(0, members.to(features.device)),
-                                                           k)))])
+            best = int(members[int(torch.argmax(typicality(points[members], k)))])
             picks.append(best)
             available[best] = False
             if len(picks) == budget:
