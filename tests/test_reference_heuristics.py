@@ -375,3 +375,40 @@ def test_a_killed_run_resumes_to_the_same_picks(tmp_path, monkeypatch, label):
     rows, state = run(tmp_path / "killed")
     assert state.labeled == reference.labeled and state.finished
     assert rows["accuracy"].tolist() == reference_rows["accuracy"].tolist()
+
+
+@pytest.mark.parametrize("label", ["margin", "bald", "badge", "badge+vae(α=balanced)", "typiclust+vae"])
+def test_multilabel_selection_step_through_the_loop(label):
+    """ChestMNIST's path: 14 sigmoid outputs, BALD's dropout model, BADGE's block and TypiClust's family."""
+    from alvae_utils.training.task_model import build_task_model
+
+    method = Method.parse(label)
+    images = torch.randint(0, 256, (60, 1, 28, 28), dtype=torch.uint8, generator=_generator(17))
+    model, _ = build_task_model(14, TrainConfig(), seed=0, device="cpu", dropout=method.heuristic_entry.mc_dropout)
+    family = torch.randn(60, 4, generator=_generator(18)) if method.features else None
+    labeled = torch.arange(10)
+    picks, alpha = loop._select_step(method, 8, labeled, images, ML, model, None, family, None, _generator(1),
+                                     _generator(2))
+    again, _ = loop._select_step(method, 8, labeled, images, ML, model, None, family, None, _generator(1),
+                                 _generator(2))
+    assert torch.equal(picks, again) and len(set(picks.tolist())) == 8 and int(picks.min()) >= 10
+    assert (alpha > 0) if label.startswith("badge+") else np.isnan(alpha)
+
+
+def test_the_versus_random_figure_draws_every_heuristic(tmp_path):
+    import pandas as pd
+
+    from alvae_utils.analysis import aubc, figures
+
+    methods = ("random", "margin", "bald", "badge", "badge+vae", "typiclust+vae")
+    rows = pd.DataFrame([{"profile": "test", "dataset": "mnist", "data_description": "synthetic", "config_key": "k",
+                          "method": method, "seed": seed, "step": step, "n_labels": n,
+                          "accuracy": 0.3 + 0.1 * step + 0.01 * index + 0.001 * seed, "auc": np.nan}
+                         for index, method in enumerate(methods) for seed in range(3)
+                         for step, n in enumerate((10, 20, 30))])
+    versus = figures.versus_random_methods(rows["method"])
+    assert versus == ["badge", "bald", "margin", "typiclust+vae", "random"]
+    curves = aubc.learning_curves(rows, "mnist", versus, "accuracy")
+    _, files = figures.draw("versus_random", curves, stem={"dataset": "mnist", "metric": ""}, title="t",
+                            profile="test", directory=tmp_path)
+    assert sorted(path.name for path in files) == ["al_mnist_vs_random.pdf", "al_mnist_vs_random.png"]
