@@ -1,4 +1,9 @@
-"""Time and peak memory of core-set (Eq. 1) and MedAL (Eq. 2) selection at the paper's scale.
+"""Time and peak memory of core-set (Eq. 1), MedAL (Eq. 2) and the reference heuristics' selection at the paper's scale.
+
+The reference heuristics (margin, BALD, BADGE, TypiClust) read the same features: the first 512 columns
+are T_f (h), the last 32 the family block (v: BADGE's ``+vae`` block at α = 1, TypiClust's representation),
+and the logits are h·W + b of a seeded 10-class head. BALD's step includes its T = 20 Monte Carlo passes
+of the head; BADGE's gradient embedding is 5,120-d (+32), never materialised.
 
 Defaults: N = 25,000 pool points, d = 544 (512 ResNet-18 + 32 VAE features, Eq. 6),
 3,000 labeled, budget 3,000, float32. Features are random but shaped like real
@@ -50,7 +55,12 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing the pack
 
 from alvae_utils.config import TrainConfig, VAEConfig  # noqa: E402
 from alvae_utils.data.datasets import DataUnavailableError, load_dataset  # noqa: E402
+from alvae_utils.selection.badge import badge_select  # noqa: E402
+from alvae_utils.selection.bald import bald_scores, mc_dropout_probabilities  # noqa: E402
 from alvae_utils.selection.kcenter import kcenter_greedy  # noqa: E402
+from alvae_utils.selection.margin import margin_scores  # noqa: E402
+from alvae_utils.selection.ranking import top_k_select  # noqa: E402
+from alvae_utils.selection.typiclust import typiclust_select  # noqa: E402
 from alvae_utils.selection.medal import medal_greedy  # noqa: E402
 from alvae_utils.training.task_model import build_task_model, predict, train_task_model  # noqa: E402
 from alvae_utils.training.vae import encode_mu, train_vae  # noqa: E402
@@ -132,11 +142,46 @@ def full_matrix_kcenter(features: torch.Tensor, labeled_mask: torch.Tensor, budg
     return picks
 
 
+CLASSES = 10
+
+
+def head(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(h = the first 512 columns, a seeded 10-class head's weight W (10, 512) and bias b), on x's device."""
+    h = x[:, :x.shape[1] - VAE_DIM]
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.randn(CLASSES, h.shape[1], generator=generator) / h.shape[1] ** 0.5
+    return h, weight.to(x.device, x.dtype), torch.zeros(CLASSES, device=x.device, dtype=x.dtype)
+
+
+def margin_step(x: torch.Tensor, mask: torch.Tensor, budget: int) -> torch.Tensor:
+    h, weight, bias = head(x)
+    return top_k_select(-margin_scores(torch.addmm(bias, h, weight.T), "multi-class"), mask, budget)
+
+
+def bald_step(x: torch.Tensor, mask: torch.Tensor, budget: int) -> torch.Tensor:
+    h, weight, bias = head(x)
+    probabilities = mc_dropout_probabilities(h, weight, bias, "multi-class", generator=torch.Generator().manual_seed(2))
+    return top_k_select(bald_scores(probabilities, "multi-class"), mask, budget)
+
+
+def badge_step(x: torch.Tensor, mask: torch.Tensor, budget: int) -> torch.Tensor:
+    h, weight, bias = head(x)
+    return badge_select(torch.addmm(bias, h, weight.T), h, "multi-class", mask, budget,
+                        torch.Generator().manual_seed(2), family=x[:, -VAE_DIM:])
+
+
 METHODS = {
     "kcenter_greedy": lambda x, mask, budget, chunk: kcenter_greedy(x, mask, budget, chunk_size=chunk),
     "medal_greedy": lambda x, mask, budget, chunk: medal_greedy(x, mask, budget),
     "full_matrix_kcenter": lambda x, mask, budget, chunk: full_matrix_kcenter(x, mask, budget),
+    "margin": lambda x, mask, budget, chunk: margin_step(x, mask, budget),
+    "bald": lambda x, mask, budget, chunk: bald_step(x, mask, budget),
+    "badge": lambda x, mask, budget, chunk: badge_step(x, mask, budget),
+    "typiclust": lambda x, mask, budget, chunk: typiclust_select(x[:, -VAE_DIM:], mask, budget,
+                                                                torch.Generator().manual_seed(2)),
 }
+REFERENCE = ("margin", "bald", "badge", "typiclust")
+"""The field's reference heuristics, measured in float32 (``--only`` picks a subset of all methods)."""
 
 
 def _proc_status_kib(field: str) -> int:
@@ -225,6 +270,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.05, help="tiling noise, in units of each column's std")
     parser.add_argument("--million", action="store_true",
                         help="N = 1,000,000 with random and Fashion-MNIST features, float32 only, no baseline")
+    parser.add_argument("--only", nargs="+", choices=sorted(METHODS), help="measure only these methods")
     parser.add_argument("--worker", choices=sorted(METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-features", choices=["random", "fashion"], default="random", help=argparse.SUPPRESS)
     parser.add_argument("--base-features", help=argparse.SUPPRESS)
@@ -245,8 +291,10 @@ def main() -> None:
     print(f"device: {args.device} ({name}), torch {torch.__version__}, threads {args.threads}, "
           f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"N={args.n:,} |L|={args.labeled:,} budget={args.budget:,}, seed {args.seed}, features: {', '.join(kinds)}")
-    runs = [("kcenter_greedy", "float32", args.repeats), ("medal_greedy", "float32", args.repeats)]
-    with_baseline = not args.no_baseline and full_matrix_fits(args, 4)
+    runs = [("kcenter_greedy", "float32", args.repeats), ("medal_greedy", "float32", args.repeats),
+            *((method, "float32", args.repeats) for method in REFERENCE)]
+    with_baseline = not args.no_baseline and (not args.only or "full_matrix_kcenter" in args.only) \
+        and full_matrix_fits(args, 4)
     if with_baseline:
         runs.append(("full_matrix_kcenter", "float32", args.repeats))
     if not args.no_float64:
@@ -254,6 +302,8 @@ def main() -> None:
         if with_baseline and full_matrix_fits(args, 8):
             runs.append(("full_matrix_kcenter", "float64", 1))
 
+    if args.only:
+        runs = [run for run in runs if run[0] in args.only]
     best: dict[tuple[str, str, str], dict] = {}
     picks: dict[tuple[str, str, str], np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -249,7 +249,9 @@ def test_every_heuristic_picks_budget_unique_unlabeled_points(heuristic):
     mask[torch.randperm(n, generator=generator)[:50]] = True
     picks = select(heuristic, mask, budget, features=torch.randn(n, 6, generator=generator),
                    logits=torch.randn(n, 4, generator=generator), predicted_loss=torch.rand(n, 1, generator=generator),
-                   task="multi-class", generator=torch.Generator().manual_seed(9))
+                   task="multi-class", generator=torch.Generator().manual_seed(9),
+                   mc_probabilities=torch.softmax(torch.randn(5, n, 4, generator=generator), 2),
+                   family_features=torch.randn(n, 3, generator=generator))
     assert picks.dtype == torch.int64 and picks.shape == (budget,)
     assert len(set(picks.tolist())) == budget
     assert not mask[picks].any()

@@ -602,3 +602,22 @@ def test_a_shift_constant_up_to_rounding_gives_no_paired_p_anywhere():
     summary = tails_summary(tails)
     assert np.isnan(summary.loc["ResNet+VAE", "p_vs_resnet"])
     assert summary.loc["ResNet+VAE", "ratio_vs_resnet"] == pytest.approx(0.1)
+
+
+def test_heuristics_against_random_are_a_holm_family_of_their_own():
+    from alvae_utils.analysis.figures import versus_random_methods
+    from alvae_utils.selection.methods import random_pairs
+
+    methods = ("random", "coreset", "coreset+vae", "margin", "bald", "badge", "badge+vae", "typiclust+vae")
+    rows = _grid_rows(_curves(0.02, methods=methods, seed=6))
+    pairs = random_pairs(rows["method"])
+    # Each plain heuristic, and TypiClust's variant (it has no plain form); no other variant.
+    assert pairs == [("random", label) for label in ("badge", "bald", "coreset", "margin", "typiclust+vae")]
+    assert versus_random_methods(rows["method"]) == [*(label for _, label in pairs), "random"]
+    assert random_pairs(rows[rows["method"] != "random"]["method"]) == []
+    variants = paired_aubc_tests(rows)
+    versus = paired_aubc_tests(rows, pairs=pairs)
+    assert set(variants["baseline"]) == {"coreset", "badge"} and set(versus["baseline"]) == {"random"}
+    # Each family is adjusted on its own: the variant table is the one it was without the random comparisons.
+    np.testing.assert_allclose(variants["p_holm"], _holm_brute_force(variants["p_ttest"].tolist()))
+    np.testing.assert_allclose(versus["p_holm"], _holm_brute_force(versus["p_ttest"].tolist()))

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from ..data.datasets import dataset_title
 from ..registry import Registry
 from ..selection.heuristics import HEURISTICS, get_heuristic
-from ..selection.methods import parsed_methods
+from ..selection.methods import parsed_methods, random_pairs
 from . import plots
 
 PER_RUN_FIELDS = frozenset({"dataset", "heuristic", "family"})
@@ -120,6 +120,9 @@ for record in (
     FigureRecord("learning_curves", "02_active_learning", "{figure}_{dataset}_{heuristic}{metric}",
                  "Figs. 1–4: learning curves of a heuristic and its feature-family variants, with random",
                  plots.plot_learning_curves, choices={"figure": AL_PREFIXES, "metric": ("", "_auc")}),
+    FigureRecord("versus_random", "02_active_learning", "al_{dataset}_vs_random{metric}",
+                 "Learning curves of every heuristic of the sweep (plain, or TypiClust's family variant) with random",
+                 plots.plot_learning_curves, choices={"metric": ("", "_auc")}),
     FigureRecord("tsne_task", "04_tsne", "fig5_tsne_resnet",
                  "Fig. 5: t-SNE of the task model's features, with core-set's picks", plots.plot_tsne),
     FigureRecord("tsne_family", "04_tsne", "fig6_tsne_resnet_{family}",
@@ -139,6 +142,13 @@ def heuristic_methods(labels: Iterable[str], heuristic: str) -> list[str]:
     labels = list(labels)
     members = [label for label, method in parsed_methods(labels).items() if method.heuristic == heuristic]
     return members + ([REFERENCE] if members and REFERENCE in labels and heuristic != REFERENCE else [])
+
+
+def versus_random_methods(labels: Iterable[str]) -> list[str]:
+    """Labels drawn in the ``versus_random`` figure: each heuristic compared with random
+    (:func:`~alvae_utils.selection.methods.random_pairs`), then random; none when there is nothing to compare."""
+    treatments = [treatment for _, treatment in random_pairs(labels)]
+    return [*treatments, REFERENCE] if treatments else []
 
 
 def figure_heuristics(labels: Iterable[str]) -> list[str]:

@@ -33,7 +33,10 @@ from ..config import ConfigError, ExperimentConfig
 from ..data.datasets import Dataset
 from ..device import default_device, describe_numerics, numerics, reproducible_cuda, synchronized_clock
 from ..selection.features import pool_features
-from ..selection.heuristics import APPEND, LOSS_MODULE, select
+from ..selection.bald import mc_dropout_probabilities
+from ..selection.heuristics import (
+    APPEND, EMBEDDING, LOSS_MODULE, REPRESENTATION, SelectionInputs, needs_predictions, select,
+)
 from ..selection.methods import BALANCED, Method
 from ..training.metrics import evaluate
 from ..models.resnet import LossPredictionModule, TaskModel
@@ -44,10 +47,6 @@ from ..seeds import ALPHA, MODEL, SELECT, TRAIN, derive_seed
 from ..selection.alpha import augment_features, balanced_alpha
 from ..selection.pool import initial_labeled_indices
 from ..training.task_model import build_task_model, predict, train_task_model
-
-
-PREDICTED = frozenset({"features", "logits", "predicted_loss"})
-"""Heuristic inputs that need T's predictions of the whole pool at every selection."""
 
 
 def _family_step(method: Method, config: ExperimentConfig, pool: Dataset, labeled: torch.Tensor, seed: int,
@@ -80,15 +79,16 @@ def _select_step(method: Method, budget: int, labeled: torch.Tensor, pool_images
     """Step 6 of Algorithm 1: gather what the heuristic needs, then β new pool indices in pick order.
 
     Also returns the α that scaled the appended family block (NaN when none was appended);
-    a balanced α is estimated here, from T_f of this step's model, with pairs drawn by
-    ``alpha_generator``.
+    a balanced α is estimated here, from T_f of this step's model (BADGE: from its gradient embedding), with
+    pairs drawn by ``alpha_generator``. Only what the heuristic needs is computed: T's predictions of the pool
+    when it reads them, the Monte Carlo passes (drawn by ``generator``) only for BALD's ``mc_probabilities``.
     """
     heuristic = method.heuristic_entry
     mask = torch.zeros(len(pool_images), dtype=torch.bool, device=pool_images.device)
     mask[labeled.to(mask.device)] = True
     inputs: dict[str, object] = {"task": task, "generator": generator}
     alpha = float("nan")
-    if PREDICTED & set(heuristic.needs):
+    if needs_predictions(heuristic):
         predictions = predict(model, pool_images, lp_module=lp_module, extra_features=extra_features)
         features = predictions.features
         if heuristic.extra_features == APPEND and family_features is not None:
@@ -96,6 +96,19 @@ def _select_step(method: Method, budget: int, labeled: torch.Tensor, pool_images
                      else float(method.alpha))
             features = augment_features(features, family_features, alpha)
         inputs.update(features=features, logits=predictions.logits, predicted_loss=predictions.predicted_loss)
+        if "mc_probabilities" in heuristic.needs:
+            head = model.net.fc
+            inputs["mc_probabilities"] = mc_dropout_probabilities(
+                predictions.features, head.weight, head.bias, task, heuristic.mc_dropout, heuristic.mc_samples,
+                generator)
+    if heuristic.extra_features == EMBEDDING and family_features is not None:
+        alpha = (heuristic.balance(SelectionInputs(**{name: inputs.get(name) for name in heuristic.needs
+                                                      if name != "family_features"}),
+                                   family_features, alpha_generator)
+                 if method.alpha == BALANCED else float(method.alpha))
+        inputs["family_features"] = alpha * family_features
+    elif heuristic.extra_features == REPRESENTATION:
+        inputs["family_features"] = family_features
     return select(method.heuristic, mask, budget, **inputs), alpha
 
 
@@ -239,7 +252,7 @@ def _model_for_step(config: ExperimentConfig, method: Method, seed: int, step: i
     # A fine-tuned run starts from the step-0 initialisation; resuming one reloads its carried model.
     model, lp_module = build_task_model(
         num_outputs, config.train, seed=derive_seed(MODEL, seed, 0 if fine_tune else step), device=device,
-        with_loss_prediction=method.heuristic_entry.trains_loss_module,
+        with_loss_prediction=method.heuristic_entry.trains_loss_module, dropout=method.heuristic_entry.mc_dropout,
         extra_dim=0 if extra_features is None else extra_features.shape[1])
     if fine_tune and step > 0:
         record.load_model({"model": model, "lp": lp_module}, state, device)

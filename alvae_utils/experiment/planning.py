@@ -21,13 +21,13 @@ from ..config import ConfigError, ExperimentConfig, VAEConfig, config_hash
 from ..data.datasets import Dataset, load_experiment_data
 from ..device import numerics, pinned_threads
 from ..selection.features import FAMILIES, FeatureContext, FeatureFamily, pool_features
-from ..selection.heuristics import HEURISTICS, Heuristic
+from ..selection.heuristics import HEURISTICS, Heuristic, needs_predictions
 from ..selection.methods import Method
 from ..models.resnet import check_pretrained_weights_available
 from ..progress import note
 from .locks import RunLock, holding
 from .profiles import Profile, get_profile
-from .loop import PREDICTED, run_algorithm1
+from .loop import run_algorithm1
 from .results import ResultStore, RunRecord, StoreDamaged, data_fingerprint
 
 
@@ -147,7 +147,7 @@ class PlannedRun:
         work = sum(3 * counts[step] * config.train.epochs_for_step(step) + eval_size
                    for step in range(done, len(counts)))
         selections = max(0, len(counts) - 1 - done)
-        if PREDICTED & set(heuristic.needs):
+        if needs_predictions(heuristic):
             work += selections * config.pool_size
         if family is not None and not family.fitted_once:
             work += selections * 3 * config.pool_size * config.vae.epochs_per_refit

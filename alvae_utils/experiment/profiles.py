@@ -150,6 +150,8 @@ def _methods(*labels: str) -> tuple[Method, ...]:
 
 
 PAPER_METHODS = _methods("random", "coreset", "coreset+vae", "lossprediction", "lossprediction+vae")
+REFERENCE_METHODS = _methods("entropy", "margin", "bald", "badge", "badge+vae", "typiclust+vae")
+"""The field's reference heuristics (README, Reference heuristics), run by the ``paper`` profile next to the paper's."""
 
 _PAPER = ExperimentConfig(
     dataset="mnist", pool_size=25_000, eval_size=None, initial_labels=3_000, budget=3_000, max_labels=21_000,
@@ -185,7 +187,7 @@ PROFILES: dict[str, Profile] = {
         # The paper does not give ChestMNIST's last label count; we use MNIST's.
         experiments=(_PAPER, replace(_PAPER, dataset="chestmnist", pool_size=30_000)),
         seeds=(0, 1, 2, 3, 4),
-        methods=PAPER_METHODS,
+        methods=PAPER_METHODS + REFERENCE_METHODS,
         tsne=TSNEConfig(epochs=10),
         beyond=BeyondConfig(experiments=(_PAPER, replace(_PAPER, dataset="chestmnist", pool_size=30_000)),
                             seeds=(0, 1, 2, 3, 4)),
@@ -209,7 +211,7 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         methods=_methods(
             "random", "entropy", "coreset", "coreset+vae", "medal", "medal+vae",
-            "lossprediction", "lossprediction+vae",
+            "lossprediction", "lossprediction+vae", "margin", "bald", "badge+vae", "typiclust+vae",
         ),
         tsne=TSNEConfig(
             dataset="chestmnist", pool_size=300, initial_labels=40, unlabeled_fraction=0.5, budget=10, epochs=1,

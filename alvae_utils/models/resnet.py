@@ -139,10 +139,15 @@ class TaskModel(nn.Module):
     forward pass runs, not the parameters: it always returns float32 logits and features.
     """
 
-    def __init__(self, num_outputs: int, pretrained: bool = False) -> None:
+    def __init__(self, num_outputs: int, pretrained: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
         if num_outputs < 1:
             raise ValueError(f"num_outputs must be ≥ 1 (classes or labels), got {num_outputs}.")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        # Dropout before the final layer, for MC-dropout BALD only; at 0 the model is exactly the plain ResNet-18
+        # (no module, no random numbers drawn), so every other heuristic's numbers stay as they were.
+        self.dropout = nn.Dropout(dropout) if dropout else None
         net = resnet18(weights=None)
         grey_conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
         if pretrained:
@@ -202,7 +207,8 @@ class TaskModel(nn.Module):
         s3 = net.layer3(s2)
         s4 = net.layer4(s3)
         features = global_average(s4)
-        return net.fc(features), features, (s1, s2, s3, s4)
+        head_input = features if self.dropout is None else self.dropout(features)
+        return net.fc(head_input), features, (s1, s2, s3, s4)
 
 
 class LossPredictionModule(nn.Module):

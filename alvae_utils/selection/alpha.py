@@ -12,19 +12,7 @@ import torch
 
 from ..config import ConfigError
 from .methods import BALANCED, check_alpha
-from ..seeds import ALPHA, derive_seed
-
-
-BALANCED_PAIRS = 20_000
-"""Pairs of pool points that :func:`balanced_alpha` samples. Each mean squared distance then has a
-relative standard error of CV/√20,000, CV being the coefficient of variation of ||x_i − x_j||² over
-pairs (√(2/d) for Gaussian features of dimension d: 0.18% at d = 32); α's is about half of that."""
-
-
-def _mean_squared_pair_distance(x: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> float:
-    """Mean of ||x_i − x_j||² over the index pairs (first[p], second[p]), summed in float64."""
-    difference = x.index_select(0, first.to(x.device)) - x.index_select(0, second.to(x.device))
-    return float(difference.square().sum(1, dtype=torch.float64).mean())
+from .pairs import BALANCED_PAIRS, mean_squared_pair_distance, pool_pairs, ratio_alpha
 
 
 def balanced_alpha(task_features: torch.Tensor, family_features: torch.Tensor,
@@ -61,24 +49,9 @@ def balanced_alpha(task_features: torch.Tensor, family_features: torch.Tensor,
                          "encode the same pool points in the same order.")
     if n < 2:
         raise ValueError(f"a balanced α needs pairs of pool points; got {n} point(s).")
-    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
-        raise ValueError(f"pairs must be a positive integer, got {pairs!r}.")
-    if generator is None:
-        generator = torch.Generator().manual_seed(derive_seed(ALPHA))
-    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
-        raise ValueError("a balanced α samples its pairs with a seeded CPU generator: "
-                         "pass generator=torch.Generator().manual_seed(seed).")
-    if n * (n - 1) // 2 <= pairs:
-        first, second = torch.triu_indices(n, n, offset=1)
-    else:
-        first = torch.randint(n, (pairs,), generator=generator)
-        second = (first + torch.randint(1, n, (pairs,), generator=generator)) % n
-    msd_task, msd_family = (_mean_squared_pair_distance(x, first, second) for x in (task_features, family_features))
-    if msd_family == 0:
-        raise ValueError("the family's features are the same for every pair of pool points used, so no α "
-                         "balances them (a constant block changes no distance); check the family's fit, or "
-                         "give a numeric α.")
-    return (msd_task / msd_family) ** 0.5
+    first, second = pool_pairs(n, generator, pairs)
+    msd_task, msd_family = (mean_squared_pair_distance(x, first, second) for x in (task_features, family_features))
+    return ratio_alpha(msd_task, msd_family)
 
 
 def augment_features(task_features: torch.Tensor, family_features: torch.Tensor | None,

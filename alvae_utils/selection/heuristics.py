@@ -10,7 +10,8 @@ this table, so adding a heuristic is one :func:`register_heuristic` call::
         name="maxnorm", needs=("features",), extra_features=APPEND, title="Max norm", colour="tab:olive",
         select=lambda inputs, mask, budget: top_k_select(inputs.features.norm(dim=1), mask, budget)))
 
-Built in: random, entropy, core-set (Eq. 1), MedAL (Eq. 2) and loss prediction (Eq. 3–4).
+Built in: random, entropy, core-set (Eq. 1), MedAL (Eq. 2), loss prediction (Eq. 3–4), and the field's
+reference heuristics: margin, BALD, BADGE and TypiClust.
 """
 
 from __future__ import annotations
@@ -23,17 +24,29 @@ from torch import Tensor
 
 from ..config import ConfigError
 from ..registry import Registry
+from .badge import badge_balanced_alpha, badge_select
+from .bald import BALD_DROPOUT, BALD_SAMPLES, bald_scores
+from .margin import margin_scores
 from .ranking import entropy_scores, random_select, top_k_select
+from .typiclust import typiclust_select
 from .kcenter import kcenter_greedy
 from .medal import medal_greedy
 
-INPUTS: tuple[str, ...] = ("features", "logits", "task", "predicted_loss", "generator")
+INPUTS: tuple[str, ...] = ("features", "logits", "task", "predicted_loss", "generator", "mc_probabilities",
+                           "family_features")
 """What a selection function can ask for (fields of :class:`SelectionInputs`)."""
 
 APPEND = "append"
 """Extra features are appended to the task features T_f (Eq. 6): [T_f(u) ⁀ α·V(u)]."""
 LOSS_MODULE = "loss-module"
 """Extra features α·V(u) join the loss-prediction module's concatenation c before its last layer (LP+VAE)."""
+EMBEDDING = "embedding"
+"""Extra features α·V(u) reach the heuristic as ``family_features``, to append to its own embedding (BADGE);
+α = balanced is the heuristic's ``balance``."""
+REPRESENTATION = "representation"
+"""The family's features V(u), unscaled, are the heuristic's only representation (TypiClust): a family is
+required and α refused."""
+MODES = (APPEND, LOSS_MODULE, EMBEDDING, REPRESENTATION)
 
 
 @dataclass(frozen=True)
@@ -42,7 +55,9 @@ class SelectionInputs:
 
     ``features``: (N, d) T_f of the pool, with the family block appended for an
     APPEND variant; ``logits``: (N, C); ``task``: multi-class or multi-label;
-    ``predicted_loss``: (N,) from P; ``generator``: a seeded CPU generator.
+    ``predicted_loss``: (N,) from P; ``generator``: a seeded CPU generator (the run's selection generator);
+    ``mc_probabilities``: (T, N, C) from T stochastic passes with dropout on (BALD's model only);
+    ``family_features``: (N, k) the family's block, α·V for an EMBEDDING variant, V for REPRESENTATION.
     """
 
     features: Tensor | None = None
@@ -50,6 +65,8 @@ class SelectionInputs:
     task: str | None = None
     predicted_loss: Tensor | None = None
     generator: torch.Generator | None = None
+    mc_probabilities: Tensor | None = None
+    family_features: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -61,8 +78,13 @@ class Heuristic:
     needs: tuple[str, ...]  # subset of INPUTS
     title: str  # figure titles, e.g. "Core-set"
     colour: str  # matplotlib colour of its lines in every figure
-    extra_features: str | None = None  # APPEND, LOSS_MODULE, or None: no +<family> variants
+    extra_features: str | None = None  # one of MODES, or None: no +<family> variants
     trains_loss_module: bool = False  # T is trained jointly with the loss-prediction module P
+    # Dropout before T's final layer (its task model only) and the Monte Carlo passes behind mc_probabilities.
+    mc_dropout: float = 0.0
+    mc_samples: int = 0
+    # EMBEDDING only: α = balanced, (inputs without family_features, V (N, k), CPU generator) → α.
+    balance: Callable[[SelectionInputs, Tensor, torch.Generator], float] | None = None
 
 
 HEURISTICS: Registry[Heuristic] = Registry("heuristic")
@@ -85,8 +107,15 @@ def register_heuristic(heuristic: Heuristic, replace: bool = False) -> Heuristic
     if "predicted_loss" in heuristic.needs and not heuristic.trains_loss_module:
         raise ConfigError(f"heuristic {heuristic.name!r} needs predicted losses, which only the loss-prediction "
                           "module gives; set trains_loss_module=True.")
-    if heuristic.extra_features not in (None, APPEND, LOSS_MODULE):
-        raise ConfigError(f"extra_features of {heuristic.name!r} must be None, {APPEND!r} or {LOSS_MODULE!r}.")
+    if heuristic.extra_features not in (None, *MODES):
+        raise ConfigError(f"extra_features of {heuristic.name!r} must be None or one of {MODES}.")
+    if ("family_features" in heuristic.needs) != (heuristic.extra_features in (EMBEDDING, REPRESENTATION)):
+        raise ConfigError(f"heuristic {heuristic.name!r}: 'family_features' is the input of the {EMBEDDING!r} "
+                          f"and {REPRESENTATION!r} variants, and needed by exactly those.")
+    if ("mc_probabilities" in heuristic.needs) != (heuristic.mc_samples > 0) or not 0 <= heuristic.mc_dropout < 1 \
+            or (heuristic.mc_samples > 0) != (heuristic.mc_dropout > 0):
+        raise ConfigError(f"heuristic {heuristic.name!r} needs 'mc_probabilities' exactly when it sets "
+                          "mc_samples ≥ 1 and a dropout rate in (0, 1).")
     if heuristic.extra_features == LOSS_MODULE and not heuristic.trains_loss_module:
         raise ConfigError(f"heuristic {heuristic.name!r} gives extra features to the loss-prediction module, "
                           "so it must set trains_loss_module=True.")
@@ -105,6 +134,11 @@ def with_variants() -> list[str]:
     return [name for name, heuristic in HEURISTICS.items() if heuristic.extra_features is not None]
 
 
+def needs_predictions(heuristic: Heuristic) -> bool:
+    """Whether the heuristic reads T's predictions of the pool (TypiClust and random do not)."""
+    return bool({"features", "logits", "predicted_loss", "mc_probabilities"} & set(heuristic.needs))
+
+
 def select(heuristic: str, labeled_mask: Tensor, budget: int, **inputs: object) -> Tensor:
     """Step 6 of Algorithm 1: β pool indices chosen by ``heuristic``, in pick order.
 
@@ -117,7 +151,9 @@ def select(heuristic: str, labeled_mask: Tensor, budget: int, **inputs: object) 
     unknown = sorted(set(inputs) - set(INPUTS))
     if unknown:
         raise TypeError(f"select() got unknown input(s) {unknown}; the inputs are {', '.join(INPUTS)}.")
-    missing = [name for name in spec.needs if inputs.get(name) is None]
+    # A plain EMBEDDING heuristic (badge) has no family block: the one input that may be None.
+    optional = {"family_features"} if spec.extra_features == EMBEDDING else set()
+    missing = [name for name in spec.needs if inputs.get(name) is None and name not in optional]
     if missing:
         raise ValueError(f"heuristic {heuristic!r} needs {' and '.join(missing)}; pass "
                          f"{', '.join(f'{name}=...' for name in missing)} to select().")
@@ -166,3 +202,22 @@ register_heuristic(Heuristic(
     name="lossprediction", needs=("predicted_loss",), extra_features=LOSS_MODULE, trains_loss_module=True,
     title="Loss prediction", colour="tab:red",
     select=lambda inputs, mask, budget: top_k_select(inputs.predicted_loss, mask, budget)))
+register_heuristic(Heuristic(
+    name="margin", needs=("logits", "task"), title="Margin", colour="tab:brown",
+    select=lambda inputs, mask, budget: top_k_select(-margin_scores(inputs.logits, inputs.task), mask, budget)))
+register_heuristic(Heuristic(
+    name="bald", needs=("mc_probabilities", "task"), title="BALD", colour="tab:pink",
+    mc_dropout=BALD_DROPOUT, mc_samples=BALD_SAMPLES,
+    select=lambda inputs, mask, budget: top_k_select(bald_scores(inputs.mc_probabilities, inputs.task), mask,
+                                                     budget)))
+register_heuristic(Heuristic(
+    name="badge", needs=("features", "logits", "task", "generator", "family_features"), extra_features=EMBEDDING,
+    title="BADGE", colour="tab:olive",
+    select=lambda inputs, mask, budget: badge_select(inputs.logits, inputs.features, inputs.task, mask, budget,
+                                                     inputs.generator, inputs.family_features),
+    balance=lambda inputs, family, generator: badge_balanced_alpha(inputs.logits, inputs.features, inputs.task,
+                                                                   family, generator)))
+register_heuristic(Heuristic(
+    name="typiclust", needs=("family_features", "generator"), extra_features=REPRESENTATION,
+    title="TypiClust", colour="tab:cyan",
+    select=lambda inputs, mask, budget: typiclust_select(inputs.family_features, mask, budget, inputs.generator)))

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..config import ConfigError
-from .features import FeatureFamily, get_family
-from .heuristics import LOSS_MODULE, Heuristic, get_heuristic, with_variants
+from .features import FAMILIES, FeatureFamily, get_family
+from .heuristics import HEURISTICS, LOSS_MODULE, REPRESENTATION, Heuristic, get_heuristic, with_variants
 
 BALANCED = "balanced"
 """The α (Eq. 6) given as ``"balanced"``: estimated at every selection by
@@ -88,6 +88,8 @@ class Method:
         of α balances anything; α only rescales those weights' initialisation and steps.
         """
         heuristic = get_heuristic(self.heuristic)
+        if heuristic.extra_features == REPRESENTATION:
+            self._check_representation()
         if self.features is None:
             if self.alpha == BALANCED:
                 raise ConfigError(f"α={BALANCED} scales a feature family's block, and {self.heuristic} has none; "
@@ -107,6 +109,16 @@ class Method:
                     "(--alpha 0.5).")
             return
         check_alpha(self.alpha, f"the {family.title} features")
+
+    def _check_representation(self) -> None:
+        """A heuristic that selects from a family's features alone (TypiClust) needs a family and takes no α."""
+        if self.features is None:
+            raise ConfigError(f"{self.heuristic} selects from a feature family's representation alone, so it needs "
+                              f"one: write {self.heuristic}+FAMILY with FAMILY one of {', '.join(FAMILIES)} "
+                              f"(e.g. {self.heuristic}+vae).")
+        if self.alpha != DEFAULT_ALPHA:
+            raise ConfigError(f"{self.heuristic} takes no α (got {self.alpha!r}): scaling the only representation "
+                              f"changes no pick. Write {self.heuristic}+{self.features}.")
 
     @property
     def heuristic_entry(self) -> Heuristic:
@@ -147,6 +159,9 @@ class Method:
                                      "alpha": alpha if self.features else None}
         if self.features not in (None, "vae"):
             fields["features"] = self.features
+        entry = HEURISTICS.get(self.heuristic)
+        if entry is not None and entry.mc_samples:  # BALD's dropout and T decide its numbers
+            fields["mc_dropout"], fields["mc_samples"] = entry.mc_dropout, entry.mc_samples
         return fields
 
     @classmethod
@@ -218,6 +233,24 @@ def labels_of(labels: Iterable[str], *, family: str | None = _ANY, alpha: float 
     return [label for label, method in parsed_methods(labels).items()
             if (family is _ANY or method.features == family)
             and (alpha is _ANY or (method.features is not None and method.alpha == alpha))]
+
+
+RANDOM = "random"
+"""The baseline every heuristic is compared with (:func:`random_pairs`)."""
+
+
+def random_pairs(labels: Iterable[str]) -> list[tuple[str, str]]:
+    """(random, heuristic) label pairs among ``labels``: random with each plain heuristic, and with each variant of a
+    heuristic that has no plain form (TypiClust selects from its family's features alone).
+
+    Sorted by label; none without random among ``labels``. These comparisons ask whether a heuristic beats
+    random at all, a question of its own: test them as their own Holm family, apart from :func:`variant_pairs`.
+    """
+    methods = parsed_methods(sorted(set(labels)))
+    if RANDOM not in methods:
+        return []
+    return [(RANDOM, label) for label, method in methods.items() if label != RANDOM
+            and (method.features is None or method.heuristic_entry.extra_features == REPRESENTATION)]
 
 
 def variant_pairs(labels: Iterable[str]) -> list[tuple[str, str]]:

@@ -28,6 +28,17 @@ def random_select(labeled_mask: torch.Tensor, budget: int, generator: torch.Gene
     return unlabeled[order].to(labeled_mask.device)
 
 
+def checked_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` as at least float32 if they are a finite (N, C) tensor; ValueError otherwise."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ValueError("logits must be a 2-D tensor (N, C) of the task model's outputs.")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits contain NaN or inf; check the task model before selecting.")
+    if not logits.is_floating_point() or torch.finfo(logits.dtype).bits < 32:
+        logits = logits.float()
+    return logits
+
+
 def entropy_scores(logits: torch.Tensor, task: str) -> torch.Tensor:
     """Predictive entropy per point (N,) from logits (N, C).
 
@@ -36,12 +47,7 @@ def entropy_scores(logits: torch.Tensor, task: str) -> torch.Tensor:
     Log-probabilities come from log_softmax / logsigmoid, and 0·log 0 is taken
     as 0, so extreme finite logits give no NaN.
     """
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise ValueError("logits must be a 2-D tensor (N, C) of the task model's outputs.")
-    if not bool(torch.isfinite(logits).all()):
-        raise ValueError("logits contain NaN or inf; check the task model before selecting.")
-    if not logits.is_floating_point() or torch.finfo(logits.dtype).bits < 32:
-        logits = logits.float()
+    logits = checked_logits(logits)
 
     def plogp(log_p: torch.Tensor) -> torch.Tensor:
         p = log_p.exp()

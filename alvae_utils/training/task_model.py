@@ -88,17 +88,19 @@ def build_task_model(
     device: torch.device | str,
     with_loss_prediction: bool = False,
     extra_dim: int = 0,
+    dropout: float = 0.0,
 ) -> tuple[TaskModel, LossPredictionModule | None]:
     """Seed, then create T (and P) on ``device``, with the speed settings of ``config`` applied.
 
-    The same seed always gives the same initial weights (the speed settings do not change
-    them). Raises ConfigError when a speed setting cannot run here (:func:`check_speed_settings`).
+    The same seed always gives the same initial weights (the speed settings and ``dropout``, the rate
+    before T's final layer, do not change them). Raises ConfigError when a speed setting cannot run here
+    (:func:`check_speed_settings`).
     """
     if extra_dim and not with_loss_prediction:
         raise ValueError("extra_dim > 0 only makes sense with the loss-prediction module (LP+VAE).")
     check_speed_settings(config, device)
     seed_everything(seed)
-    model = TaskModel(num_outputs, pretrained=config.pretrained).to(device)
+    model = TaskModel(num_outputs, pretrained=config.pretrained, dropout=dropout).to(device)
     lp_module = LossPredictionModule(extra_dim=extra_dim).to(device) if with_loss_prediction else None
     apply_speed_settings(model, lp_module, config)
     return model, lp_module
