@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..config import ConfigError, ExperimentConfig, VAEConfig
+from ..config import ConfigError, ExperimentConfig, SimCLRConfig, VAEConfig
 from ..data.datasets import Dataset, load_experiment_data
 from ..device import pinned_threads
-from ..selection.features import FAMILIES, FeatureContext, FeatureFamily, pool_features
+from ..selection.features import FAMILIES, SIMCLR_FAMILY, FeatureContext, FeatureFamily, pool_features
 from ..selection.heuristics import HEURISTICS, Heuristic
 from ..selection.methods import Method
 from ..models.resnet import check_pretrained_weights_available
@@ -55,6 +55,7 @@ class FamilyFit:
     vae: VAEConfig
     pool_seed: int
     cache_root: Path  # the sweep's results root: the fit is cached there, wherever it runs
+    simclr: SimCLRConfig = SimCLRConfig()
 
     def fit(self, device: torch.device, threads: int | None = None, progress: bool = True) -> torch.Tensor:
         """The pool's (N, k) float32 features, on the CPU, fitted with torch pinned to ``threads`` like a run.
@@ -63,7 +64,8 @@ class FamilyFit:
         """
         FAMILIES.setdefault(self.family.name, self.family)  # registered in a notebook, fitted in a worker
         with pinned_threads(threads):
-            context = FeatureContext(self.pool, self.vae, self.pool_seed, device, progress, cache_root=self.cache_root)
+            context = FeatureContext(self.pool, self.vae, self.pool_seed, device, progress, cache_root=self.cache_root,
+                                     simclr=self.simclr)
             return pool_features(self.family, context).cpu()
 
 
@@ -171,15 +173,21 @@ class SweepPlan:
     def fits(self, runs: Sequence[PlannedRun] | None = None) -> tuple[FamilyFit, ...]:
         """One fit per family fitted once per pool that a run of ``runs`` (default: all) still needs, as stored now.
 
-        A finished run is only loaded, so it needs none; one whose stored rows are damaged
-        resumes, and needs its family again.
+        A run with ``train.init=simclr`` needs the SimCLR fit too: its task model starts from that encoder,
+        which the run loads from the fit's cache. A finished run is only loaded, so it needs none; one whose
+        stored rows are damaged resumes, and needs its family again.
         """
         fits: dict[str, FamilyFit] = {}
         for run in self.runs if runs is None else runs:
-            name = run.once_fitted_family
-            if name and name not in fits and run.completed_steps() < run.total_steps:
-                fits[name] = FamilyFit(run.family_entry, run.inputs.pool, run.experiment.vae, run.experiment.pool_seed,
-                                       run.store.root.parent)
+            if run.completed_steps() >= run.total_steps:
+                continue
+            needed = [run.family_entry] if run.once_fitted_family else []
+            if run.experiment.train.init == SIMCLR_FAMILY.name:
+                needed.append(SIMCLR_FAMILY)
+            for family in needed:
+                fits.setdefault(family.name, FamilyFit(family, run.inputs.pool, run.experiment.vae,
+                                                       run.experiment.pool_seed, run.store.root.parent,
+                                                       run.experiment.simclr))
         return tuple(fits.values())
 
     def fitted(self, device: torch.device, threads: int | None = None, progress: bool = True
