@@ -20,7 +20,7 @@ from alvae_utils.experiment.overrides import apply
 from alvae_utils.experiment.profiles import get_profile
 from alvae_utils.experiment.results import run_key
 from alvae_utils.models.resnet import TaskModel
-from alvae_utils.models.simclr import SimCLRNet, nt_xent
+from alvae_utils.models.simclr import nt_xent
 from alvae_utils.selection.features import get_family
 from alvae_utils.selection.methods import Method
 from alvae_utils.training.simclr import (
