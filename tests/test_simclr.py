@@ -17,6 +17,7 @@ from alvae_utils.data.datasets import load_experiment_data
 from alvae_utils.device import images_to_float, numerics
 from alvae_utils.experiment import loop
 from alvae_utils.experiment.overrides import apply
+from alvae_utils.experiment.planning import plan_sweep
 from alvae_utils.experiment.profiles import get_profile
 from alvae_utils.experiment.results import run_key
 from alvae_utils.models.resnet import TaskModel
@@ -169,7 +170,7 @@ def test_detectable_difference_matches_a_published_case_and_a_simulation():
         detectable_difference(1.0, 1)
 
 
-def test_a_simclr_start_has_the_encoders_backbone_and_is_keyed_apart(pool, tmp_path):
+def test_a_simclr_start_has_the_encoders_backbone_and_is_keyed_apart(pool, tmp_path, monkeypatch):
     net, _, _ = get_or_train_simclr(pool, SIMCLR, 0, device="cpu", progress=False, root=tmp_path)
     model, _ = build_task_model(10, TINY.train, seed=1, device="cpu")
     head = {name: value.clone() for name, value in model.state_dict().items() if name.startswith("net.fc.")}
@@ -184,6 +185,12 @@ def test_a_simclr_start_has_the_encoders_backbone_and_is_keyed_apart(pool, tmp_p
     method = Method("coreset")
     assert run_key(simclr_start, method, 0, "d") != run_key(TINY, method, 0, "d")
     assert simclr_start.key() != TINY.key() and "init" not in TINY.key_fields()["train"]
+    # A sweep fits the encoder once, first, and its runs wait for it (under Ray too).
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    plan = plan_sweep("ci", TINY.dataset, methods=[Method("coreset"), Method("coreset", "vae")], seeds=[0],
+                      experiment=simclr_start)
+    assert sorted(fit.family.name for fit in plan.fits()) == ["simclr", "vae"]
+    assert [run.once_fitted_family for run in plan.runs] == ["simclr", "vae"]
     # SimCLR's settings enter a key only when set away from their defaults.
     assert "simclr" not in TINY.key_fields()
     assert replace(TINY, simclr=SimCLRConfig(temperature=0.1)).key() != TINY.key()

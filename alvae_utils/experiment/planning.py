@@ -99,9 +99,13 @@ class PlannedRun:
 
     @property
     def once_fitted_family(self) -> str | None:
-        """The name of the family fitted once per pool that this run needs (:class:`FamilyFit`), if any."""
+        """The name of the family fitted once per pool that this run waits for (:class:`FamilyFit`), if any: its
+        method's, else ``simclr`` when its task model starts from that encoder (``train.init=simclr``). (A run with
+        both loads, or fits, the encoder itself: the fit is cached, seeded and keyed on its numerics.)"""
         family = self.family_entry
-        return family.name if family is not None and family.fitted_once else None
+        if family is not None and family.fitted_once:
+            return family.name
+        return SIMCLR_FAMILY.name if self.experiment.train.init == SIMCLR_FAMILY.name else None
 
     def with_inputs(self, inputs: SweepInputs | None) -> PlannedRun:
         return replace(self, inputs=inputs)
