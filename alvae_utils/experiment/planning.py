@@ -185,7 +185,8 @@ class SweepPlan:
         for run in self.runs if runs is None else runs:
             if run.completed_steps() >= run.total_steps:
                 continue
-            needed = [run.family_entry] if run.once_fitted_family else []
+            family = run.family_entry
+            needed = [family] if family is not None and family.fitted_once else []
             if run.experiment.train.init == SIMCLR_FAMILY.name:
                 needed.append(SIMCLR_FAMILY)
             for family in needed:
