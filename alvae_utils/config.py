@@ -2,6 +2,7 @@
 
 * :class:`TrainConfig` — the task model's schedule (paper, Experiments).
 * :class:`VAEConfig` — the VAE's training (paper, Experiments).
+* :class:`SimCLRConfig` — the self-supervised ``simclr`` feature family's training (Chen et al., 2020).
 * :class:`ExperimentConfig` — one dataset's Algorithm 1 setting: pool, ξ, β, η and the two above.
 * :class:`TSNEConfig` — the core-set snapshot behind Figs. 5–6.
 
@@ -171,19 +172,27 @@ class TrainConfig:
                                         "run under Ray with GPUs; minutes on CPU)")
     tf32: bool = setting(False, help="speed: TF32 for T's and P's fp32 convolutions and matrix products (CUDA, "
                                      "Ampere+; no-op elsewhere)")
+    init: str = setting("scratch", help="T's backbone at each step: scratch (or ImageNet with pretrained), or simclr "
+                                        "(the pool's fitted SimCLR encoder)")
 
     def epochs_for_step(self, step: int) -> int:
         """Epochs at AL step ``step`` (0 = the initial labeled set)."""
         return self.initial_epochs + self.epoch_increment * step
 
     def key_fields(self) -> dict[str, object]:
-        """The fields that keys hash: all of them, but those of :data:`KEYED_WHEN_ON` only when on."""
-        return {name: value for name, value in asdict(self).items() if name not in KEYED_WHEN_ON or value}
+        """The fields that keys hash: all of them, but those of :data:`KEYED_WHEN_ON` only when not at their default."""
+        return {name: value for name, value in asdict(self).items()
+                if name not in KEYED_WHEN_ON or value != _DEFAULT_TRAIN[name]}
 
 
-KEYED_WHEN_ON: frozenset[str] = frozenset({"tf32"})
-"""Speed settings of :class:`TrainConfig` added after run keys were pinned: hashed into a key only when
-on, so every run stored without them keeps its key (``tests/ci_profile_keys.json``)."""
+KEYED_WHEN_ON: frozenset[str] = frozenset({"tf32", "init"})
+"""Settings of :class:`TrainConfig` added after run keys were pinned: hashed into a key only when not at
+their default (tf32 on, init other than scratch), so every run stored without them keeps its key
+(``tests/ci_profile_keys.json``)."""
+
+TASK_INITS: tuple[str, ...] = ("scratch", "simclr")
+"""Values of ``train.init``: T's backbone from scratch (or ImageNet, with ``pretrained``), or from the pool's
+fitted SimCLR encoder (:mod:`alvae_utils.training.simclr`)."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,34 @@ class VAEConfig:
 
 
 @dataclass(frozen=True)
+class SimCLRConfig:
+    """The ``simclr`` feature family's training (Chen et al., 2020, "A Simple Framework for Contrastive Learning").
+
+    ``epochs`` and ``batch_size`` left at None take the VAE's (:class:`VAEConfig`): both are the profile's
+    one label-free fit of the pool, so a profile's budget for it is set once, and ``ci`` stays tiny. A
+    setting given explicitly enters the configuration key (:meth:`ExperimentConfig.key_fields`); at the
+    defaults nothing does, so every key stored before this family existed stays.
+    """
+
+    epochs: int | None = setting(None, allowed=AT_LEAST_ONE, help="training epochs (None: vae.epochs)")
+    batch_size: int | None = setting(None, allowed=AT_LEAST_TWO,
+                                     help="images per Adam step, two views each (None: vae.batch_size)")
+    temperature: float = setting(0.5, allowed=POSITIVE, help="τ of the NT-Xent loss")
+    lr: float = setting(1e-3, allowed=POSITIVE, help="Adam learning rate")
+    weight_decay: float = setting(1e-6, allowed=NON_NEGATIVE, help="Adam weight decay")
+    projection_dim: int = setting(128, allowed=AT_LEAST_ONE, help="output of the projection head g (the loss's z)")
+
+    def resolved(self, vae: VAEConfig) -> SimCLRConfig:
+        """This configuration with ``epochs`` and ``batch_size`` taken from ``vae`` where they are None."""
+        return SimCLRConfig(**{**asdict(self), "epochs": self.epochs or vae.epochs,
+                               "batch_size": self.batch_size or vae.batch_size})
+
+    def key_fields(self) -> dict[str, object]:
+        """The settings given away from their defaults, which keys hash (none: keys stay as before SimCLR)."""
+        return {name: value for name, value in asdict(self).items() if value != getattr(_DEFAULT_SIMCLR, name)}
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that determines one Algorithm 1 run except the method and seed.
 
@@ -231,6 +268,7 @@ class ExperimentConfig:
     max_labels: int = setting(allowed=AT_LEAST_ONE, help="η, the last label count on the curve")
     train: TrainConfig = setting(TrainConfig(), help="task-model training")
     vae: VAEConfig = setting(VAEConfig(), help="VAE training")
+    simclr: SimCLRConfig = setting(SimCLRConfig(), help="SimCLR training (the simclr family, train.init=simclr)")
     pool_seed: int = setting(
         0, allowed=NON_NEGATIVE, help="seed of the pool draw (fixed per dataset; run seeds vary the initial labels)")
 
@@ -267,6 +305,11 @@ class ExperimentConfig:
                 f"η={self.max_labels} exceeds the pool size {self.pool_size}; lower η or raise pool_size."
             )
         check_settings(self)
+        if self.train.init not in TASK_INITS:
+            raise ConfigError(f"train.init must be one of {', '.join(TASK_INITS)}, got {self.train.init!r}.")
+        if self.train.init != "scratch" and self.train.pretrained:
+            raise ConfigError(f"train.init={self.train.init} sets T's backbone, and train.pretrained=True sets it to "
+                              "ImageNet's: choose one (set train.pretrained=false).")
 
     def label_counts(self) -> list[int]:
         """|L| at each recorded step: ξ, ξ+β, … ≤ η."""
@@ -277,8 +320,17 @@ class ExperimentConfig:
         return config_hash(self.key_fields())
 
     def key_fields(self) -> dict[str, object]:
-        """The configuration as keys hash it: every field, the training's as :meth:`TrainConfig.key_fields`."""
-        return {**asdict(self), "train": self.train.key_fields()}
+        """The configuration as keys hash it: every field, the training's as :meth:`TrainConfig.key_fields`, and of
+        :class:`SimCLRConfig` only those set away from their defaults (none: no ``simclr`` entry, so keys stored
+        before it existed stay; at the defaults its settings are the VAE's, which are hashed)."""
+        fields = {**asdict(self), "train": self.train.key_fields()}
+        del fields["simclr"]
+        simclr = self.simclr.key_fields()
+        return {**fields, "simclr": simclr} if simclr else fields
+
+
+_DEFAULT_TRAIN = asdict(TrainConfig())
+_DEFAULT_SIMCLR = SimCLRConfig()
 
 
 def config_hash(obj: object) -> str:

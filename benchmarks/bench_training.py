@@ -15,6 +15,8 @@ Measures, in images per second (img/s):
   :func:`alvae_utils.training.metrics.classification_metrics` (accuracy, AUC) on 10,000 samples.
 * ``vae``       — :func:`alvae_utils.training.vae.train_vae` (one epoch of the profile's VAE: batch 128 at
   ``paper``) and :func:`encode_mu`.
+* ``simclr``    — :func:`alvae_utils.training.simclr.train_simclr` (one epoch of the profile's SimCLR fit, each
+  image giving two views: img/s counts pool images, not views) and :func:`encode_simclr`.
 * ``selection`` — :func:`alvae_utils.selection.kcenter.kcenter_greedy` (core-set, Eq. 1) on 544-d features
   at the profile's pools (25,000 and 30,000 at ``paper``) for every labeled-set size of its curve (β = 3,000).
 * ``tsne``      — :func:`alvae_utils.experiment.tsne.embed` on as many points as the profile's t-SNE
@@ -62,7 +64,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_selection import make_problem  # noqa: E402
 
-from alvae_utils.config import TrainConfig, VAEConfig  # noqa: E402
+from alvae_utils.config import SimCLRConfig, TrainConfig, VAEConfig  # noqa: E402
 from alvae_utils.data.datasets import MULTICLASS, MULTILABEL  # noqa: E402
 from alvae_utils.device import INFERENCE_BATCH, synchronized_clock  # noqa: E402
 from alvae_utils.training.metrics import classification_metrics  # noqa: E402
@@ -70,9 +72,10 @@ from alvae_utils.experiment.profiles import PROFILES, Profile, get_profile  # no
 from alvae_utils.selection.kcenter import kcenter_greedy  # noqa: E402
 from alvae_utils.training.task_model import build_task_model, predict, train_task_model  # noqa: E402
 from alvae_utils.experiment.tsne import embed  # noqa: E402
+from alvae_utils.training.simclr import encode_simclr, train_simclr  # noqa: E402
 from alvae_utils.training.vae import encode_mu, train_vae  # noqa: E402
 
-PARTS = ("training", "features", "vae", "selection", "tsne", "ray")
+PARTS = ("training", "features", "vae", "simclr", "selection", "tsne", "ray")
 SETTINGS: dict[str, dict[str, bool]] = {
     "fp32": {},
     "channels_last": {"channels_last": True},
@@ -203,31 +206,33 @@ def batches(profile: Profile) -> tuple[int, ...]:
     return tuple(dict.fromkeys([*(experiment.train.batch_size for experiment in profile.experiments), SMALL_BATCH]))
 
 
-def vae_cases(device: torch.device, seconds: float, config: VAEConfig) -> list[Case]:
-    """VAE training (one epoch of ``config``) and encode_mu cases."""
+def fit_cases(device: torch.device, seconds: float, config: VAEConfig | SimCLRConfig, train: Callable,
+              encode: Callable, encode_part: str) -> list[Case]:
+    """Training (one epoch of ``config`` by ``train(images, config, seed=, device=, progress=)``) and encoding
+    (``encode(model, images)``) cases of a model fitted once per pool, on as many images as fill a window."""
     config = replace(config, epochs=1)
     probe = 8 * config.batch_size
     images, _ = synthetic(probe)
-    train_vae(images, config, seed=0, device=device, progress=False)  # warm-up
+    train(images, config, seed=0, device=device, progress=False)  # warm-up
     start = synchronized_clock(device)
-    vae, _ = train_vae(images, config, seed=0, device=device, progress=False)
+    model, _ = train(images, config, seed=0, device=device, progress=False)
     probe_seconds = synchronized_clock(device) - start
     n = max(probe, round(seconds * probe / probe_seconds / config.batch_size) * config.batch_size)
     images, _ = synthetic(n)
 
-    def train() -> tuple[int, float]:
+    def train_window() -> tuple[int, float]:
         start = synchronized_clock(device)
-        train_vae(images, config, seed=0, device=device, progress=False)
+        train(images, config, seed=0, device=device, progress=False)
         return n, synchronized_clock(device) - start
 
-    def encode() -> tuple[int, float]:
+    def encode_window() -> tuple[int, float]:
         start = synchronized_clock(device)
-        encode_mu(vae, images)
+        encode(model, images)
         return n, synchronized_clock(device) - start
 
-    encode()  # warm-up
-    return [Case({"part": "train", "batch": config.batch_size, "images_per_window": n}, train),
-            Case({"part": "encode_mu", "batch": INFERENCE_BATCH, "images_per_window": n}, encode)]
+    encode_window()  # warm-up
+    return [Case({"part": "train", "batch": config.batch_size, "images_per_window": n}, train_window),
+            Case({"part": encode_part, "batch": INFERENCE_BATCH, "images_per_window": n}, encode_window)]
 
 
 def measure_selection(device: torch.device, repeats: int, profile: Profile, d: int = 544) -> list[dict]:
@@ -427,7 +432,13 @@ def main(argv: list[str] | None = None) -> None:
         ratio_to_fp32(stored["features"], ("lp",))
         stored["metrics"] = measure_metrics()
     if "vae" in parts:
-        stored["vae"] = interleave(vae_cases(device, args.seconds, profile.experiments[0].vae), args.rounds, "VAE")
+        cases = fit_cases(device, args.seconds, profile.experiments[0].vae, train_vae, encode_mu, "encode_mu")
+        stored["vae"] = interleave(cases, args.rounds, "VAE")
+    if "simclr" in parts:
+        experiment = profile.experiments[0]
+        cases = fit_cases(device, args.seconds, experiment.simclr.resolved(experiment.vae), train_simclr,
+                          encode_simclr, "encode_simclr")
+        stored["simclr"] = interleave(cases, args.rounds, "SimCLR")
     if "selection" in parts:
         stored["selection"] = measure_selection(device, repeats=2, profile=profile)
     if "tsne" in parts:
@@ -473,10 +484,11 @@ def report(stored: dict) -> None:
         metrics = stored["metrics"]
         print(f"\nclassification_metrics on {metrics['samples']:,} samples: "
               + ", ".join(f"{task} {seconds:.2f} s" for task, seconds in metrics["seconds"].items()))
-    if stored.get("vae"):
-        print("\nVAE (fp32):\n")
-        print(table(stored["vae"], [("part", "", lambda r: r["part"]), ("batch", ":", lambda r: str(r["batch"])),
-                                     *RATES]))
+    for part, title in (("vae", "VAE (fp32)"), ("simclr", "SimCLR (fp32; train: pool images, two views each)")):
+        if stored.get(part):
+            print(f"\n{title}:\n")
+            print(table(stored[part], [("part", "", lambda r: r["part"]), ("batch", ":", lambda r: str(r["batch"])),
+                                       *RATES]))
     if stored.get("selection"):
         print("\nkcenter_greedy (core-set), d = 544, best of 2:\n")
         print(table(stored["selection"], [

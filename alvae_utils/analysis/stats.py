@@ -16,6 +16,9 @@ at 21000 labels", p < 0.05) but does not name its test. alvae states its tests:
   the area under the budget curve, normalised by the label range;
   :func:`paired_aubc_tests` then tests each comparison once (paired t-test, Wilcoxon
   as the check), with Holm across the comparisons of its table.
+* **Power:** :func:`detectable_difference` is the smallest difference a paired t-test
+  of n pairs detects with 80% power, from the observed SD of the differences: what a
+  "no significant difference" could not have seen.
 
 Input is the tidy results table of :mod:`alvae_utils.experiment.results` (one row per
 run and AL step).
@@ -27,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import optimize
 from scipy import stats as sps
 
 from ..selection.methods import variant_pairs
@@ -159,6 +163,40 @@ def t_half_width(sd: np.ndarray | float, n: np.ndarray | float, level: float) ->
     with np.errstate(invalid="ignore", divide="ignore"):
         quantile = sps.t.ppf(0.5 + level / 2, df=np.where(n > 1, n - 1, np.nan))
         return quantile * np.asarray(sd, dtype=float) / np.sqrt(n)
+
+
+def detectable_difference(sd: float, n: int, alpha_level: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean paired difference δ > 0 that a two-sided paired t-test of ``n`` pairs at level
+    ``alpha_level`` rejects with probability ``power``, when the differences have standard deviation ``sd``.
+
+    Under δ the statistic T = mean / (sd/√n) follows a noncentral t with n − 1 degrees of freedom and
+    noncentrality λ = δ√n / sd (Cohen 1988, §2.5; scipy.stats.nct), so the power at λ is
+    P(T > t_c) + P(T < −t_c), t_c = t_{1−α/2, n−1}; δ = λ* · sd / √n for the λ* where that equals ``power``.
+    The same units as ``sd`` (AUBC: a fraction; pp after ×100). Returns NaN for sd = 0 (the t-test is undefined).
+    Raises ValueError for n < 2, a negative or non-finite sd, or a level or power outside (0, 1).
+    """
+    if isinstance(n, bool) or int(n) != n or n < 2:
+        raise ValueError(f"a paired t-test needs n ≥ 2 pairs, got {n}.")
+    if not np.isfinite(sd) or sd < 0:
+        raise ValueError(f"sd must be a finite number ≥ 0, got {sd}.")
+    check_level(alpha_level)
+    check_level(power)
+    if sd == 0:
+        return float("nan")
+    df = int(n) - 1
+    critical = sps.t.ppf(1 - alpha_level / 2, df)
+
+    def shortfall(noncentrality: float) -> float:
+        # The far tail's mass is below 1e-3 here and its numerical value can be NaN for large λ: count it as 0.
+        far = float(np.nan_to_num(sps.nct.cdf(-critical, df, noncentrality)))
+        return float(sps.nct.sf(critical, df, noncentrality)) + far - power
+
+    # Power rises with λ from α (λ = 0) towards 1; double the bracket until it holds the root.
+    upper = critical + 1.0
+    while shortfall(upper) < 0:
+        upper *= 2
+    noncentrality = optimize.brentq(shortfall, 0.0, upper, xtol=1e-12)
+    return float(noncentrality * sd / np.sqrt(n))
 
 
 def paired_statistics(base: np.ndarray, treat: np.ndarray, level: float) -> dict[str, float]:

@@ -46,6 +46,7 @@ from .results import ResultStore, RunRecord, RunState, data_fingerprint, run_pro
 from ..seeds import ALPHA, MODEL, SELECT, TRAIN, derive_seed
 from ..selection.alpha import augment_features, balanced_alpha
 from ..selection.pool import initial_labeled_indices
+from ..training.simclr import get_or_train_simclr, init_from_encoder
 from ..training.task_model import build_task_model, predict, train_task_model
 
 
@@ -67,7 +68,8 @@ def _family_step(method: Method, config: ExperimentConfig, pool: Dataset, labele
     if finished and method.heuristic_entry.extra_features != LOSS_MODULE:
         return None, float("nan")
     started = synchronized_clock(device)
-    context = family.step_context(pool, config.vae, config.pool_seed, device, progress, labeled, seed, step)
+    context = family.step_context(pool, config.vae, config.pool_seed, device, progress, labeled, seed, step,
+                                  simclr=config.simclr)
     features = pool_features(family, context).to(device)  # checked: finite (N, k) float32
     return features, synchronized_clock(device) - started
 
@@ -136,7 +138,9 @@ def run_algorithm1(config: ExperimentConfig, method: Method, seed: int, pool: Da
     state records it. On CUDA the run computes in deterministic IEEE fp32
     (:func:`alvae_utils.device.reproducible_cuda`), and its numbers depend on the GPU model
     and the CUDA, cuDNN and torch versions, which the state records too
-    (:func:`alvae_utils.device.numerics`). Raises ConfigError for an invalid configuration or
+    (:func:`alvae_utils.device.numerics`). With ``train.init=simclr`` T's backbone starts at every step from
+    the pool's SimCLR encoder (:mod:`alvae_utils.training.simclr`), loaded from its cache (fitted first by the
+    sweep's :class:`FamilyFit`; fitted here otherwise). Raises ConfigError for an invalid configuration or
     method, a pool of the wrong size, missing family features, or an unfinished run stored
     with other numerics (resuming would mix two sets of numbers).
     """
@@ -178,6 +182,10 @@ def _steps(config: ExperimentConfig, method: Method, seed: int, pool: Dataset, e
            family_features: torch.Tensor | None, device: torch.device, progress: bool,
            on_step: Callable[[int], None] | None, lock: RunLock) -> pd.DataFrame:
     """The steps of the run that remain after ``state`` (None: all), each committed under ``lock``; all its rows."""
+    backbone = None
+    if config.train.init == "simclr":  # the fit's cache lives in the store's results root
+        backbone = get_or_train_simclr(pool, config.simclr.resolved(config.vae), config.pool_seed, device=device,
+                                       progress=progress, root=store.root.parent)[0].backbone_state()
     counts = config.label_counts()
     pool_images, pool_labels = pool.images.to(device), pool.labels.to(device)
     eval_images, eval_labels = evaluation.images.to(device), evaluation.labels.to(device)
@@ -196,7 +204,7 @@ def _steps(config: ExperimentConfig, method: Method, seed: int, pool: Dataset, e
             to_module = step_features is not None and method.heuristic_entry.extra_features == LOSS_MODULE
             extra_features = method.alpha * step_features if to_module else None
             model, lp_module = _model_for_step(config, method, seed, step, pool.num_outputs, extra_features, device,
-                                               record, state, model, lp_module)
+                                               record, state, model, lp_module, backbone)
             on_device = labeled.to(device)
             trained = train_task_model(
                 model, pool_images[on_device], pool_labels[on_device], pool.task, config.train.epochs_for_step(step),
@@ -242,10 +250,12 @@ def _start(config: ExperimentConfig, seed: int, state: RunState | None) -> tuple
 
 def _model_for_step(config: ExperimentConfig, method: Method, seed: int, step: int, num_outputs: int,
                     extra_features: torch.Tensor | None, device: torch.device, record: RunRecord,
-                    state: RunState | None, model: TaskModel | None, lp_module: LossPredictionModule | None
+                    state: RunState | None, model: TaskModel | None, lp_module: LossPredictionModule | None,
+                    backbone: Mapping[str, torch.Tensor] | None = None
                     ) -> tuple[TaskModel, LossPredictionModule | None]:
-    """T (and P) for this step: new from the step's seed (retrained from scratch, the paper's choice), or, when
-    fine-tuning, the model carried from the previous step (reloaded from the store when the run resumes)."""
+    """T (and P) for this step: new from the step's seed (retrained from scratch, the paper's choice; its backbone
+    then ``backbone``'s weights when given: ``train.init=simclr``), or, when fine-tuning, the model carried from the
+    previous step (reloaded from the store when the run resumes)."""
     fine_tune = config.train.fine_tune
     if model is not None and fine_tune:
         return model, lp_module
@@ -254,6 +264,8 @@ def _model_for_step(config: ExperimentConfig, method: Method, seed: int, step: i
         num_outputs, config.train, seed=derive_seed(MODEL, seed, 0 if fine_tune else step), device=device,
         with_loss_prediction=method.heuristic_entry.trains_loss_module, dropout=method.heuristic_entry.mc_dropout,
         extra_dim=0 if extra_features is None else extra_features.shape[1])
+    if backbone is not None:
+        init_from_encoder(model, backbone)
     if fine_tune and step > 0:
         record.load_model({"model": model, "lp": lp_module}, state, device)
     return model, lp_module

@@ -5,7 +5,8 @@ One namespace covers everything a profile sets:
 * the experiment: ``pool_size``, ``eval_size``, ``initial_labels`` (ξ), ``budget`` (β),
   ``max_labels`` (η), ``pool_seed`` — applied to every dataset of the profile;
 * ``train.<field>`` (:class:`~alvae_utils.config.TrainConfig`), ``vae.<field>``
-  (:class:`~alvae_utils.config.VAEConfig`), ``tsne.<field>`` (:class:`~alvae_utils.config.TSNEConfig`);
+  (:class:`~alvae_utils.config.VAEConfig`), ``simclr.<field>`` (:class:`~alvae_utils.config.SimCLRConfig`),
+  ``tsne.<field>`` (:class:`~alvae_utils.config.TSNEConfig`);
 * ``methods`` (method labels, e.g. ``coreset,coreset+vae``) and ``seeds`` (e.g. ``0,1,2``).
 
 Types and allowed ranges are read from the configuration dataclasses themselves
@@ -22,12 +23,14 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import fields, replace
 
-from ..config import ConfigError, ExperimentConfig, TrainConfig, TSNEConfig, VAEConfig, check_value, setting_type
+from ..config import (
+    ConfigError, ExperimentConfig, SimCLRConfig, TrainConfig, TSNEConfig, VAEConfig, check_value, setting_type,
+)
 from ..selection.methods import Method
 from .profiles import Profile
 
-SECTIONS: dict[str, type] = {"train": TrainConfig, "vae": VAEConfig, "tsne": TSNEConfig}
-_NESTED = {"dataset", "train", "vae"}  # experiment fields that are not overridden directly
+SECTIONS: dict[str, type] = {"train": TrainConfig, "vae": VAEConfig, "simclr": SimCLRConfig, "tsne": TSNEConfig}
+_NESTED = {"dataset", "train", "vae", "simclr"}  # experiment fields that are not overridden directly
 LISTS = {"methods": "method labels, e.g. coreset,coreset+vae", "seeds": "run seeds, e.g. 0,1,2 (integers ≥ 0)"}
 
 
@@ -164,7 +167,8 @@ def apply(profile: Profile, overrides: Mapping[str, object]) -> Profile:
             section, _, name = key.rpartition(".")
             sections[section][name] = value
     experiments = tuple(replace(e, **sections[""], train=replace(e.train, **sections["train"]),
-                                vae=replace(e.vae, **sections["vae"])) for e in profile.experiments)
+                                vae=replace(e.vae, **sections["vae"]), simclr=replace(e.simclr, **sections["simclr"]))
+                        for e in profile.experiments)
     for experiment in experiments:
         experiment.validate()
     tsne = replace(profile.tsne, **sections["tsne"])

@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..config import ConfigError, ExperimentConfig, VAEConfig, config_hash
+from ..config import ConfigError, ExperimentConfig, SimCLRConfig, VAEConfig, config_hash
 from ..data.datasets import Dataset, load_experiment_data
 from ..device import numerics, pinned_threads
-from ..selection.features import FAMILIES, FeatureContext, FeatureFamily, pool_features
+from ..selection.features import FAMILIES, SIMCLR_FAMILY, FeatureContext, FeatureFamily, pool_features
 from ..selection.heuristics import HEURISTICS, Heuristic, needs_predictions
 from ..selection.methods import Method
 from ..models.resnet import check_pretrained_weights_available
@@ -57,6 +57,7 @@ class FamilyFit:
     vae: VAEConfig
     pool_seed: int
     cache_root: Path  # the sweep's results root: the fit is cached there, wherever it runs
+    simclr: SimCLRConfig = SimCLRConfig()
 
     def fit(self, device: torch.device, threads: int | None = None, progress: bool = True,
             lock_owner: str | None = None) -> torch.Tensor:
@@ -68,7 +69,8 @@ class FamilyFit:
         """
         FAMILIES.setdefault(self.family.name, self.family)  # registered in a notebook, fitted in a worker
         with pinned_threads(threads):
-            context = FeatureContext(self.pool, self.vae, self.pool_seed, device, progress, cache_root=self.cache_root)
+            context = FeatureContext(self.pool, self.vae, self.pool_seed, device, progress, cache_root=self.cache_root,
+                                     simclr=self.simclr)
             what = f"fitting the {self.family.title} of {self.pool.name}"
             with holding(self.lock(device, lock_owner), on_wait=lambda holder: note(
                     f"[alvae] {what}: waiting for {holder.describe()}, which fits it; then its cache is loaded.")):
@@ -113,9 +115,13 @@ class PlannedRun:
 
     @property
     def once_fitted_family(self) -> str | None:
-        """The name of the family fitted once per pool that this run needs (:class:`FamilyFit`), if any."""
+        """The name of the family fitted once per pool that this run waits for (:class:`FamilyFit`), if any: its
+        method's, else ``simclr`` when its task model starts from that encoder (``train.init=simclr``). (A run with
+        both loads, or fits, the encoder itself: the fit is cached, seeded and keyed on its numerics.)"""
         family = self.family_entry
-        return family.name if family is not None and family.fitted_once else None
+        if family is not None and family.fitted_once:
+            return family.name
+        return SIMCLR_FAMILY.name if self.experiment.train.init == SIMCLR_FAMILY.name else None
 
     def with_inputs(self, inputs: SweepInputs | None) -> PlannedRun:
         return replace(self, inputs=inputs)
@@ -191,15 +197,22 @@ class SweepPlan:
     def fits(self, runs: Sequence[PlannedRun] | None = None) -> tuple[FamilyFit, ...]:
         """One fit per family fitted once per pool that a run of ``runs`` (default: all) still needs, as stored now.
 
-        A finished run is only loaded, so it needs none; one whose stored rows are damaged
-        resumes, and needs its family again.
+        A run with ``train.init=simclr`` needs the SimCLR fit too: its task model starts from that encoder,
+        which the run loads from the fit's cache. A finished run is only loaded, so it needs none; one whose
+        stored rows are damaged resumes, and needs its family again.
         """
         fits: dict[str, FamilyFit] = {}
         for run in self.runs if runs is None else runs:
-            name = run.once_fitted_family
-            if name and name not in fits and run.completed_steps() < run.total_steps:
-                fits[name] = FamilyFit(run.family_entry, run.inputs.pool, run.experiment.vae, run.experiment.pool_seed,
-                                       run.store.root.parent)
+            if run.completed_steps() >= run.total_steps:
+                continue
+            family = run.family_entry
+            needed = [family] if family is not None and family.fitted_once else []
+            if run.experiment.train.init == SIMCLR_FAMILY.name:
+                needed.append(SIMCLR_FAMILY)
+            for family in needed:
+                fits.setdefault(family.name, FamilyFit(family, run.inputs.pool, run.experiment.vae,
+                                                       run.experiment.pool_seed, run.store.root.parent,
+                                                       run.experiment.simclr))
         return tuple(fits.values())
 
     def fitted(self, device: torch.device, threads: int | None = None, progress: bool = True

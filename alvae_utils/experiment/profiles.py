@@ -167,6 +167,10 @@ _QUICK = ExperimentConfig(
     train=TrainConfig(batch_size=16, initial_epochs=4, epoch_increment=1),
     vae=VAEConfig(latent_dim=32, epochs=10),
 )
+# SimCLR (the simclr family, train.init=simclr) is left at SimCLRConfig's defaults in every profile: its epochs
+# and batch are then the VAE's, the profile's one label-free fit of the pool (ci: 8 epochs of 32 on 200 images;
+# quick: 10 of 128; paper: 20 of 128), so no stored key changed when it was added. Setting simclr=SimCLRConfig(...)
+# here gives it its own budget, and enters the configuration key.
 _CI = ExperimentConfig(
     dataset="mnist-sample", pool_size=200, eval_size=100, initial_labels=10, budget=10, max_labels=30,
     train=TrainConfig(initial_epochs=1, epoch_increment=1, batch_size=10),

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import ConfigError, VAEConfig, config_hash
+from ..config import ConfigError, ExperimentConfig, SimCLRConfig, VAEConfig, config_hash
 from ..data.datasets import DataUnavailableError, Dataset, first_line, load_experiment_data
 from ..device import default_device, numerics, reproducible_cuda
 from ..selection.features import pool_features
@@ -38,6 +38,7 @@ from .profiles import Profile
 from ..seeds import MODEL, TRAIN, TSNE_SAMPLE, derive_seed
 from ..selection.alpha import augment_features
 from ..selection.pool import initial_labeled_indices
+from ..training.simclr import get_or_train_simclr, init_from_encoder
 from ..training.task_model import build_task_model, predict, train_task_model
 from .tsne import embed, tail_statistics
 
@@ -83,9 +84,17 @@ def tsne_pool(profile: Profile) -> tuple[Dataset, bool]:
     return pool, True
 
 
-def _vae_config(profile: Profile, dataset: str) -> VAEConfig:
-    """The VAE settings of ``dataset``'s experiment, or of the profile's first (as for any other dataset)."""
-    return profile.experiment(dataset).vae if dataset in profile.datasets else profile.experiments[0].vae
+def _experiment_of(profile: Profile, dataset: str) -> ExperimentConfig:
+    """``dataset``'s experiment, or the profile's first (as for any other dataset): its family settings apply."""
+    return profile.experiment(dataset) if dataset in profile.datasets else profile.experiments[0]
+
+
+def _family_settings(profile: Profile, dataset: str) -> dict[str, object]:
+    """What the families' fits depend on, as keys hash it: the VAE's settings, and SimCLR's when not the defaults
+    (so keys stored before SimCLR stay)."""
+    experiment = _experiment_of(profile, dataset)
+    simclr = experiment.simclr.key_fields()
+    return {"vae": asdict(experiment.vae), **({"simclr": simclr} if simclr else {})}
 
 
 @dataclass
@@ -98,6 +107,7 @@ class _Setup:
     points: torch.Tensor  # pool indices of every row below: labeled first, then the unlabeled sample
     resnet: torch.Tensor  # (len(points), 512) T_f of the trained task model
     vae_config: VAEConfig
+    simclr_config: SimCLRConfig
     key_fields: dict
 
 
@@ -106,7 +116,7 @@ def _setup(profile: Profile, seed: int, device: torch.device, progress: bool) ->
     tsne = profile.tsne
     pool, fell_back = tsne_pool(profile)
     train = replace(profile.experiments[0].train, initial_epochs=tsne.epochs, epoch_increment=0)
-    vae_config = _vae_config(profile, pool.name)
+    experiment = _experiment_of(profile, pool.name)
     labeled = initial_labeled_indices(tsne.pool_size, tsne.initial_labels, seed)
     unlabeled_mask = torch.ones(tsne.pool_size, dtype=torch.bool)
     unlabeled_mask[labeled] = False
@@ -115,14 +125,17 @@ def _setup(profile: Profile, seed: int, device: torch.device, progress: bool) ->
     n_sample = round(tsne.unlabeled_fraction * len(unlabeled))
     sample = unlabeled[torch.randperm(len(unlabeled), generator=generator)[:n_sample]]
     points = torch.cat([labeled, sample])
-    key_fields = {"tsne": asdict(tsne), "train": asdict(train), "vae": asdict(vae_config), "dataset": pool.name,
-                  "description": pool.description, "seed": seed}
+    key_fields = {"tsne": asdict(tsne), "train": asdict(train), **_family_settings(profile, pool.name),
+                  "dataset": pool.name, "description": pool.description, "seed": seed}
     model, _ = build_task_model(pool.num_outputs, train, seed=derive_seed(MODEL, seed, 0), device=device)
+    if train.init == "simclr":  # as a run's T (alvae_utils.experiment.loop); the snapshot's pool seed is 0
+        init_from_encoder(model, get_or_train_simclr(pool, experiment.simclr.resolved(experiment.vae), 0, device=device,
+                                                     progress=progress)[0].backbone_state())
     images, on_device = pool.images.to(device), labeled.to(device)
     train_task_model(model, images[on_device], pool.labels.to(device)[on_device], pool.task, tsne.epochs, train,
                      seed=derive_seed(TRAIN, seed, 0), progress=progress)
     resnet = predict(model, images[points.to(device)]).features
-    return _Setup(pool, fell_back, labeled, points, resnet, vae_config, key_fields)
+    return _Setup(pool, fell_back, labeled, points, resnet, experiment.vae, experiment.simclr, key_fields)
 
 
 def _augmented(setup: _Setup, method: Method, seed: int, device: torch.device, progress: bool) -> torch.Tensor:
@@ -132,7 +145,8 @@ def _augmented(setup: _Setup, method: Method, seed: int, device: torch.device, p
     with seed 0, see :func:`tsne_pool`, so a cached VAE of that pool is reused); one
     refitted at every step is fitted as at step 0 of a run, on the initial labels.
     """
-    context = method.family.step_context(setup.pool, setup.vae_config, 0, device, progress, setup.labeled, seed, 0)
+    context = method.family.step_context(setup.pool, setup.vae_config, 0, device, progress, setup.labeled, seed, 0,
+                                         simclr=setup.simclr_config)
     features = pool_features(method.family, context, points=setup.points)  # checked as a run's are
     return augment_features(setup.resnet, features.to(setup.resnet.device), method.alpha)
 
@@ -166,7 +180,7 @@ def run_snapshot(profile: Profile, seed: int = 0, method: Method = PAPER_METHOD,
     train = replace(profile.experiments[0].train, initial_epochs=tsne.epochs, epoch_increment=0)
     device = torch.device(device) if device is not None else default_device()
     key = config_hash({"tsne": asdict(tsne), "train": train.key_fields(),
-                       "vae": asdict(_vae_config(profile, pool.name)), "dataset": pool.name,
+                       **_family_settings(profile, pool.name), "dataset": pool.name,
                        "description": pool.description, "seed": seed, "method": method.key_fields(),
                        "numerics": numerics(device)})
     cache = results_root() / profile.name / "tsne" / f"{key}.npz"
@@ -230,7 +244,7 @@ def tails_by_family(profile: Profile, methods: Sequence[Method], seeds: Sequence
             key = config_hash({"tails": method.key_fields(), "tsne": asdict(profile.tsne), "seed": seed,
                                "train": profile.experiments[0].train.key_fields(), "dataset": pool.name,
                                "description": pool.description, "fingerprint": pool.fingerprint,
-                               "vae": asdict(_vae_config(profile, pool.name)), "numerics": numerics(device)})
+                               **_family_settings(profile, pool.name), "numerics": numerics(device)})
             cache = results_root() / profile.name / "tsne" / f"tails-{key}.json"
             statistics = _cached_tails(cache)
             if statistics is None:

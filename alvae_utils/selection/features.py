@@ -12,6 +12,8 @@ A method is a heuristic plus, optionally, one feature family and its scale α
 The paper's VAE is the first entry. The paper's future work adds two more: ``ssvae``, a
 semi-supervised VAE refitted at every step from the labels of L (:mod:`alvae_utils.training.ssvae`),
 and ``mixvae``, a VAE with a mixture-of-Gaussians prior (:mod:`alvae_utils.training.mixture_prior`).
+``simclr`` is contrastive self-supervised features: the pooled output of a ResNet-18 trained with
+SimCLR on the pool (:mod:`alvae_utils.training.simclr`).
 Adding a family is one :func:`register_family`
 call; every heuristic that accepts extra features (:mod:`alvae_utils.selection.heuristics`)
 can then use it, under the method label ``<heuristic>+<family>``.
@@ -26,11 +28,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..config import ConfigError, VAEConfig
+from ..config import ConfigError, SimCLRConfig, VAEConfig
 from ..data.datasets import Dataset
 from ..training.mixture_prior import encode_mixvae, get_or_train_mixvae
 from ..registry import Registry
 from ..seeds import FEATURES, derive_seed
+from ..training.simclr import encode_simclr, get_or_train_simclr
 from ..training.ssvae import encode_ssvae, train_ssvae
 from ..training.vae import encode_mu, get_or_train_vae
 
@@ -45,7 +48,8 @@ class FeatureContext:
     run's seed, the family and the step, so a resumed run refits identically.
     ``cache_root`` is the results root of the sweep, where a family fitted once per
     pool caches its fit (None: :func:`~alvae_utils.paths.results_root` of this process;
-    a worker on another node may have another).
+    a worker on another node may have another). ``simclr`` holds the experiment's SimCLR settings (the
+    ``simclr`` family resolves them against ``vae``).
     """
 
     pool: Dataset
@@ -56,6 +60,7 @@ class FeatureContext:
     labeled: Tensor | None = None
     seed: int | None = None
     cache_root: Path | None = None
+    simclr: SimCLRConfig = SimCLRConfig()
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,8 @@ class FeatureFamily:
         return not self.refit_each_step
 
     def step_context(self, pool: Dataset, vae: VAEConfig, pool_seed: int, device: torch.device, progress: bool,
-                     labeled: Tensor, seed: int, step: int, cache_root: Path | None = None) -> FeatureContext:
+                     labeled: Tensor, seed: int, step: int, cache_root: Path | None = None,
+                     simclr: SimCLRConfig | None = None) -> FeatureContext:
         """The context of this family's fit at Algorithm 1 step ``step`` of the run with ``seed``.
 
         A family refitted at every step gets the labels of L (``labeled``, pool indices) when it uses
@@ -86,7 +92,7 @@ class FeatureFamily:
         return FeatureContext(pool, vae, pool_seed, device, progress,
                               labeled=labeled.clone() if refit and self.uses_labels else None,
                               seed=derive_seed(FEATURES, self.name, seed, step) if refit else None,
-                              cache_root=cache_root)
+                              cache_root=cache_root, simclr=simclr or SimCLRConfig())
 
 
 FAMILIES: Registry[FeatureFamily] = Registry("feature family")
@@ -164,4 +170,15 @@ MIXVAE_FAMILY = register_family(FeatureFamily(
     fit=lambda context: get_or_train_mixvae(context.pool, context.vae, context.pool_seed, device=context.device,
                                             progress=context.progress, root=context.cache_root)[0],
     encode=encode_mixvae,  # μ of q(z|x)
+))
+
+SIMCLR_FAMILY = register_family(FeatureFamily(
+    name="simclr",
+    title="SimCLR",
+    # A ResNet-18 (the task model's architecture) trained with NT-Xent on two augmented views of every pool
+    # image, without labels; fitted once per pool and cached (alvae_utils.training.simclr).
+    fit=lambda context: get_or_train_simclr(context.pool, context.simclr.resolved(context.vae), context.pool_seed,
+                                            device=context.device, progress=context.progress,
+                                            root=context.cache_root)[0],
+    encode=encode_simclr,  # the encoder's pooled 512 features h, not the projection head's z
 ))

@@ -20,6 +20,7 @@ from ..config import SCHEMA_VERSION, VAEConfig, config_hash
 from ..data.datasets import Dataset
 from ..device import (
     default_device, epoch_batches, images_to_float, map_batches, module_device, numerics, reproducible_cuda,
+    synchronized_clock,
 )
 from ..models.resnet import MIN_BATCH
 from ..models.vae import VAE, vae_loss
@@ -58,19 +59,20 @@ def train_vae(
     return vae.eval(), history
 
 
-def cached_fit(pool: Dataset, config: VAEConfig, pool_seed: int, device: torch.device | str | None,
+def cached_fit(pool: Dataset, config: object, pool_seed: int, device: torch.device | str | None,
                progress: bool, root: Path | None, *, what: str, path_of: Callable[..., Path],
-               load: Callable[..., tuple], train: Callable[..., tuple], save: Callable[..., None]
-               ) -> tuple[object, list[dict], bool]:
+               load: Callable[..., tuple], train: Callable[..., tuple], save: Callable[..., None],
+               stream: str = VAE_STREAM) -> tuple[object, list[dict], bool]:
     """(model, history, fitted_now) of a model fitted once on the whole pool: from its cache, or trained and cached.
 
     ``path_of(pool, config, pool_seed, numerics, root)`` is the cache file, keyed on what
     changes the trained weights (:func:`~alvae_utils.device.numerics`: the device type, the CPU
     thread count, on CUDA the GPU model and the CUDA, cuDNN and torch versions); ``load(path, device=)``
     returns (model, history, meta); ``train(images, config, seed=, device=, progress=)`` (model, history), seeded from
-    ``pool_seed``; ``save(path, model, history, meta)``. A cache that cannot be read
-    (truncated, corrupted) is reported with a warning, removed and fitted again: fits are
-    seeded, so nothing is lost. Shared by the paper VAE and the MoG-prior VAE.
+    ``pool_seed`` through the seed stream ``stream``; ``save(path, model, history, meta)``, the meta holding the
+    fit's wall-clock ``fit_seconds``. A cache that cannot be read (truncated, corrupted) is reported with a
+    warning, removed and fitted again: fits are seeded, so nothing is lost. Shared by the paper VAE, the
+    MoG-prior VAE and SimCLR (:mod:`~alvae_utils.training.simclr`).
     """
     device = torch.device(device) if device is not None else default_device()
     path = path_of(pool, config, pool_seed, numerics(device), root)
@@ -84,50 +86,54 @@ def cached_fit(pool: Dataset, config: VAEConfig, pool_seed: int, device: torch.d
             warnings.warn(f"the cached {what} {path} cannot be read ({type(error).__name__}: {error}); it is "
                           "removed and fitted again.", stacklevel=3)
             path.unlink(missing_ok=True)
-    model, history = train(pool.images, config, seed=derive_seed(VAE_STREAM, pool_seed), device=device,
+    started = synchronized_clock(device)
+    model, history = train(pool.images, config, seed=derive_seed(stream, pool_seed), device=device,
                            progress=progress)
-    save(path, model, history, {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description})
+    save(path, model, history, {"dataset": pool.name, "pool_size": len(pool), "data_description": pool.description,
+                                "fit_seconds": synchronized_clock(device) - started})
     return model, history, True
 
 
 def check_training(images: Tensor, config: VAEConfig) -> None:
-    """ValueError, before any training: fewer images than a BatchNorm batch needs, a smaller batch, or epochs < 1."""
+    """ValueError, before any training: fewer images than a BatchNorm batch needs, a smaller batch, or epochs < 1.
+
+    ``config``: any settings with ``batch_size`` and ``epochs`` (the VAEs', SimCLR's)."""
     if images.shape[0] < MIN_BATCH or config.batch_size < MIN_BATCH:
         raise ValueError(f"BatchNorm needs at least {MIN_BATCH} images per batch: got {images.shape[0]} images "
                          f"and batch_size={config.batch_size}.")
     if config.epochs < 1:
-        raise ValueError(f"VAE epochs must be ≥ 1, got {config.epochs}.")
+        raise ValueError(f"epochs must be ≥ 1, got {config.epochs}.")
 
 
 def fit_epochs(model: nn.Module, images: Tensor, config: VAEConfig, generator: torch.Generator,
-               loss_terms: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]], desc: str,
-               progress: bool) -> list[dict]:
-    """``config.epochs`` epochs of Adam on ``loss_terms(x)`` = (loss, reconstruction, kl), batch means in nats.
+               loss_terms: Callable[[Tensor], tuple[Tensor, ...]], desc: str,
+               progress: bool, terms: tuple[str, ...] = ("loss", "reconstruction", "kl")) -> list[dict]:
+    """``config.epochs`` epochs of Adam on ``loss_terms(x)`` = batch means named ``terms``, the loss first, in nats.
 
     ``images``: uint8 (N, 1, 28, 28) on the model's device; batches of ``config.batch_size``
     in ``generator``'s order, a last batch too small for BatchNorm skipped, deterministic IEEE fp32 on
     CUDA (:func:`~alvae_utils.device.reproducible_cuda`). Returns the
-    per-epoch means per image: ``{"epoch", "loss", "reconstruction", "kl"}``. Shared by the
-    paper VAE and the mixture-prior VAE (:mod:`alvae_utils.training.mixture_prior`).
+    per-epoch means per image: ``{"epoch", *terms}``. ``config``: any settings with ``lr``, ``weight_decay``,
+    ``epochs`` and ``batch_size``. Shared by the paper VAE, the mixture-prior VAE
+    (:mod:`alvae_utils.training.mixture_prior`) and SimCLR (:mod:`alvae_utils.training.simclr`).
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict] = []
     model.train()
     with reproducible_cuda(images.device):
         for epoch in track(range(1, config.epochs + 1), desc=desc, enabled=progress):
-            sums = torch.zeros(3, device=images.device)  # summed on the device, read once per epoch
+            sums = torch.zeros(len(terms), device=images.device)  # summed on the device, read once per epoch
             seen = 0
             for index in epoch_batches(images.shape[0], config.batch_size, generator, images.device):
                 if len(index) < MIN_BATCH:
                     continue
-                loss, reconstruction, kl = loss_terms(images_to_float(images[index]))
+                values = loss_terms(images_to_float(images[index]))
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                values[0].backward()
                 optimizer.step()
-                sums += torch.stack([loss, reconstruction, kl]).detach() * len(index)
+                sums += torch.stack(values).detach() * len(index)
                 seen += len(index)
-            loss_mean, recon_mean, kl_mean = (sums / seen).tolist()
-            history.append({"epoch": epoch, "loss": loss_mean, "reconstruction": recon_mean, "kl": kl_mean})
+            history.append({"epoch": epoch, **dict(zip(terms, (sums / seen).tolist(), strict=True))})
     return history
 
 
