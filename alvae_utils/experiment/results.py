@@ -40,7 +40,7 @@ from ..paths import REPO_ROOT, atomic_path, results_root
 
 COLUMNS: tuple[str, ...] = (
     "profile", "dataset", "data_description", "method", "heuristic", "use_vae", "alpha", "alpha_used", "seed",
-    "step", "n_labels", "accuracy", "medmnist_acc", "auc", "train_accuracy", "epochs",
+    "step", "n_labels", "accuracy", "balanced_accuracy", "medmnist_acc", "auc", "train_accuracy", "epochs",
     "train_seconds", "select_seconds", "eval_seconds", "features_seconds", "config_key", "run_key",
 )
 
@@ -51,7 +51,7 @@ def step_row(*, profile: str, config: ExperimentConfig, method: Method, seed: in
              alpha_used: float, run_key: str) -> dict[str, object]:
     """One stored row (:data:`COLUMNS`, in order) for a completed Algorithm 1 step.
 
-    ``metrics`` holds ``accuracy``, ``medmnist_acc`` and ``auc`` (see
+    ``metrics`` holds ``accuracy``, ``balanced_accuracy``, ``medmnist_acc`` and ``auc`` (see
     :func:`alvae_utils.training.metrics.evaluate`); times are wall-clock seconds;
     ``select_seconds`` is the selection that produced this step's labels;
     ``features_seconds`` fitted and encoded the feature family at this step (NaN
@@ -67,7 +67,8 @@ def step_row(*, profile: str, config: ExperimentConfig, method: Method, seed: in
         "profile": profile, "dataset": config.dataset, "data_description": data_description,
         "method": method.label, "heuristic": method.heuristic, "use_vae": method.features == "vae",
         "alpha": method.alpha if method.features else float("nan"), "alpha_used": alpha_used, "seed": seed,
-        "step": step, "n_labels": n_labels, "accuracy": metrics["accuracy"], "medmnist_acc": metrics["medmnist_acc"],
+        "step": step, "n_labels": n_labels, "accuracy": metrics["accuracy"],
+        "balanced_accuracy": metrics["balanced_accuracy"], "medmnist_acc": metrics["medmnist_acc"],
         "auc": metrics["auc"], "train_accuracy": train_accuracy, "epochs": epochs,
         "train_seconds": train_seconds, "select_seconds": select_seconds, "eval_seconds": eval_seconds,
         "features_seconds": features_seconds, "config_key": config.key(), "run_key": run_key,
@@ -120,13 +121,20 @@ def run_provenance(device: torch.device) -> dict[str, object]:
             "torch_threads": torch.get_num_threads(), "numerics": numerics(device)}
 
 
-OPTIONAL_COLUMNS: frozenset[str] = frozenset({"medmnist_acc", "auc", "alpha", "alpha_used", "select_seconds",
-                                               "features_seconds"})
-"""Columns that may be NaN by design: ``medmnist_acc`` (multi-class data), ``auc`` (no class can be
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"balanced_accuracy", "medmnist_acc", "auc", "alpha", "alpha_used",
+                                               "select_seconds", "features_seconds"})
+"""Columns that may be NaN by design: ``balanced_accuracy`` (multi-label data, where ``medmnist_acc`` is
+set; a multi-class row without it is damaged, unless its run predates the column, :data:`ADDED_COLUMNS`),
+``medmnist_acc`` (multi-class data), ``auc`` (no class can be
 scored), ``alpha`` (no feature family), ``alpha_used`` (no feature family, or the last step of a
 balanced run; a row with α set and no ``alpha_used`` otherwise is damaged), ``select_seconds`` (lost
 when a run resumed from a damaged record) and ``features_seconds`` (no family, or one fitted once per
 pool). Every other column must hold a value, or the row is damaged."""
+
+ADDED_COLUMNS: dict[str, int] = {"balanced_accuracy": 5}
+"""Columns added after runs were stored, with the schema version that added them. A run stored under
+an older schema (its state's ``schema``) lacks them: its rows are valid, and read with NaN there; a run
+stored since that lacks one is damaged."""
 
 
 def _alpha_used_missing(row: dict[str, object], last_step: int) -> bool:
@@ -134,6 +142,11 @@ def _alpha_used_missing(row: dict[str, object], last_step: int) -> bool:
     alpha = row["alpha"]
     return (not pd.isna(alpha) and pd.isna(row["alpha_used"])
             and not (alpha == BALANCED and row["step"] == last_step))
+
+
+def _balanced_accuracy_missing(row: dict[str, object]) -> bool:
+    """Whether a multi-class row (no MedMNIST ACC) lacks its balanced accuracy (see :data:`OPTIONAL_COLUMNS`)."""
+    return pd.isna(row["medmnist_acc"]) and pd.isna(row["balanced_accuracy"])
 
 
 def _step_count(experiment: dict[str, object]) -> int:
@@ -207,10 +220,11 @@ class RunRecord:
                 f"`python -m alvae_utils results clean --run {self.key}` and rerun to recompute it.") from None
         return state
 
-    def _valid_rows(self, completed: int, last_step: int) -> pd.DataFrame:
+    def _valid_rows(self, completed: int, last_step: int, schema: int) -> pd.DataFrame:
         """The leading rows that agree with a state of ``completed`` steps; warns about the first damaged one.
 
-        ``last_step`` is the run's final step, the one step of a balanced run without an ``alpha_used``.
+        ``last_step`` is the run's final step, the one step of a balanced run without an ``alpha_used``;
+        ``schema`` the version the run was stored under, which says the columns it may lack (:data:`ADDED_COLUMNS`).
         """
         if not self.csv_path.exists():
             return pd.DataFrame(columns=list(COLUMNS))
@@ -220,6 +234,8 @@ class RunRecord:
             warnings.warn(f"{self.csv_path} cannot be read ({type(error).__name__}); the run starts again.",
                           stacklevel=3)
             return pd.DataFrame(columns=list(COLUMNS))
+        older = [column for column, since in ADDED_COLUMNS.items() if column not in rows.columns and schema < since]
+        rows = rows.assign(**{column: float("nan") for column in older})  # not recorded then: NaN, not damage
         missing = [column for column in COLUMNS if column not in rows.columns]
         if missing:
             warnings.warn(f"{self.csv_path} lacks column(s) {missing}; the run starts again.", stacklevel=3)
@@ -233,7 +249,9 @@ class RunRecord:
             values = row._asdict()
             problem = ("step" if values["step"] != step else "run_key" if values["run_key"] != self.key
                        else next((c for c in required if pd.isna(values[c])), None)
-                       or ("alpha_used" if _alpha_used_missing(values, last_step) else None))
+                       or ("alpha_used" if _alpha_used_missing(values, last_step) else None)
+                       or ("balanced_accuracy" if "balanced_accuracy" not in older
+                           and _balanced_accuracy_missing(values) else None))
             if problem:
                 warnings.warn(f"{self.csv_path}: row {step} is damaged ({problem}); the run resumes from step "
                               f"{step}.", stacklevel=3)
@@ -250,7 +268,7 @@ class RunRecord:
         if state is None:
             return pd.DataFrame(columns=list(COLUMNS)), None
         stored = int(state["completed_steps"])
-        rows = self._valid_rows(stored, _step_count(state["experiment"]) - 1)
+        rows = self._valid_rows(stored, _step_count(state["experiment"]) - 1, int(state.get("schema", 1)))
         completed = len(rows)
         model_file = state.get("model_file")
         fine_tune = bool(state["experiment"]["train"]["fine_tune"])  # the state holds the header it was written with
