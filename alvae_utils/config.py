@@ -223,6 +223,9 @@ class ExperimentConfig:
     vae: VAEConfig = setting(VAEConfig(), help="VAE training")
     pool_seed: int = setting(
         0, allowed=NON_NEGATIVE, help="seed of the pool draw (fixed per dataset; run seeds vary the initial labels)")
+    pool_imbalance: float = setting(
+        1.0, allowed=AT_LEAST_ONE, help="ρ: largest/smallest class of a long-tailed pool (multi-class data; 1: the "
+                                        "pool drawn as the dataset gives it)")
 
     def validate(self) -> None:
         """Raise ConfigError before any work if the numbers cannot form Algorithm 1, or a setting is out of range."""
@@ -261,8 +264,13 @@ class ExperimentConfig:
         return config_hash(self.key_fields())
 
     def key_fields(self) -> dict[str, object]:
-        """The configuration as keys hash it: every field, the training's as :meth:`TrainConfig.key_fields`."""
-        return {**asdict(self), "train": self.train.key_fields()}
+        """The configuration as keys hash it: every field, the training's as :meth:`TrainConfig.key_fields`, and
+        ``pool_imbalance`` only when it is not 1 (added after keys were pinned: a pool drawn as the dataset gives it
+        keeps the key it had, ``tests/ci_profile_keys.json``)."""
+        fields_ = {**asdict(self), "train": self.train.key_fields()}
+        if self.pool_imbalance == 1:
+            del fields_["pool_imbalance"]
+        return fields_
 
 
 def config_hash(obj: object) -> str:

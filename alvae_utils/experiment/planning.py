@@ -222,7 +222,7 @@ def plan_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] |
         check_pretrained_weights_available()
 
     pool, evaluation = load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
-                                            seed=experiment.pool_seed)
+                                            seed=experiment.pool_seed, imbalance=experiment.pool_imbalance)
     store, inputs = ResultStore(profile.name, overrides=profile.stored_overrides), SweepInputs(pool, evaluation)
     runs = tuple(PlannedRun(experiment, method, seed, store, inputs, method.heuristic_entry, method.family)
                  for method, seed in itertools.product(methods, run_seeds))

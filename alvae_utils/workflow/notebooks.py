@@ -124,7 +124,7 @@ class Notebook:
 
 
 # All experiment keys, also where only the pool matters: the experiment is checked as a whole (η ≤ pool).
-_EXPERIMENT = ("pool_size", "eval_size", "pool_seed", "initial_labels", "budget", "max_labels")
+_EXPERIMENT = ("pool_size", "eval_size", "pool_seed", "pool_imbalance", "initial_labels", "budget", "max_labels")
 _AL_RUNS = (*_EXPERIMENT, "train.*", "vae.*", "methods", "seeds")
 NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
     Notebook("01_vae_training", VAETrainingParameters, per_dataset=True,
