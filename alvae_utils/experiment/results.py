@@ -347,10 +347,12 @@ class ResultStore:
     def load(self, experiments: Iterable[ExperimentConfig] | None = None) -> pd.DataFrame:
         """Stored rows of this profile as one tidy DataFrame (see ``COLUMNS``).
 
-        With ``experiments``, only rows of exactly those configurations: results
-        of an older configuration left in the folder are never mixed in.
+        With ``experiments``, only rows of exactly those configurations, stored under the
+        current :data:`~alvae_utils.config.SCHEMA_VERSION`: results of an older configuration, or
+        of an older schema (whose runs a bump recomputes under new keys), left in the folder are
+        never mixed in.
         """
-        rows = load_results(self.root)
+        rows = load_results(self.root, schema=None if experiments is None else SCHEMA_VERSION)
         if experiments is not None:
             rows = rows[rows["config_key"].isin({e.key() for e in experiments})].reset_index(drop=True)
         return rows
@@ -412,18 +414,21 @@ def remove_runs(keys: Iterable[str], root: Path | None = None) -> list[Path]:
     return removed
 
 
-def load_results(directory: Path | None = None) -> pd.DataFrame:
+def load_results(directory: Path | None = None, schema: int | None = None) -> pd.DataFrame:
     """The valid rows of every stored run below ``directory`` (default: every profile in ``results_root()``).
 
     Rows are read through each run's state (:meth:`RunRecord.load`): rows beyond what the
     state committed, damaged rows, files without a state and leftover temporary files are
-    never read as results.
+    never read as results. With ``schema``, only runs stored under that schema version.
     """
     directory = Path(directory or results_root())
     frames = []
     for state_path in sorted(directory.rglob("*.state.json")):
-        # load() reads the state once (StoreDamaged, naming the file, when it cannot be read).
-        rows, _ = RunRecord(state_path.parent, state_path.name.removesuffix(".state.json"), {}).load()
+        # load() reads the state (StoreDamaged, naming the file, when it cannot be read).
+        record = RunRecord(state_path.parent, state_path.name.removesuffix(".state.json"), {})
+        if schema is not None and int(record.read_state().get("schema", 1)) != schema:
+            continue
+        rows, _ = record.load()
         if not rows.empty:
             frames.append(rows)
     if not frames:
