@@ -9,7 +9,7 @@ import torch
 
 from alvae_utils.config import ConfigError, ExperimentConfig
 from alvae_utils.data.datasets import ImbalanceNotApplicable, load_dataset, load_experiment_data
-from alvae_utils.data.imbalance import draw_long_tailed, long_tail_counts
+from alvae_utils.data.imbalance import draw_long_tailed, largest_pool, long_tail_counts
 from alvae_utils.experiment import overrides
 from alvae_utils.experiment.profiles import get_profile
 from alvae_utils.workflow import notebooks, papermill
@@ -69,9 +69,17 @@ def test_the_draw_takes_each_class_in_the_order_of_one_permutation():
 def test_a_rho_the_dataset_cannot_supply_is_refused_naming_the_class_and_the_count():
     have = int((load_dataset("mnist-sample", "train").labels == 0).sum())
     need = long_tail_counts(3000, 10, 10)[0]
+    available = torch.bincount(load_dataset("mnist-sample", "train").labels).tolist()
+    largest = largest_pool(available, 10)
     with pytest.raises(ConfigError, match=rf"pool_imbalance=10 needs {need} images of class 0 \('0'\) for a pool of "
-                                          rf"3000, but mnist-sample's train split has {have}; lower pool_size"):
+                                          rf"3000, but mnist-sample's train split has {have}; lower pool_size to at "
+                                          rf"most {largest}, or lower pool_imbalance"):
         load_experiment_data("mnist-sample", 3000, 100, seed=0, imbalance=10)
+    # The largest pool is exact: it fits, one more image does not (brute force over the counts).
+    assert all(n <= h for n, h in zip(long_tail_counts(largest, 10, 10), available, strict=True))
+    assert any(n > h for n, h in zip(long_tail_counts(largest + 1, 10, 10), available, strict=True))
+    assert len(load_experiment_data("mnist-sample", largest, 100, seed=0, imbalance=10)[0]) == largest
+    assert largest_pool([50, 0, 30], 2) == 0
     with pytest.raises(ConfigError, match=r"leaves class 9, the smallest, no image \(0.01 expected\); raise "
                                           r"pool_size to at least 1866 or lower"):
         long_tail_counts(20, 10, 1000)

@@ -50,12 +50,11 @@ def draw_long_tailed(labels: Tensor, counts: list[int], class_names: tuple[str, 
     available = torch.bincount(labels, minlength=len(counts)).tolist()
     short = [c for c, (need, have) in enumerate(zip(counts, available, strict=True)) if need > have]
     if short:
-        c = short[0]
-        # The largest pool this split can supply at this ρ: every class within its images.
-        largest = min(int(have * sum(counts) / need) for need, have in zip(counts, available, strict=True))
+        c, largest = short[0], largest_pool(available, imbalance)
+        fix = f"lower pool_size to at most {largest}" if largest else "no pool fits: a class has no image"
         raise ConfigError(f"pool_imbalance={imbalance:g} needs {counts[c]} images of class {c} "
                           f"({class_names[c]!r}) for a pool of {pool_size}, but {dataset}'s train split has "
-                          f"{available[c]}; lower pool_size to about {largest} or lower pool_imbalance.")
+                          f"{available[c]}; {fix}, or lower pool_imbalance.")
     order = torch.randperm(len(labels), generator=generator)
     ordered = labels[order]
     # Rank of each image among the earlier images of its class in the permutation.
@@ -65,3 +64,20 @@ def draw_long_tailed(labels: Tensor, counts: list[int], class_names: tuple[str, 
     rank = torch.empty_like(ordered)
     rank[by_class] = torch.arange(len(ordered)) - starts[ordered[by_class]]
     return order[rank < torch.tensor(counts)[ordered]]
+
+
+def largest_pool(available: list[int], imbalance: float) -> int:
+    """The largest pool whose :func:`long_tail_counts` fit ``available`` images per class; 0 when none does."""
+    def fits(size: int) -> bool:
+        counts = long_tail_counts(size, len(available), imbalance)
+        return all(need <= have for need, have in zip(counts, available, strict=True))
+
+    # A pool with more than (available[c] + 1) / share[c] images gives class c more than it has, even rounded down.
+    shares = imbalance ** (-np.arange(len(available), dtype=np.float64) / (len(available) - 1))
+    size = int(min((np.array(available) + 1) / (shares / shares.sum())))
+    try:
+        while size > 0 and not fits(size):
+            size -= 1
+    except ConfigError:  # too small to give the smallest class an image
+        return 0
+    return size
