@@ -34,7 +34,8 @@ thread count, where the driver's count was used before, and its cache is keyed o
 and thread count; runs that used a VAE fitted the old way are recomputed, never mixed with new ones.
 5: core-set and MedAL pick the exact argmax in float32 (fast distances shortlist, exact float64
 distances decide near ties), where float32 round-off could pick a near-tied point before; the
-`quick` and `paper` runs' picks change (the `ci` profile's do not)."""
+`quick` and `paper` runs' picks change (the `ci` profile's do not). Rows gain ``balanced_accuracy``
+(multi-class data); runs stored before lack it and stay readable (``results.ADDED_COLUMNS``)."""
 
 
 class ConfigError(ValueError):
@@ -271,6 +272,9 @@ class ExperimentConfig:
     simclr: SimCLRConfig = setting(SimCLRConfig(), help="SimCLR training (the simclr family, train.init=simclr)")
     pool_seed: int = setting(
         0, allowed=NON_NEGATIVE, help="seed of the pool draw (fixed per dataset; run seeds vary the initial labels)")
+    pool_imbalance: float = setting(
+        1.0, allowed=AT_LEAST_ONE, help="ρ: largest/smallest class of a long-tailed pool (multi-class data; 1: the "
+                                        "pool drawn as the dataset gives it)")
 
     def validate(self) -> None:
         """Raise ConfigError before any work if the numbers cannot form Algorithm 1, or a setting is out of range."""
@@ -320,11 +324,15 @@ class ExperimentConfig:
         return config_hash(self.key_fields())
 
     def key_fields(self) -> dict[str, object]:
-        """The configuration as keys hash it: every field, the training's as :meth:`TrainConfig.key_fields`, and of
-        :class:`SimCLRConfig` only those set away from their defaults (none: no ``simclr`` entry, so keys stored
-        before it existed stay; at the defaults its settings are the VAE's, which are hashed)."""
+        """The configuration as keys hash it: every field, the training's as :meth:`TrainConfig.key_fields`,
+        ``pool_imbalance`` only when it is not 1, and of :class:`SimCLRConfig` only those set away from their
+        defaults (none: no ``simclr`` entry). Both were added after keys were pinned: a configuration that does
+        not use them keeps the key it had (``tests/ci_profile_keys.json``); at the defaults SimCLR's settings
+        are the VAE's, which are hashed."""
         fields = {**asdict(self), "train": self.train.key_fields()}
         del fields["simclr"]
+        if self.pool_imbalance == 1:
+            del fields["pool_imbalance"]
         simclr = self.simclr.key_fields()
         return {**fields, "simclr": simclr} if simclr else fields
 

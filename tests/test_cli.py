@@ -94,7 +94,7 @@ def _stored_run(root, profile: str, method, seed: int = 0):
 
 
 def test_results_clean_selects_as_run_spells_and_says_when_nothing_matches(tmp_path, monkeypatch, capsys):
-    from alvae_utils.experiment.results import list_runs
+    from alvae_utils.experiment.catalog import list_runs
     from alvae_utils.selection.methods import Method
 
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))

@@ -20,7 +20,8 @@ from alvae_utils.device import pinned_threads
 from alvae_utils.experiment import locks
 from alvae_utils.experiment.locks import STALE_AFTER_SECONDS, LockLost, RunHeld, RunLock, holding, read_holder
 from alvae_utils.experiment.planning import plan_sweep
-from alvae_utils.experiment.results import COLUMNS, ResultStore, RunState, list_runs, remove_runs
+from alvae_utils.experiment.catalog import list_runs, remove_runs
+from alvae_utils.experiment.results import COLUMNS, ResultStore, RunState
 from alvae_utils.selection.features import FAMILIES, FeatureFamily, register_family
 from alvae_utils.selection.methods import Method
 from alvae_utils.workflow import cli

@@ -17,7 +17,8 @@ from alvae_utils.experiment.overrides import normalise
 from alvae_utils.analysis.aubc import learning_curves
 from alvae_utils.analysis.plots import plot_learning_curves
 from alvae_utils.experiment.profiles import get_profile
-from alvae_utils.experiment.results import load_results, stored_sets
+from alvae_utils.experiment.catalog import stored_sets
+from alvae_utils.experiment.results import load_results
 
 SMALL = ["pool_size=60", "eval_size=40", "initial_labels=10", "budget=10", "max_labels=20"]
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from alvae_utils.experiment import results
+from alvae_utils.experiment import catalog, results
 from alvae_utils.training import vae
-from alvae_utils.config import ExperimentConfig, VAEConfig
+from alvae_utils.config import SCHEMA_VERSION, ExperimentConfig, VAEConfig
 from alvae_utils.data.datasets import Dataset
 from alvae_utils.selection.methods import Method
 from alvae_utils.experiment.results import COLUMNS, ResultStore, RunState, atomic_write_text, load_results, run_key
@@ -85,7 +85,7 @@ def test_a_balanced_run_keeps_its_alpha_the_alphas_used_and_its_label(tmp_path):
         rows, state = record.load()
     assert state.finished and rows["alpha"].tolist() == ["balanced"] * 3
     assert rows["alpha_used"].tolist()[:2] == [4.5, 4.25] and math.isnan(rows["alpha_used"].iloc[2])
-    assert results.list_runs(tmp_path)["method"].tolist() == [method.label]
+    assert catalog.list_runs(tmp_path)["method"].tolist() == [method.label]
 
 
 def test_a_carried_model_is_saved_as_cpu_tensors_whatever_device_it_trained_on(tmp_path, monkeypatch):
@@ -130,6 +130,18 @@ def test_load_filters_to_current_configurations(tmp_path):
     current = store.load([CONFIG])
     assert current["config_key"].unique().tolist() == [CONFIG.key()]
     assert len(load_results(tmp_path)) == 2
+    # A run of the same configuration stored under an older schema (without the columns added since) is
+    # read by load_results, but never mixed into the current configuration's rows.
+    record = store.record(CONFIG, Method("coreset"), 1, "d")
+    record.commit_step(pd.DataFrame([_row(0, run_key=record.key, seed=1)], columns=list(COLUMNS)),
+                       RunState(1, list(range(CONFIG.initial_labels + CONFIG.budget)), 0.0, True))
+    record.csv_path.write_text(pd.read_csv(record.csv_path).drop(columns=list(results.ADDED_COLUMNS)).to_csv(
+        index=False))
+    older = min(SCHEMA_VERSION, *results.ADDED_COLUMNS.values()) - 1
+    record.state_path.write_text(json.dumps({**json.loads(record.state_path.read_text()), "schema": older}))
+    everything = load_results(tmp_path)
+    assert len(everything) == 3 and everything.loc[everything["seed"] == 1, "balanced_accuracy"].isna().all()
+    assert store.load([CONFIG])["seed"].tolist() == [0]
     assert load_results(tmp_path / "nothing").columns.tolist() == list(COLUMNS)
 
 

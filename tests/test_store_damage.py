@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 from dataclasses import replace
 
 import pandas as pd
@@ -13,7 +14,10 @@ from alvae_utils.workflow.cli import main
 from alvae_utils.config import ExperimentConfig, TrainConfig, VAEConfig
 from alvae_utils.data.datasets import load_experiment_data
 from alvae_utils.selection.methods import Method
-from alvae_utils.experiment.results import ResultStore, StoreDamaged, data_fingerprint, list_runs
+from alvae_utils.experiment.catalog import list_runs
+from alvae_utils.experiment.results import (
+    ADDED_COLUMNS, ResultStore, StoreDamaged, data_fingerprint, load_results,
+)
 
 CONFIG = ExperimentConfig(
     dataset="mnist-sample", pool_size=80, eval_size=40, initial_labels=10, budget=10, max_labels=20,
@@ -149,7 +153,7 @@ def test_missing_rows_and_a_short_labeled_set_are_reported(tmp_path, data):
     record.state_path.write_text(json.dumps({**stored, "labeled": stored["labeled"][:5]}), encoding="utf-8")
     with pytest.raises(StoreDamaged, match=r"the labeled set holds 5 entries .* where step 2 needs 20"):
         record.load()
-    from alvae_utils.experiment.results import stored_sets
+    from alvae_utils.experiment.catalog import stored_sets
 
     with pytest.raises(StoreDamaged, match=record.state_path.name):
         stored_sets(tmp_path)
@@ -178,3 +182,43 @@ def test_a_missing_alpha_used_is_damage_except_after_the_last_selection(tmp_path
     with pytest.warns(UserWarning, match=r"row 0 is damaged \(alpha_used\); the run resumes from step 0"):
         rows, state = record.load()
     assert rows.empty and state.completed_steps == 0
+
+
+def test_balanced_accuracy_is_required_of_new_multiclass_rows_and_absent_from_older_runs(tmp_path, data,
+                                                                                        monkeypatch):
+    reference, record = _run(tmp_path, data)
+    assert reference["balanced_accuracy"].between(0, 1).all() and reference["medmnist_acc"].isna().all()
+    state = json.loads(record.state_path.read_text(encoding="utf-8"))
+    monkeypatch.setattr(loop, "train_task_model", lambda *a, **k: pytest.fail("a valid run was recomputed"))
+
+    # A run stored before the column existed: its rows are valid, with no balanced accuracy.
+    record.csv_path.write_text(reference.drop(columns="balanced_accuracy").to_csv(index=False), encoding="utf-8")
+    record.state_path.write_text(json.dumps({**state, "schema": ADDED_COLUMNS["balanced_accuracy"] - 1}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows, loaded = record.load()
+        everything = load_results(tmp_path)
+    assert loaded.finished and len(rows) == 2 and rows["balanced_accuracy"].isna().all()
+    _same(rows.drop(columns="balanced_accuracy"), reference.drop(columns="balanced_accuracy"))
+    assert list(everything.columns) == list(reference.columns)
+
+    # A run stored since, without the column, is damaged.
+    record.state_path.write_text(json.dumps({**state, "schema": ADDED_COLUMNS["balanced_accuracy"]}))
+    with pytest.warns(UserWarning, match=r"lacks column\(s\) \['balanced_accuracy'\]; the run starts again"):
+        rows, loaded = record.load()
+    assert rows.empty and loaded.completed_steps == 0
+
+    # With the column: a multi-class row (no MedMNIST ACC) must hold a value, a multi-label row need not.
+    record.state_path.write_text(json.dumps(state))
+    damaged = reference.copy()
+    damaged.loc[1, "balanced_accuracy"] = float("nan")
+    record.csv_path.write_text(damaged.to_csv(index=False), encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"row 1 is damaged \(balanced_accuracy\); the run resumes from step 1"):
+        rows, _ = record.load()
+    assert len(rows) == 1
+    multilabel = reference.assign(balanced_accuracy=float("nan"), medmnist_acc=reference["accuracy"])
+    record.csv_path.write_text(multilabel.to_csv(index=False), encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows, loaded = record.load()
+    assert loaded.finished and len(rows) == 2

@@ -9,11 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
+from sklearn.metrics import balanced_accuracy_score
 
 from alvae_utils.config import TrainConfig, VAEConfig
 from alvae_utils.data.datasets import MULTICLASS, MULTILABEL, load_dataset
 from alvae_utils.device import images_to_float
-from alvae_utils.training.metrics import classification_metrics, evaluate, multilabel_accuracy, per_sample_loss
+from alvae_utils.training.metrics import (
+    balanced_accuracy, classification_metrics, evaluate, multilabel_accuracy, per_sample_loss,
+)
 from alvae_utils.seeds import derive_seed
 from alvae_utils.training.task_model import build_task_model, predict, train_task_model
 from alvae_utils.training.vae import encode_mu, load_vae, reconstruct, reconstruction_quality, save_vae, train_vae
@@ -215,6 +218,33 @@ def test_multiclass_metrics_match_brute_force():
                                                           for k in range(3)]))
     one_class = classification_metrics(torch.from_numpy(logits), torch.zeros(80, dtype=torch.long), MULTICLASS)
     assert math.isnan(one_class["auc"])  # class 0 is all positives, the others all negatives: nothing to rank
+
+
+def test_balanced_accuracy_matches_scikit_learn_and_brute_force():
+    rng = np.random.default_rng(2)
+    # Imbalanced truth (class 0 common, class 3 rare), class 4 never true but sometimes predicted.
+    labels = rng.choice(4, size=300, p=[0.6, 0.25, 0.1, 0.05])
+    logits = rng.normal(size=(300, 5))
+    logits[np.arange(300), labels] += rng.choice([0.0, 3.0], size=300)  # right about half the time
+    metrics = classification_metrics(torch.from_numpy(logits), torch.from_numpy(labels), MULTICLASS)
+    predictions = logits.argmax(1)
+    with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):
+        expected = balanced_accuracy_score(labels, predictions)
+    recalls = [np.mean([predictions[i] == c for i in range(300) if labels[i] == c]) for c in range(4)]
+    assert metrics["balanced_accuracy"] == pytest.approx(expected, abs=1e-15)
+    assert metrics["balanced_accuracy"] == pytest.approx(np.mean(recalls), abs=1e-15)
+    assert metrics["balanced_accuracy"] != pytest.approx(metrics["accuracy"])
+    # Always the majority class: accuracy 0.6-ish, balanced accuracy 1/4.
+    majority = torch.zeros(300, dtype=torch.long)
+    assert balanced_accuracy(majority, torch.from_numpy(labels)) == 0.25
+    # On a balanced set it is accuracy; multi-label data has none.
+    balanced = torch.from_numpy(np.arange(80) % 4)
+    guesses = torch.from_numpy(rng.integers(0, 4, size=80))
+    assert balanced_accuracy(guesses, balanced) == pytest.approx((guesses == balanced).double().mean().item())
+    assert math.isnan(classification_metrics(torch.zeros(3, 2), torch.eye(2, dtype=torch.long)[[0, 1, 1]],
+                                             MULTILABEL)["balanced_accuracy"])
+    with pytest.raises(ValueError, match=r"must both be \(N,\)"):
+        balanced_accuracy(guesses[:5], balanced)
 
 
 def test_vae_learns_and_beats_the_mean_image():

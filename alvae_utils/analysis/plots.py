@@ -56,6 +56,7 @@ _show_figures_as_png_in_jupyter()
 
 METRIC_LABELS: dict[str, str] = {
     "accuracy": "Validation accuracy",
+    "balanced_accuracy": "Validation balanced accuracy",
     "medmnist_acc": "Validation accuracy (MedMNIST ACC)",
     "auc": "Validation AUC",
     "train_accuracy": "Training accuracy",

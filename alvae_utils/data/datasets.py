@@ -36,9 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..paths import data_root, offline
 from ..progress import say_once
 from ..registry import Registry
+from .imbalance import draw_long_tailed, long_tail_counts
 
 MULTICLASS = "multi-class"
 MULTILABEL = "multi-label"
@@ -98,6 +100,10 @@ class DataUnavailableError(RuntimeError):
 
 class DataCorruptedError(RuntimeError):
     """A dataset file exists but cannot be read; deleting it and downloading again fixes it."""
+
+
+class ImbalanceNotApplicable(ConfigError):
+    """A long-tailed pool (``pool_imbalance`` ≠ 1) was asked of multi-label data, whose classes have no single count."""
 
 
 Loader = Callable[[str, Path, bool, str], Dataset]
@@ -174,13 +180,20 @@ def load_dataset(name: str, split: str, root: str | Path | None = None, download
 
 
 def load_experiment_data(name: str, pool_size: int, eval_size: int | None, seed: int,
-                         root: str | Path | None = None, download: bool | None = None) -> tuple[Dataset, Dataset]:
+                         root: str | Path | None = None, download: bool | None = None,
+                         imbalance: float = 1.0) -> tuple[Dataset, Dataset]:
     """The AL pool and the evaluation set of one experiment: ``(pool, evaluation)``.
 
     ``pool_size`` images are drawn without replacement from the train split and
     ``eval_size`` (``None``: all) from :func:`evaluation_split`. The draws use
     ``torch.randperm`` on CPU generators seeded from ``(seed, stream)``, so a seed
     gives the same subsets on any machine, and the two draws are independent.
+
+    ``imbalance`` ρ > 1 draws a long-tailed pool instead: class ``c`` gets
+    :func:`~alvae_utils.data.imbalance.long_tail_counts` images (largest/smallest = ρ), from
+    the same pool stream; the evaluation set is drawn as with ρ = 1. Raises ConfigError for a
+    multi-label dataset (:class:`ImbalanceNotApplicable`, before anything is read) or a class
+    with too few images (naming it and its count).
 
     MNIST falls back to the embedded 5k sample when its files cannot be had and the
     sizes fit the sample (pool <= 4,000, eval_size <= 1,000); this says so once per
@@ -192,6 +205,11 @@ def load_experiment_data(name: str, pool_size: int, eval_size: int | None, seed:
         raise ValueError(f"eval_size must be positive or None (the whole split), got {eval_size}.")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}.")
+    if imbalance != 1 and _source(name).task != MULTICLASS:
+        raise ImbalanceNotApplicable(
+            f"pool_imbalance={imbalance:g} applies to multi-class data only: {name} is {_source(name).task} (an "
+            "image has several labels or none), so a class has no single count to shape. Leave pool_imbalance at 1 "
+            "for it.")
     eval_split = evaluation_split(name)
     sizes = split_sizes(name)
     # Published sizes first, so an impossible request fails before anything is read or downloaded.
@@ -211,12 +229,17 @@ def load_experiment_data(name: str, pool_size: int, eval_size: int | None, seed:
                 f"eval_size={eval_size}.)") from None
         say_once(f"{source.title} is unavailable ({first_line(error)}); the {dataset_title(source.fallback)} "
                  "stands in for it, and every figure footer says so.")
-        pool, evaluation = load_experiment_data(source.fallback, pool_size, eval_size, seed)
+        pool, evaluation = load_experiment_data(source.fallback, pool_size, eval_size, seed, imbalance=imbalance)
         return (replace(pool, description=source.fallback_description),
                 replace(evaluation, description=source.fallback_description))
     # A local file can be smaller than the published one (e.g. the ci profile's generated ChestMNIST).
     _check_sizes(name, pool_size, eval_size, len(train), eval_split, len(evaluation))
-    pool = train.subset(_draw(len(train), pool_size, seed, _POOL_STREAM))
+    if imbalance == 1:
+        pool = train.subset(_draw(len(train), pool_size, seed, _POOL_STREAM))
+    else:
+        counts = long_tail_counts(pool_size, train.num_outputs, imbalance)
+        pool = train.subset(draw_long_tailed(train.labels, counts, train.class_names, pool_size, imbalance,
+                                             _generator(seed, _POOL_STREAM), name))
     if eval_size is not None:
         evaluation = evaluation.subset(_draw(len(evaluation), eval_size, seed, _EVAL_STREAM))
     return pool, evaluation
@@ -259,12 +282,16 @@ def _check_sizes(name: str, pool_size: int, eval_size: int | None, n_train: int,
                          f"lower eval_size to at most {n_eval}, or pass None to use the whole split.")
 
 
-def _draw(n: int, k: int, seed: int, stream: int) -> torch.Tensor:
-    """``k`` of ``range(n)`` without replacement, from the CPU generator of ``(seed, stream)``."""
+def _generator(seed: int, stream: int) -> torch.Generator:
+    """The CPU generator of ``(seed, stream)``."""
     # SeedSequence mixes (seed, stream) into well-separated generator seeds.
     state = int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0])
-    generator = torch.Generator(device="cpu").manual_seed(state)
-    return torch.randperm(n, generator=generator)[:k]
+    return torch.Generator(device="cpu").manual_seed(state)
+
+
+def _draw(n: int, k: int, seed: int, stream: int) -> torch.Tensor:
+    """``k`` of ``range(n)`` without replacement, from the CPU generator of ``(seed, stream)``."""
+    return torch.randperm(n, generator=_generator(seed, stream))[:k]
 
 
 def corrupted(path: Path, problem: str) -> DataCorruptedError:

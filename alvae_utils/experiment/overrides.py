@@ -3,7 +3,7 @@
 One namespace covers everything a profile sets:
 
 * the experiment: ``pool_size``, ``eval_size``, ``initial_labels`` (ξ), ``budget`` (β),
-  ``max_labels`` (η), ``pool_seed`` — applied to every dataset of the profile;
+  ``max_labels`` (η), ``pool_seed``, ``pool_imbalance`` (ρ) — applied to every dataset of the profile;
 * ``train.<field>`` (:class:`~alvae_utils.config.TrainConfig`), ``vae.<field>``
   (:class:`~alvae_utils.config.VAEConfig`), ``simclr.<field>`` (:class:`~alvae_utils.config.SimCLRConfig`),
   ``tsne.<field>`` (:class:`~alvae_utils.config.TSNEConfig`);

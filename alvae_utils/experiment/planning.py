@@ -257,7 +257,7 @@ def plan_sweep(profile: Profile | str, dataset: str, methods: Sequence[Method] |
     store.check_writable()
 
     pool, evaluation = load_experiment_data(experiment.dataset, experiment.pool_size, experiment.eval_size,
-                                            seed=experiment.pool_seed)
+                                            seed=experiment.pool_seed, imbalance=experiment.pool_imbalance)
     inputs = SweepInputs(pool, evaluation)
     runs = tuple(PlannedRun(experiment, method, seed, store, inputs, method.heuristic_entry, method.family)
                  for method, seed in itertools.product(methods, run_seeds))

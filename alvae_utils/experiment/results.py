@@ -24,7 +24,7 @@ import json
 import os
 import subprocess
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -33,16 +33,16 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import SCHEMA_VERSION, ConfigError, ExperimentConfig, config_hash, describe_overrides
+from ..config import SCHEMA_VERSION, ConfigError, ExperimentConfig, config_hash
 from ..data.datasets import Dataset
 from ..device import numerics
 from ..selection.methods import BALANCED, Method
 from ..paths import REPO_ROOT, NoSpaceLeft, atomic_path, results_root
-from .locks import STALE_AFTER_SECONDS, RunHeld, RunLock, read_holder
+from .locks import RunLock
 
 COLUMNS: tuple[str, ...] = (
     "profile", "dataset", "data_description", "method", "heuristic", "use_vae", "alpha", "alpha_used", "seed",
-    "step", "n_labels", "accuracy", "medmnist_acc", "auc", "train_accuracy", "epochs",
+    "step", "n_labels", "accuracy", "balanced_accuracy", "medmnist_acc", "auc", "train_accuracy", "epochs",
     "train_seconds", "select_seconds", "eval_seconds", "features_seconds", "config_key", "run_key",
 )
 
@@ -53,7 +53,7 @@ def step_row(*, profile: str, config: ExperimentConfig, method: Method, seed: in
              alpha_used: float, run_key: str) -> dict[str, object]:
     """One stored row (:data:`COLUMNS`, in order) for a completed Algorithm 1 step.
 
-    ``metrics`` holds ``accuracy``, ``medmnist_acc`` and ``auc`` (see
+    ``metrics`` holds ``accuracy``, ``balanced_accuracy``, ``medmnist_acc`` and ``auc`` (see
     :func:`alvae_utils.training.metrics.evaluate`); times are wall-clock seconds;
     ``select_seconds`` is the selection that produced this step's labels;
     ``features_seconds`` fitted and encoded the feature family at this step (NaN
@@ -69,7 +69,8 @@ def step_row(*, profile: str, config: ExperimentConfig, method: Method, seed: in
         "profile": profile, "dataset": config.dataset, "data_description": data_description,
         "method": method.label, "heuristic": method.heuristic, "use_vae": method.features == "vae",
         "alpha": method.alpha if method.features else float("nan"), "alpha_used": alpha_used, "seed": seed,
-        "step": step, "n_labels": n_labels, "accuracy": metrics["accuracy"], "medmnist_acc": metrics["medmnist_acc"],
+        "step": step, "n_labels": n_labels, "accuracy": metrics["accuracy"],
+        "balanced_accuracy": metrics["balanced_accuracy"], "medmnist_acc": metrics["medmnist_acc"],
         "auc": metrics["auc"], "train_accuracy": train_accuracy, "epochs": epochs,
         "train_seconds": train_seconds, "select_seconds": select_seconds, "eval_seconds": eval_seconds,
         "features_seconds": features_seconds, "config_key": config.key(), "run_key": run_key,
@@ -122,13 +123,20 @@ def run_provenance(device: torch.device) -> dict[str, object]:
             "torch_threads": torch.get_num_threads(), "numerics": numerics(device)}
 
 
-OPTIONAL_COLUMNS: frozenset[str] = frozenset({"medmnist_acc", "auc", "alpha", "alpha_used", "select_seconds",
-                                               "features_seconds"})
-"""Columns that may be NaN by design: ``medmnist_acc`` (multi-class data), ``auc`` (no class can be
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"balanced_accuracy", "medmnist_acc", "auc", "alpha", "alpha_used",
+                                               "select_seconds", "features_seconds"})
+"""Columns that may be NaN by design: ``balanced_accuracy`` (multi-label data, where ``medmnist_acc`` is
+set; a multi-class row without it is damaged, unless its run predates the column, :data:`ADDED_COLUMNS`),
+``medmnist_acc`` (multi-class data), ``auc`` (no class can be
 scored), ``alpha`` (no feature family), ``alpha_used`` (no feature family, or the last step of a
 balanced run; a row with α set and no ``alpha_used`` otherwise is damaged), ``select_seconds`` (lost
 when a run resumed from a damaged record) and ``features_seconds`` (no family, or one fitted once per
 pool). Every other column must hold a value, or the row is damaged."""
+
+ADDED_COLUMNS: dict[str, int] = {"balanced_accuracy": 5}
+"""Columns added after runs were stored, with the schema version that added them. A run stored under
+an older schema (its state's ``schema``) lacks them: its rows are valid, and read with NaN there; a run
+stored since that lacks one is damaged."""
 
 
 def _alpha_used_missing(row: dict[str, object], last_step: int) -> bool:
@@ -138,7 +146,12 @@ def _alpha_used_missing(row: dict[str, object], last_step: int) -> bool:
             and not (alpha == BALANCED and row["step"] == last_step))
 
 
-def _step_count(experiment: dict[str, object]) -> int:
+def _balanced_accuracy_missing(row: dict[str, object]) -> bool:
+    """Whether a multi-class row (no MedMNIST ACC) lacks its balanced accuracy (see :data:`OPTIONAL_COLUMNS`)."""
+    return pd.isna(row["medmnist_acc"]) and pd.isna(row["balanced_accuracy"])
+
+
+def step_count(experiment: dict[str, object]) -> int:
     """Steps of a finished run, from the experiment stored in its state: |{ξ, ξ + β, …, η}|."""
     return len(range(int(experiment["initial_labels"]), int(experiment["max_labels"]) + 1,
                      int(experiment["budget"])))
@@ -207,7 +220,7 @@ class RunRecord:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
             completed, labeled = int(state["completed_steps"]), list(state["labeled"])
             experiment = state["experiment"]
-            steps = _step_count(experiment)
+            steps = step_count(experiment)
             if not 0 <= completed <= steps:
                 raise ValueError(f"completed_steps={completed} is not between 0 and {steps}")
             expected = int(experiment["initial_labels"]) + min(completed, steps - 1) * int(experiment["budget"])
@@ -220,10 +233,11 @@ class RunRecord:
                 f"`python -m alvae_utils results clean --run {self.key}` and rerun to recompute it.") from None
         return state
 
-    def _valid_rows(self, completed: int, last_step: int) -> pd.DataFrame:
+    def _valid_rows(self, completed: int, last_step: int, schema: int) -> pd.DataFrame:
         """The leading rows that agree with a state of ``completed`` steps; warns about the first damaged one.
 
-        ``last_step`` is the run's final step, the one step of a balanced run without an ``alpha_used``.
+        ``last_step`` is the run's final step, the one step of a balanced run without an ``alpha_used``;
+        ``schema`` the version the run was stored under, which says the columns it may lack (:data:`ADDED_COLUMNS`).
         """
         if not self.csv_path.exists():
             return pd.DataFrame(columns=list(COLUMNS))
@@ -233,6 +247,8 @@ class RunRecord:
             warnings.warn(f"{self.csv_path} cannot be read ({type(error).__name__}); the run starts again.",
                           stacklevel=3)
             return pd.DataFrame(columns=list(COLUMNS))
+        older = [column for column, since in ADDED_COLUMNS.items() if column not in rows.columns and schema < since]
+        rows = rows.assign(**{column: float("nan") for column in older})  # not recorded then: NaN, not damage
         missing = [column for column in COLUMNS if column not in rows.columns]
         if missing:
             warnings.warn(f"{self.csv_path} lacks column(s) {missing}; the run starts again.", stacklevel=3)
@@ -246,7 +262,9 @@ class RunRecord:
             values = row._asdict()
             problem = ("step" if values["step"] != step else "run_key" if values["run_key"] != self.key
                        else next((c for c in required if pd.isna(values[c]) or values[c] == ""), None)
-                       or ("alpha_used" if _alpha_used_missing(values, last_step) else None))
+                       or ("alpha_used" if _alpha_used_missing(values, last_step) else None)
+                       or ("balanced_accuracy" if "balanced_accuracy" not in older
+                           and _balanced_accuracy_missing(values) else None))
             if problem:
                 warnings.warn(f"{self.csv_path}: row {step} is damaged ({problem}); the run resumes from step "
                               f"{step}.", stacklevel=3)
@@ -263,7 +281,7 @@ class RunRecord:
         if state is None:
             return pd.DataFrame(columns=list(COLUMNS)), None
         stored = int(state["completed_steps"])
-        rows = self._valid_rows(stored, _step_count(state["experiment"]) - 1)
+        rows = self._valid_rows(stored, step_count(state["experiment"]) - 1, int(state.get("schema", 1)))
         completed = len(rows)
         model_file = state.get("model_file")
         fine_tune = bool(state["experiment"]["train"]["fine_tune"])  # the state holds the header it was written with
@@ -360,127 +378,32 @@ class ResultStore:
     def load(self, experiments: Iterable[ExperimentConfig] | None = None) -> pd.DataFrame:
         """Stored rows of this profile as one tidy DataFrame (see ``COLUMNS``).
 
-        With ``experiments``, only rows of exactly those configurations: results
-        of an older configuration left in the folder are never mixed in.
+        With ``experiments``, only rows of exactly those configurations, stored under the
+        current :data:`~alvae_utils.config.SCHEMA_VERSION`: results of an older configuration, or
+        of an older schema (whose runs a bump recomputes under new keys), left in the folder are
+        never mixed in.
         """
-        rows = load_results(self.root)
+        rows = load_results(self.root, schema=None if experiments is None else SCHEMA_VERSION)
         if experiments is not None:
             rows = rows[rows["config_key"].isin({e.key() for e in experiments})].reset_index(drop=True)
         return rows
 
 
-def stored_sets(root: Path | None = None, keep: Callable[[dict], bool] | None = None) -> list[dict[str, object]]:
-    """The sets of stored runs: one entry per (profile, overrides), with its runs, seeds and methods, sorted.
-
-    Each entry is ``{"profile": name, "overrides": {key: value}, "runs": n, "seeds": [...],
-    "methods": [...]}``; runs stored before overrides existed count as having none. With
-    ``keep``, only the runs whose state header it accepts count (a set left with none is omitted).
-    """
-    sets: dict[tuple[str, str], dict[str, set]] = {}
-    for path in sorted((root or results_root()).glob("*/*/*.state.json")):
-        header = RunRecord(path.parent, path.name.removesuffix(".state.json"), {}).read_state()  # names damage
-        if keep is not None and not keep(header):
-            continue
-        identity = (header["profile"], json.dumps(header.get("overrides", {}), sort_keys=True))
-        found = sets.setdefault(identity, {"keys": set(), "seeds": set(), "methods": set()})
-        found["keys"].add(path.name)
-        found["seeds"].add(int(header["seed"]))
-        found["methods"].add(Method.from_key_fields(header["method"]).label)
-    return [{"profile": profile, "overrides": json.loads(overrides), "runs": len(found["keys"]),
-             "seeds": sorted(found["seeds"]), "methods": sorted(found["methods"])}
-            for (profile, overrides), found in sorted(sets.items())]
-
-
-def list_runs(root: Path | None = None, sweep_of: Callable[[dict], str] | None = None) -> pd.DataFrame:
-    """One row per stored run, sorted by profile, dataset, sweep, method and seed.
-
-    Columns: profile, dataset, sweep (``sweep_of(state header)``, e.g. the notebook whose sweep
-    made the run; empty without ``sweep_of``), method, seed, pool, η (``max_labels``), overrides,
-    steps done of total, status, key. ``status`` is ``finished``, ``in progress`` or ``damaged: …``
-    (a state that cannot be read, or rows that disagree with it; such a run resumes from its last
-    valid step); a run whose lock is held says by whom (``in progress, written by pid 4242 on node-3 …``).
-    """
-    entries = []
-    for state_path in sorted((root or results_root()).glob("*/*/*.state.json")):
-        key = state_path.name.removesuffix(".state.json")
-        entry = {"profile": state_path.parent.parent.name, "dataset": state_path.parent.name, "sweep": "",
-                 "method": "", "seed": None, "pool": None, "η": None, "overrides": "", "steps": "", "status": "",
-                 "key": key}
-        try:
-            header = json.loads(state_path.read_text(encoding="utf-8"))
-            record = RunRecord(state_path.parent, key, header)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                rows, state = record.load()
-            experiment = header["experiment"]
-            label = Method.from_key_fields(header["method"]).label
-            entry.update(method=label, seed=header["seed"], steps=f"{state.completed_steps}/{_step_count(experiment)}",
-                         sweep=sweep_of(header) if sweep_of else "", pool=experiment["pool_size"],
-                         η=experiment["max_labels"], overrides=describe_overrides(header.get("overrides", {})),
-                         status=("damaged: " + str(caught[0].message) if caught
-                                 else "finished" if state.finished else "in progress"))
-        except (OSError, ValueError, KeyError, TypeError, StoreDamaged) as error:
-            entry["status"] = f"damaged: {type(error).__name__}: {error}"
-        holder = read_holder(state_path.parent / f"{key}.lock")
-        if holder is not None:
-            entry["status"] += f", written by {holder.describe()}"
-        entries.append(entry)
-    runs = pd.DataFrame(entries, columns=["profile", "dataset", "sweep", "method", "seed", "pool", "η", "overrides",
-                                          "steps", "status", "key"])
-    return runs.sort_values(["profile", "dataset", "sweep", "method", "seed", "key"], na_position="first",
-                            kind="stable").reset_index(drop=True)
-
-
-def _run_files(root: Path, keys: set[str]) -> list[Path]:
-    """Every file below ``root``/<profile>/<dataset>/ of the runs with these keys (leftover ".<key>.….tmp" too)."""
-    return [path for path in sorted(root.glob("*/*/*"))
-            if path.is_file() and path.name.lstrip(".").split(".", 1)[0] in keys]
-
-
-def remove_runs(keys: Iterable[str], root: Path | None = None) -> list[Path]:
-    """Delete every file of the runs with these keys (rows, state, carried models); returns the files removed.
-
-    Removing is writing: each run's lock is taken first (a stale one is taken over, with a warning).
-    Raises RunHeld, naming the holders, when a live process writes any of them; then nothing is removed.
-    """
-    root, wanted = root or results_root(), set(keys)
-    runs = sorted({(path.parent, path.name.lstrip(".").split(".", 1)[0]) for path in _run_files(root, wanted)})
-    taken: list[RunLock] = []
-    try:
-        held = []
-        for directory, key in runs:
-            lock = RunLock(directory / f"{key}.lock")
-            holder = lock.try_acquire()
-            if holder is None:
-                taken.append(lock)
-            else:
-                held.append(f"{key} by {holder.describe()}")
-        if held:
-            raise RunHeld(f"{len(held)} of the chosen runs are being written: {'; '.join(held)}. Nothing was "
-                          "removed. Wait until they finish (or stop their process), then clean again; a lock whose "
-                          f"heartbeat is older than {STALE_AFTER_SECONDS:g} s is stale and no longer blocks.")
-        ours = {lock.path for lock in taken}  # released below
-        removed = [path for path in _run_files(root, wanted) if path not in ours]  # as they are, now that none writes
-        for path in removed:
-            path.unlink(missing_ok=True)
-        return removed
-    finally:
-        for lock in taken:
-            lock.release()
-
-
-def load_results(directory: Path | None = None) -> pd.DataFrame:
+def load_results(directory: Path | None = None, schema: int | None = None) -> pd.DataFrame:
     """The valid rows of every stored run below ``directory`` (default: every profile in ``results_root()``).
 
     Rows are read through each run's state (:meth:`RunRecord.load`): rows beyond what the
     state committed, damaged rows, files without a state and leftover temporary files are
-    never read as results.
+    never read as results. With ``schema``, only runs stored under that schema version.
     """
     directory = Path(directory or results_root())
     frames = []
     for state_path in sorted(directory.rglob("*.state.json")):
-        # load() reads the state once (StoreDamaged, naming the file, when it cannot be read).
-        rows, _ = RunRecord(state_path.parent, state_path.name.removesuffix(".state.json"), {}).load()
+        # load() reads the state (StoreDamaged, naming the file, when it cannot be read).
+        record = RunRecord(state_path.parent, state_path.name.removesuffix(".state.json"), {})
+        if schema is not None and int(record.read_state().get("schema", 1)) != schema:
+            continue
+        rows, _ = record.load()
         if not rows.empty:
             frames.append(rows)
     if not frames:

@@ -1,6 +1,7 @@
 """Losses and evaluation metrics of the task model, multi-class and multi-label.
 
-* multi-class: cross-entropy; top-1 accuracy; one-vs-rest macro ROC-AUC.
+* multi-class: cross-entropy; top-1 accuracy; balanced accuracy (mean per-class recall); one-vs-rest
+  macro ROC-AUC.
 * multi-label (ChestMNIST): BCE-with-logits averaged over the labels; the MedMNIST
   evaluator's ACC (sigmoid > 0.5, accuracy per label, mean over labels) and mean
   per-label ROC-AUC.
@@ -45,6 +46,24 @@ def multilabel_accuracy(probs: Tensor, labels: Tensor) -> float:
     return ((probs > 0.5) == (labels > 0)).double().mean().item()
 
 
+def balanced_accuracy(predictions: Tensor, labels: Tensor) -> float:
+    """Mean per-class recall of multi-class ``predictions`` (N,) against ``labels`` (N,), in float64.
+
+    The mean runs over the classes present in ``labels``: a class the evaluation set lacks has no
+    recall (a prediction of it counts as an error of the true class), as in scikit-learn's
+    ``balanced_accuracy_score`` (Brodersen et al., ICPR 2010). On a class-balanced set it equals accuracy;
+    on an imbalanced one, unlike accuracy, it does not reward predicting the large classes.
+    """
+    if predictions.shape != labels.shape or labels.ndim != 1:
+        raise ValueError(f"predictions and labels must both be (N,), got {tuple(predictions.shape)} and "
+                         f"{tuple(labels.shape)}.")
+    classes = int(labels.max()) + 1
+    support = torch.bincount(labels, minlength=classes).double()
+    hits = torch.bincount(labels[predictions == labels], minlength=classes).double()
+    present = support > 0
+    return (hits[present] / support[present]).mean().item()
+
+
 def correct_decisions(logits: Tensor, labels: Tensor, task: str) -> tuple[Tensor, int]:
     """(number of correct decisions, number of decisions) for a batch: one per sample, or per label.
 
@@ -74,28 +93,31 @@ def mean_auc(probs: np.ndarray, positives: np.ndarray) -> float:
 
 
 def classification_metrics(logits: Tensor, labels: Tensor, task: str) -> dict[str, float]:
-    """``accuracy``, ``medmnist_acc`` and ``auc`` from logits (see :func:`evaluate`)."""
+    """``accuracy``, ``balanced_accuracy``, ``medmnist_acc`` and ``auc`` from logits (see :func:`evaluate`)."""
     check_task(task)
     logits, labels = logits.detach().cpu().double(), labels.cpu()
     if task == MULTICLASS:
         probs = torch.softmax(logits, dim=1)
         one_hot = np.eye(probs.shape[1], dtype=np.int64)[labels.numpy()]
+        predictions = probs.argmax(1)
         return {
-            "accuracy": (probs.argmax(1) == labels).double().mean().item(),
+            "accuracy": (predictions == labels).double().mean().item(),
+            "balanced_accuracy": balanced_accuracy(predictions, labels),
             "medmnist_acc": float("nan"),
             "auc": mean_auc(probs.numpy(), one_hot),
         }
     probs = torch.sigmoid(logits)
     accuracy = multilabel_accuracy(probs, labels)
-    return {"accuracy": accuracy, "medmnist_acc": accuracy, "auc": mean_auc(probs.numpy(), labels.numpy())}
+    return {"accuracy": accuracy, "balanced_accuracy": float("nan"), "medmnist_acc": accuracy,
+            "auc": mean_auc(probs.numpy(), labels.numpy())}
 
 
 def evaluate(model: TaskModel, images: Tensor, labels: Tensor, task: str) -> dict[str, float]:
     """Accuracy and ROC-AUC of T on a labeled set of uint8 ``images`` (N, 1, 28, 28).
 
-    Multi-class: top-1 accuracy; AUC one-vs-rest over softmax probabilities;
-    ``medmnist_acc`` NaN. Multi-label (MedMNIST's evaluator): accuracy = ACC =
-    per-label accuracy of sigmoid > 0.5, averaged; AUC per label. Both AUCs are
+    Multi-class: top-1 accuracy; balanced accuracy (:func:`balanced_accuracy`); AUC one-vs-rest over
+    softmax probabilities; ``medmnist_acc`` NaN. Multi-label (MedMNIST's evaluator): accuracy = ACC =
+    per-label accuracy of sigmoid > 0.5, averaged; AUC per label; ``balanced_accuracy`` NaN. Both AUCs are
     averaged over the classes or labels that have positive and negative samples
     in the evaluation set (:func:`mean_auc`), NaN only when none has.
     Leaves the model in eval mode.

@@ -213,7 +213,7 @@ def _summary(rows) -> str:
 
 def _results(args: argparse.Namespace) -> int:
     """``results list`` and ``results clean``: the store's runs, filtered by the options."""
-    from ..experiment.results import list_runs, remove_runs
+    from ..experiment.catalog import list_runs, remove_runs
     from .notebooks import sweep_of
 
     runs = list_runs(sweep_of=sweep_of)

@@ -31,7 +31,8 @@ from ..data.datasets import DATASETS
 from ..experiment.overrides import apply, normalise, valid_keys
 from ..paths import results_root
 from ..experiment.profiles import PROFILES, Profile, get_profile
-from ..experiment.results import ResultStore, stored_sets
+from ..experiment.catalog import stored_sets
+from ..experiment.results import ResultStore
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class Notebook:
 
 
 # All experiment keys, also where only the pool matters: the experiment is checked as a whole (η ≤ pool).
-_EXPERIMENT = ("pool_size", "eval_size", "pool_seed", "initial_labels", "budget", "max_labels")
+_EXPERIMENT = ("pool_size", "eval_size", "pool_seed", "pool_imbalance", "initial_labels", "budget", "max_labels")
 _AL_RUNS = (*_EXPERIMENT, "train.*", "vae.*", "methods", "seeds")
 NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
     Notebook("01_vae_training", VAETrainingParameters, per_dataset=True,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..config import ConfigError, config_hash
-from ..data.datasets import DataUnavailableError, load_experiment_data
+from ..data.datasets import DataUnavailableError, ImbalanceNotApplicable, load_experiment_data
 from ..execution.settings import Execution
 from ..analysis.figures import WRITTEN_VARIABLE, figure_heuristics
 from ..data.fixtures import write_medmnist_npz
@@ -133,23 +133,26 @@ def _quietly() -> Iterator[None]:
         yield
 
 
-def _available_datasets(profile: Profile, checked: dict[tuple, str | DataUnavailableError]
+def _available_datasets(profile: Profile, checked: dict[tuple, str | Exception]
                         ) -> tuple[dict[str, str], dict[str, str]]:
-    """Datasets of the profile whose files can be had (with the data each will use), and why the others cannot.
+    """Datasets of the profile whose files can be had (with the data each will use), and why the others cannot
+    (their files cannot be had, or a long-tailed pool was asked of multi-label data).
 
     ``checked`` remembers each (dataset, sizes, seed) already tried, so notebooks sharing data load it once.
     """
     available, skipped = {}, {}
     for experiment in profile.experiments:
-        identity = (experiment.dataset, experiment.pool_size, experiment.eval_size, experiment.pool_seed)
+        identity = (experiment.dataset, experiment.pool_size, experiment.eval_size, experiment.pool_seed,
+                    experiment.pool_imbalance)
         if identity not in checked:
             try:
                 with _quietly():
-                    pool, _ = load_experiment_data(*identity[:3], seed=experiment.pool_seed)
+                    pool, _ = load_experiment_data(*identity[:3], seed=experiment.pool_seed,
+                                                   imbalance=experiment.pool_imbalance)
                 checked[identity] = pool.description
-            except DataUnavailableError as error:
+            except (DataUnavailableError, ImbalanceNotApplicable) as error:
                 checked[identity] = error
-        if isinstance(checked[identity], DataUnavailableError):
+        if isinstance(checked[identity], Exception):
             skipped[experiment.dataset] = str(checked[identity])
         else:
             available[experiment.dataset] = checked[identity]
