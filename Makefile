@@ -9,7 +9,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.alvae-installed
 KERNEL  := alvae
 # Exact versions of every dependency, torch/torchvision included: the one place they are
-# pinned (README, "Why torch is pinned"). Refresh with `make lock`.
+# pinned (docs/installation.md, "Why torch is pinned"). Refresh with `make lock`.
 LOCK    ?= requirements.lock
 PIP     := $(PY) -m pip --disable-pip-version-check
 # The notebook filter: no outputs, and no run metadata (papermill's, Jupyter's timings); cell ids stay.
@@ -19,7 +19,7 @@ NBSTRIPOUT := --keep-id --extra-keys "metadata.papermill cell.metadata.papermill
 
 # Overrides pass through: make figures SET="train.initial_epochs=3 budget=200"
 # (each word is quoted for the shell, so labels such as coreset+vae(α=0.5) pass as they are).
-# So does how runs execute (README, Running in parallel):
+# So does how runs execute (docs/parallel.md):
 #   make figures EXECUTOR=ray [RAY_ADDRESS=auto] [CPUS_PER_RUN=1] [GPUS_PER_RUN=0.25] [THREADS=1]
 figures: $(STAMP)
 	$(PY) -m alvae_utils figures --profile $(PROFILE) $(if $(SET),--set $(foreach word,$(SET),'$(word)')) \

@@ -256,5 +256,5 @@ def test_a_family_fit_waits_for_the_process_that_fits_it_and_a_retry_takes_over_
 
 
 def test_the_stale_limit_is_the_documented_one():
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "results.md").read_text()
     assert f"{locks.STALE_AFTER_SECONDS:g} s" in readme and f"every {locks.HEARTBEAT_SECONDS:g} s" in readme

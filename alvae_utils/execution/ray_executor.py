@@ -145,7 +145,7 @@ def _connect(ray, execution: Execution) -> None:
             ray.init(address=execution.address, **common)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ConfigError(f"cannot attach to the Ray cluster at {execution.address!r} ({error}). Start it "
-                              "first (README, Clusters, or `ray start --head`), or leave the address empty to "
+                              "first (docs/parallel.md or `ray start --head`), or leave the address empty to "
                               "start Ray on this machine.") from None
         return
     # Ray announces at every start that token authentication is on. For a session private to this machine
@@ -172,7 +172,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as error:
-        raise ConfigError(f"cannot reach the Ray head at {address} ({error}). Start it first (README, Clusters, "
+        raise ConfigError(f"cannot reach the Ray head at {address} ({error}). Start it first (docs/parallel.md, "
                           "or `ray start --head`), check the address, or leave it empty to start Ray on this "
                           "machine.") from None
 
@@ -387,7 +387,7 @@ def _placed(marker: str) -> tuple[torch.device, dict]:
         raise ResultsRootNotShared(
             f"node {node} cannot see the results root {Path(marker).parent.parent} (the driver's marker "
             f"{Path(marker).name} is missing there). The results root must be on storage every node sees: set "
-            "ALVAE_RESULTS_ROOT to a shared path (see README, Clusters).")
+            "ALVAE_RESULTS_ROOT to a shared path (see docs/parallel.md, Clusters).")
     gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
     # Ray restricts CUDA_VISIBLE_DEVICES to the GPUs it assigned, and this worker is fresh (max_calls=1), so CUDA
     # reads it now: cuda:0 is its first entry. Logical GPUs on a CPU machine run on the CPU.

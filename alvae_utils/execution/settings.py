@@ -20,7 +20,7 @@ class Execution:
     """How a sweep's runs are executed (not what they compute: a run's numbers do not depend on it).
 
     Notebooks 02 and 05 take these fields as parameters, the CLI as options and ``make figures``
-    as variables (README, Running in parallel).
+    as variables (docs/parallel.md).
     """
 
     executor: str = setting("", help="how runs execute: serial (one after another, here) or ray (in parallel on "

@@ -151,7 +151,7 @@ def _methods(*labels: str) -> tuple[Method, ...]:
 
 PAPER_METHODS = _methods("random", "coreset", "coreset+vae", "lossprediction", "lossprediction+vae")
 REFERENCE_METHODS = _methods("entropy", "margin", "bald", "badge", "badge+vae", "typiclust+vae")
-"""The field's reference heuristics (README, Reference heuristics), run by the ``paper`` profile next to the paper's."""
+"""The field's reference heuristics (docs/heuristics.md), run by the ``paper`` profile next to the paper's."""
 
 _PAPER = ExperimentConfig(
     dataset="mnist", pool_size=25_000, eval_size=None, initial_labels=3_000, budget=3_000, max_labels=21_000,
@@ -180,7 +180,7 @@ _CI = ExperimentConfig(
 # Notebook 05 at quick: core-set's variants on a smaller pool and a shorter curve than 02's, 3 epochs for the
 # semi-supervised VAE's refits (an epoch decodes every unlabeled image once per class: 20× the paper VAE's
 # cost) and one tails snapshot, so that the notebook runs in about 15 minutes on a 2-core laptop from empty
-# results (README, Beyond the paper).
+# results (docs/beyond.md).
 _QUICK_BEYOND = replace(_QUICK, pool_size=1_000, eval_size=500, max_labels=300,
                         vae=replace(_QUICK.vae, refit_epochs=3))
 _CI_BEYOND = replace(_CI, vae=replace(_CI.vae, refit_epochs=1))

@@ -30,7 +30,7 @@ DEFAULT_ALPHA: float = 1.0
 """Scale α of the feature block in Eq. 6. The paper does not state its value; 1.0
 appends the VAE means unscaled. It multiplies the family's block only. Notebook 05's
 sweep over {0.25, 1, 4, 16, balanced} found no value that beats α = 0 significantly
-(README, Beyond the paper), so 1.0 was kept; ``"balanced"`` weighs both blocks equally."""
+(docs/beyond.md), so 1.0 was kept; ``"balanced"`` weighs both blocks equally."""
 
 MAX_ALPHA: float = 1e6
 """The largest numeric α accepted. Core-set and MedAL compare squared distances of the scaled block,

@@ -124,7 +124,7 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
     """
     from ..execution import EXECUTORS, Execution
 
-    group = command.add_argument_group("execution", "how runs execute (README, Running in parallel); a run's "
+    group = command.add_argument_group("execution", "how runs execute (docs/parallel.md); a run's "
                                                     "numbers do not depend on it, given the same threads per run")
     for field in fields(Execution):
         kind = setting_type(Execution, field.name)
