@@ -4,6 +4,8 @@ from dataclasses import replace
 
 import pytest
 
+from alvae_utils.selection.heuristics import HEURISTICS
+
 from alvae_utils.config import ConfigError, ExperimentConfig
 from alvae_utils.selection.methods import DEFAULT_ALPHA, Method
 from alvae_utils.experiment.profiles import PROFILES, get_profile
@@ -20,8 +22,10 @@ def test_paper_profile_pins_the_papers_settings():
     assert not mnist.train.fine_tune
     assert (mnist.vae.epochs, mnist.vae.lr, mnist.vae.weight_decay) == (20, 1e-3, 5e-3)
     assert len(paper.seeds) == 5
+    # The paper's five methods, and the field's reference heuristics beside them (issue 25).
     assert {m.label for m in paper.methods} == {"random", "coreset", "coreset+vae", "lossprediction",
-                                                "lossprediction+vae"}
+                                                "lossprediction+vae", "entropy", "margin", "bald", "badge",
+                                                "badge+vae", "typiclust+vae"}
     assert paper.tsne.initial_labels == 1_000 and paper.tsne.budget == 100
     unlabeled = paper.tsne.pool_size - paper.tsne.initial_labels
     assert round(paper.tsne.unlabeled_fraction * unlabeled) == 1_556
@@ -47,8 +51,10 @@ def test_quick_profile_has_at_least_three_seeds_and_fits_the_embedded_sample():
 
 def test_ci_profile_exercises_every_heuristic_and_the_multilabel_path():
     ci = get_profile("ci")
-    assert {m.heuristic for m in ci.methods} == {"random", "entropy", "coreset", "medal", "lossprediction"}
-    assert {m.label for m in ci.methods if m.features == "vae"} == {"coreset+vae", "medal+vae", "lossprediction+vae"}
+    # Every registered heuristic, so that nbval covers each (issue 25 added margin, BALD, BADGE, TypiClust).
+    assert {m.heuristic for m in ci.methods} == set(HEURISTICS)
+    assert {m.label for m in ci.methods if m.features == "vae"} == {"coreset+vae", "medal+vae", "lossprediction+vae",
+                                                                     "badge+vae", "typiclust+vae"}
     assert "chestmnist" in ci.datasets
 
 

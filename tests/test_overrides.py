@@ -165,12 +165,16 @@ def test_make_figures_passes_overrides_to_the_notebooks_that_use_them_and_spares
     def fake_execute(input_path, output_path, parameters, **kwargs):
         calls.append((input_path.stem, parameters, workflow.figures_dir()))
 
+    published = []  # the headline numbers: written next to the figures; the README only for the gallery
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     monkeypatch.setattr(workflow, "build_dir", lambda: tmp_path / "build")
+    monkeypatch.setattr(workflow, "write_numbers", lambda profile, folder: published.append((profile, folder)) or {})
+    monkeypatch.setattr(workflow, "update_readme", lambda readme, record: published.append(readme))
     monkeypatch.delenv("ALVAE_FIGURES_DIR", raising=False)
     monkeypatch.setenv("ALVAE_OFFLINE", "1")
     monkeypatch.setenv("ALVAE_DATA_ROOT", str(tmp_path / "data"))
     workflow.make_figures("quick", overrides={"train.initial_epochs": 2, "vae.epochs": 3, "tsne.budget": 20})
+    assert published == [("quick", workflow.figures_dir())] and workflow.figures_dir() != workflow.gallery_dir()
     by_notebook = {name: (parameters, figures) for name, parameters, figures in calls}
     assert by_notebook["01_vae_training"][0]["overrides"] == {"vae.epochs": 3}
     assert by_notebook["02_active_learning"][0]["overrides"] == {"train.initial_epochs": 2, "vae.epochs": 3}
@@ -184,6 +188,7 @@ def test_make_figures_passes_overrides_to_the_notebooks_that_use_them_and_spares
     monkeypatch.delenv("ALVAE_FIGURES_DIR", raising=False)
     workflow.make_figures("quick", only=["03_significance_tests"])
     assert calls == [("03_significance_tests", {"profile": "quick"}, workflow.gallery_dir())]
+    assert published[1:] == [("quick", workflow.gallery_dir()), workflow.REPO_ROOT / "README.md"]
     with pytest.raises(ConfigError, match="no selected notebook uses the setting"):
         workflow.make_figures("quick", only=["01_vae_training"], overrides={"tsne.budget": 20})
 

@@ -321,8 +321,8 @@ def test_bad_inputs_raise_clear_errors(greedy):
 def test_dispatcher_and_augmentation_errors():
     mask = torch.zeros(10, dtype=torch.bool)
     mask[0] = True
-    with pytest.raises(ValueError, match="unknown heuristic 'badge'.*coreset"):
-        select("badge", mask, 2)
+    with pytest.raises(ValueError, match="unknown heuristic 'nosuch'.*coreset"):
+        select("nosuch", mask, 2)
     with pytest.raises(ValueError, match="needs features"):
         select("coreset", mask, 2)
     with pytest.raises(ValueError, match="needs logits and task"):

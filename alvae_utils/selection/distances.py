@@ -7,11 +7,12 @@ small), streamed in blocks of at most :data:`STREAM_BYTES`, so memory stays O(N)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
-
 from .pool import check_pool
+
+
 
 def check_features(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int, chunk_size: int,
                     heuristic: str) -> int:
@@ -32,30 +33,40 @@ def check_features(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     return budget
 
 
+WORKING_DTYPE = torch.float64
+"""The dtype of every distance, whatever the features': in float32, the rounding error of
+||x||² + ||y||² − 2x·y (about d·2⁻²⁴·||x||²) is as large as the gaps between close points on
+clustered features, and core-set then picks a near-tied point that is not the farthest (issue 22).
+In float64 that error is 2⁻²⁹ times smaller, the picks are the exact argmax up to float64 round-off,
+and float32 matmul settings (TF32, bfloat16) cannot touch them. Widening is exact for every real dtype
+up to 32 bits, so float16, float32 and float64 features holding the same numbers give the same picks."""
+
+
 STREAM_BYTES = 64 << 20
 """Largest row block of the passes over all of U (squared norms, MedAL's refreshes). Each op on
 a block costs milliseconds of thread hand-off on a busy CPU, so few large blocks are much
 faster than many small ones; no block holds more than 1/16 of the rows."""
 
 
-def stream_rows(features: torch.Tensor, chunk_size: int, dtype: torch.dtype) -> int:
+def stream_rows(features: torch.Tensor, chunk_size: int) -> int:
     """Rows per block of a pass over all points: ≤ STREAM_BYTES and ≤ N/16, but ≥ chunk_size."""
     n, d = features.shape
-    row_bytes = max(d, 1) * max(features.element_size(), dtype.itemsize)  # rows are widened to ``dtype``
+    row_bytes = max(d, 1) * max(features.element_size(), WORKING_DTYPE.itemsize)  # rows are widened to float64
     return max(chunk_size, min(n // 16, STREAM_BYTES // row_bytes))
 
 
-def prepare(features: torch.Tensor, labeled_mask: torch.Tensor, rows: int, dtype: torch.dtype
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean of the features in ``dtype``, indices of U, indices of L), on the features' device; nothing of size N × d.
+def prepare(features: torch.Tensor, labeled_mask: torch.Tensor, rows: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean of the features in float64, indices of U, indices of L), on the features' device; nothing of size N × d.
 
-    The mean is summed ``rows`` rows at a time because a whole-tensor reduction
-    with a dtype converts the whole tensor first. Callers subtract it from the
-    rows they gather (:func:`centered_blocks`): distances are translation
-    invariant, and centering shrinks ||x||², which is what the rounding error
-    of ||x||² + ||y||² − 2x·y scales with. An approximate mean does as well as the exact one.
+    Everything downstream works in float64 (:data:`WORKING_DTYPE`), whatever the features' dtype.
+    The mean is summed ``rows`` rows at a time because a whole-tensor reduction with a
+    dtype converts the whole tensor first. Callers subtract it from the rows
+    they gather (:func:`centered_blocks`): distances are translation invariant,
+    and centering shrinks ||x||², which is what the rounding error of
+    ||x||² + ||y||² − 2x·y scales with. An approximate mean does as well as the exact one.
     """
-    mean = sum(block.sum(0, dtype=dtype) for block in features.split(rows)) / features.shape[0]
+    mean = sum(block.sum(0, dtype=WORKING_DTYPE) for block in features.split(rows)) / features.shape[0]
     mask = labeled_mask.to(features.device)
     return mean, (~mask).nonzero().squeeze(1), mask.nonzero().squeeze(1)
 
@@ -99,36 +110,77 @@ def centered_norms(features: torch.Tensor, index: torch.Tensor, mean: torch.Tens
     return norms
 
 
-SERIAL_ELEMENTS = 32_768
-"""PyTorch's grain size: smaller ops run on one thread. The exact distances come in small batches,
-and on a busy CPU an op split over threads waits milliseconds for them, so they stay below it."""
-
-
-def exact_squared_distances(features: torch.Tensor, index: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """||features[index[p]] − other[p]||² in float64 from explicit differences (``other``: pool
-    indices, or one float64 row): exact up to float64 round-off, whatever the features' dtype."""
-    rows = max(1, SERIAL_ELEMENTS // max(features.shape[1], 1))
-    parts = []
-    for start in range(0, len(index), rows):
-        part = slice(start, start + rows)
-        y = other if other.dtype == torch.float64 else features.index_select(0, other[part]).to(torch.float64)
-        parts.append(features.index_select(0, index[part]).to(torch.float64).sub_(y).square_().sum(1))
-    if len(parts) == 1:  # the usual case
-        return parts[0]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=features.device)
-
-
 def row_blocks(features: torch.Tensor, index: torch.Tensor, mean: torch.Tensor, chunk_size: int,
-                norms: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (rows, their squared norms, their pool indices) of ``features[index] − mean`` chunk by chunk.
+                norms: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (rows, their squared norms) of ``features[index] − mean`` chunk by chunk.
 
-    ``norms`` are those of ``index``, in the same order.
+    ``norms``, if given, are those of ``index`` in the same order; otherwise they are computed.
     """
     for part, rows in centered_blocks(features, index, mean, chunk_size):
-        yield rows, norms[part], index[part]
+        yield rows, (squared_norms(rows, "coreset") if norms is None else norms[part])
 
 
-def top_candidates(values: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
-    """(positions of k largest values, ascending; τ, the smallest of them): no other value exceeds τ."""
-    top = torch.topk(values, k, sorted=False)
-    return top.indices.sort().values, float(top.values.min())
+def round_off(d: int, largest_norm: float) -> float:
+    """A bound on the float64 round-off of ||x||² + ||y||² − 2x·y for centred rows of squared norm ≤
+    ``largest_norm``: an inner product of length n errs by at most γ_n ||x||·||y|| (Higham 2002, §3.1),
+    and three of them meet here. A distance below it cannot be told from 0."""
+    return 6.6 * (d + 8) * 2.0 ** -53 * largest_norm
+
+
+def zero_below(dist: torch.Tensor, tol: float) -> torch.Tensor:
+    """``dist`` (squared distances, clamped at 0) with values ≤ ``tol`` set to exactly 0, in place: copies of
+    one point are then at distance 0 from each other whatever the round-off, and tie."""
+    return dist.masked_fill_(dist <= tol, 0.0)
+
+
+def lower_min_dist(min_dist: torch.Tensor, features: torch.Tensor, mean: torch.Tensor, unlabeled: torch.Tensor,
+                   norms_u: torch.Tensor, rows: torch.Tensor | None,
+                   points: Iterable[tuple[torch.Tensor, torch.Tensor]], chunk_size: int, tol: float = 0.0) -> None:
+    """min_dist[r] ← min(min_dist[r], min_q ||u_r − q||²) for r in ``rows`` (None: all), q in ``points``.
+
+    u_r = features[unlabeled[r]] − mean, gathered chunk_size rows at a time.
+    Works in chunk_size × chunk_size blocks of ||u||² + ||q||² − 2u·q (clamped at 0, and 0 up to ``tol``),
+    so no |rows| × d copy and no |rows| × |points| matrix is ever formed.
+    """
+    positions = unlabeled if rows is None else unlabeled.index_select(0, rows)
+    for block, block_norms in points:
+        for part, x_part in centered_blocks(features, positions, mean, chunk_size):
+            if rows is None:
+                norms_part, current = norms_u[part], min_dist[part]
+            else:
+                part = rows[part]
+                norms_part, current = norms_u.index_select(0, part), min_dist.index_select(0, part)
+            # min over q of (||q||² − 2u·q), then + ||u||²: one addition per row instead of per pair.
+            dist = torch.addmm(block_norms.unsqueeze(0), x_part, block.T, alpha=-2.0).amin(1)
+            torch.minimum(current, zero_below(dist.add_(norms_part).clamp_(min=0.0), tol), out=current)
+            if rows is not None:
+                min_dist.index_copy_(0, part, current)
+
+
+def top_candidates(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(positions of k largest values, sorted; τ, the k-th largest value; first position at τ left out).
+
+    Ties at τ go to the lowest positions, and the first one left out is returned
+    (len(values) if none is), so that the lazy loops stay exact on ties: a point
+    left out at τ can only be beaten by a candidate at τ with a lower position.
+    Capping the ties keeps the candidates at k rows even when many duplicates tie.
+    """
+    n = len(values)
+    top = torch.topk(values, min(k + 1, n), sorted=True)
+    threshold = top.values[k - 1]
+    if k == n or bool(top.values[k] < threshold):  # no tie across the cut: the usual case, no O(N) scan
+        return top.indices[:k].sort().values, threshold, torch.tensor(n, device=values.device)
+    above = (values > threshold).nonzero().squeeze(1)
+    tied = (values == threshold).nonzero().squeeze(1)
+    taken = k - len(above)
+    first_left = tied[taken] if len(tied) > taken else torch.tensor(n, device=values.device)
+    return torch.cat([above, tied[:taken]]).sort().values, threshold, first_left
+
+
+def beats_the_rest(score: torch.Tensor, bound: torch.Tensor, position: torch.Tensor, first_left: torch.Tensor) -> bool:
+    """Whether a candidate's ``score`` at ``position`` is the exact argmax (ties → lowest position)
+    when no point outside the candidates scores above ``bound``, and any at ``bound`` sits at
+    ``first_left`` or later. One host synchronisation."""
+    return bool((score > bound) | ((score == bound) & (position < first_left)))
+
+
