@@ -107,3 +107,18 @@ def _no_space(path: Path, error: Exception) -> NoSpaceLeft:
     return NoSpaceLeft(errno.ENOSPC, f"no space left on device while writing {path} ({reason}); the file was not "
                                      "changed. Free space there (or point $ALVAE_RESULTS_ROOT or $ALVAE_FIGURES_DIR "
                                      "at storage with room) and rerun: completed steps stay stored", str(path))
+
+
+def unwritable(folder: Path) -> OSError | None:
+    """Why no file can be written in ``folder`` (created if missing), or None when one can: checked with a
+    probe file, written and removed as every stored file is (:func:`atomic_path`). NoSpaceLeft propagates."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / ".alvae-writable") as probe:
+            probe.touch()
+        (folder / ".alvae-writable").unlink()
+    except NoSpaceLeft:
+        raise
+    except OSError as error:
+        return error
+    return None

@@ -2,6 +2,7 @@
 
 import pytest
 
+from alvae_utils.config import ConfigError
 from alvae_utils.workflow import papermill as workflow
 from alvae_utils.workflow.notebooks import NOTEBOOKS
 from alvae_utils.experiment.profiles import get_profile
@@ -132,3 +133,15 @@ def test_make_figures_lists_what_the_notebooks_wrote_once_and_no_old_file(tmp_pa
     assert [path.name for path in written] == ["vae_mnist-sample_loss.png", "vae_mnist-sample_loss.pdf"]
     out = capsys.readouterr().out
     assert "2 figure files written" in out and "beyond_mnist_coreset" not in out
+
+
+def test_make_figures_refuses_a_figures_folder_it_cannot_write_before_any_notebook(tmp_path, monkeypatch):
+    # Found for issue 23 (kind 1): the first figure of a notebook used to fail after its runs had trained.
+    import papermill
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("ALVAE_FIGURES_DIR", str(blocker / "figures"))
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *args, **kwargs: pytest.fail("a notebook ran"))
+    with pytest.raises(ConfigError, match=r"cannot write to .*a-file/figures .*ALVAE_FIGURES_DIR"):
+        workflow.make_figures("quick", only=["03_significance_tests"])

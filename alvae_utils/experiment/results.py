@@ -37,7 +37,7 @@ from ..config import SCHEMA_VERSION, ConfigError, ExperimentConfig, config_hash
 from ..data.datasets import Dataset
 from ..device import numerics
 from ..selection.methods import BALANCED, Method
-from ..paths import REPO_ROOT, NoSpaceLeft, atomic_path, results_root
+from ..paths import REPO_ROOT, atomic_path, results_root, unwritable
 from .locks import RunLock
 
 COLUMNS: tuple[str, ...] = (
@@ -364,16 +364,10 @@ class ResultStore:
     def check_writable(self) -> None:
         """ConfigError, before any work, when runs cannot be stored under :attr:`root` (a read-only or missing
         mount): otherwise the first step would train and then fail to commit."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.root / ".alvae-writable") as probe:
-                probe.touch()
-            (self.root / ".alvae-writable").unlink()
-        except NoSpaceLeft:
-            raise
-        except OSError as error:
+        error = unwritable(self.root)
+        if error is not None:
             raise ConfigError(f"runs cannot be stored under {self.root} ({type(error).__name__}: {error}); make the "
-                              "folder writable, or set $ALVAE_RESULTS_ROOT to one that is.") from None
+                              "folder writable, or set $ALVAE_RESULTS_ROOT to one that is.")
 
     def load(self, experiments: Iterable[ExperimentConfig] | None = None) -> pd.DataFrame:
         """Stored rows of this profile as one tidy DataFrame (see ``COLUMNS``).

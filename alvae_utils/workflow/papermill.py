@@ -38,7 +38,7 @@ from ..models.resnet import PretrainedWeightsUnavailable, check_pretrained_weigh
 from .book import update_readme, write_numbers
 from .notebooks import NOTEBOOKS, notebook_profile
 from ..experiment.overrides import apply
-from ..paths import REPO_ROOT, build_dir, figures_dir, gallery_dir
+from ..paths import REPO_ROOT, build_dir, figures_dir, gallery_dir, unwritable
 from ..experiment.profiles import Profile, get_profile
 from ..progress import SWITCH_VARIABLE, follow
 from ..experiment.tsne_experiment import tsne_pool
@@ -242,6 +242,11 @@ def make_figures(profile_name: str, only: list[str] | None = None,
     out_dir = build_dir() / tag
     if "ALVAE_FIGURES_DIR" not in os.environ:
         os.environ["ALVAE_FIGURES_DIR"] = str(out_dir / "figures" if profile.overrides else gallery_dir())
+    for folder, variable in ((figures_dir(), "ALVAE_FIGURES_DIR"), (out_dir, None)):
+        error = unwritable(folder)  # before any notebook computes: otherwise its first figure would fail late
+        if error is not None:
+            raise ConfigError(f"make figures cannot write to {folder} ({type(error).__name__}: {error}); make the "
+                              "folder writable" + (f", or set ${variable} to one that is." if variable else "."))
     plan = _plan(profile, only, execution)
     print(f"[alvae] profile {profile.label}, runs: {execution.executor}"
           + (f" at {execution.address}" if execution.address else "") + ", data:", flush=True)
