@@ -95,7 +95,30 @@ def executed_notebooks(profile: str) -> list[Path]:
     if not found:
         raise BookUnavailable(f"no executed notebooks in {folder}; run `make figures PROFILE={profile}` first "
                               "(the book renders them, it never executes them).")
+    missing = [name for name in NOTEBOOKS if not any(p.stem == name or p.stem.startswith(f"{name}-") for p in found)]
+    if missing:
+        raise BookUnavailable(f"{folder} has no executed copy of {', '.join(missing)}; run `make figures "
+                              f"PROFILE={profile}` (all notebooks) before building the book.")
     return found
+
+
+def read_executed(path: Path) -> dict:
+    """The executed notebook at ``path`` (nbformat JSON), checked: BookUnavailable, naming the file and the
+    fix, when it cannot be read, is not a notebook, or was not executed by ``make figures`` (papermill)."""
+    fix = f"run `make figures` again to rewrite it ({path.name} is an executed copy, never edited by hand)"
+    try:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BookUnavailable(f"{path} cannot be read ({type(error).__name__}: {error}); {fix}.") from None
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(cells, list) or not all(isinstance(cell, dict) and isinstance(cell.get("outputs", []), list)
+                                              and all(isinstance(o, dict) for o in cell.get("outputs", []))
+                                              for cell in cells):
+        raise BookUnavailable(f"{path} is not a notebook (its cells or outputs are damaged); {fix}.")
+    if "papermill" not in notebook.get("metadata", {}):
+        raise BookUnavailable(f"{path} was not executed by `make figures` (no papermill record): the book shows "
+                              f"results, so {fix}.")
+    return notebook
 
 
 def without_widgets(notebook: dict) -> dict:
@@ -187,7 +210,7 @@ def assemble(profile: str, source: Path) -> Path:
     (source / "notebooks").mkdir(parents=True)
     chapters = []
     for path in notebooks:
-        notebook = without_widgets(json.loads(path.read_text()))
+        notebook = without_widgets(read_executed(path))
         (source / "notebooks" / path.name).write_text(json.dumps(notebook, indent=1))
         chapters.append({"file": f"notebooks/{path.stem}", "title": _title(notebook, path.stem)})
     shutil.copytree(DOCS_DIR, source / "reference")

@@ -1,0 +1,45 @@
+"""What `make book` accepts: every notebook executed, each copy readable and executed by papermill (the
+review of issue 28 fed it damaged, unexecuted and missing copies)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alvae_utils.workflow import book
+from alvae_utils.workflow.notebooks import NOTEBOOKS
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "build_dir", lambda: tmp_path)
+    (tmp_path / "ci").mkdir()
+    for name in NOTEBOOKS:
+        executed = {"cells": [], "metadata": {"papermill": {}}, "nbformat": 4, "nbformat_minor": 5}
+        (tmp_path / "ci" / f"{name}.ipynb").write_text(json.dumps(executed))
+    return tmp_path / "ci"
+
+
+def test_every_notebook_is_needed(folder):
+    assert [p.stem for p in book.executed_notebooks("ci")] == list(NOTEBOOKS)
+    first = next(iter(NOTEBOOKS))
+    (folder / f"{first}.ipynb").unlink()
+    with pytest.raises(book.BookUnavailable, match=f"no executed copy of {first}.*make figures PROFILE=ci"):
+        book.executed_notebooks("ci")
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[]", "is not a notebook"), ('{"cells": null}', "is not a notebook"),
+    ('{"cells": [{"cell_type": "code", "outputs": [1], "source": ""}]}', "is not a notebook"),
+    ('{"cells": [', "cannot be read"), ("", "cannot be read"),
+    ('{"cells": [], "metadata": {}}', "was not executed by `make figures`"),
+])
+def test_a_damaged_or_unexecuted_copy_is_refused_naming_the_file_and_the_fix(folder, text, problem):
+    path = folder / "01_vae_training.ipynb"
+    path.write_text(text)
+    with pytest.raises(book.BookUnavailable, match=f"01_vae_training.ipynb.*{problem}.*make figures"):
+        book.read_executed(path)
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(book.BookUnavailable, match="cannot be read"):
+        book.read_executed(path)
