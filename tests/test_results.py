@@ -173,6 +173,25 @@ def test_keys_that_look_like_numbers_are_read_back_as_text(tmp_path):
     assert state.completed_steps == 1
 
 
+@pytest.mark.parametrize("text", ["nan", "oops"])
+def test_text_in_a_number_column_is_damage_not_a_finished_run(tmp_path, text):
+    # From the review of issue 23: with text read as text, "nan" typed into `accuracy` made the column strings,
+    # the run counted as finished, and the run summary crashed on the mean.
+    record = ResultStore("t", root=tmp_path).record(CONFIG, Method("coreset"), 0, "d")
+    rows = pd.DataFrame([_row(0, run_key=record.key), _row(1, run_key=record.key)], columns=list(COLUMNS))
+    record.commit_step(rows, RunState(2, list(range(30)), 0.0, False))
+    lines = record.csv_path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    cells = lines[2].split(",")
+    cells[header.index("accuracy")] = text
+    lines[2] = ",".join(cells)
+    record.csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert results.read_rows(record.csv_path)["accuracy"].dtype.kind == "f"
+    with pytest.warns(UserWarning, match="row 1 is damaged"):
+        loaded, state = record.load()
+    assert len(loaded) == 1 and state.completed_steps == 1
+
+
 @pytest.mark.parametrize("text", ["null", "nan", "NA", "None", "NaN", "n/a", "#N/A", ""])
 def test_every_text_column_is_read_back_as_written(tmp_path, text):
     # pandas reads these strings as missing by default (pandas #48712, #32084): a heuristic named "null" would

@@ -161,6 +161,9 @@ TEXT_COLUMNS: dict[str, type] = {column: str for column in (
     "profile", "dataset", "data_description", "method", "heuristic", "config_key", "run_key")}
 """Read as text: a hex key such as ``8972232623e7`` would otherwise be read as the number 8.97e18."""
 
+NUMBER_COLUMNS: frozenset[str] = frozenset(COLUMNS) - set(TEXT_COLUMNS) - {"alpha", "use_vae"}
+"""Read as numbers (``alpha`` holds a number or ``"balanced"``, ``use_vae`` a bool)."""
+
 
 def read_rows(path: Path) -> pd.DataFrame:
     """A CSV of stored rows, read back as written: :data:`TEXT_COLUMNS` as text, every other column's empty
@@ -169,8 +172,13 @@ def read_rows(path: Path) -> pd.DataFrame:
     pandas reads ``"null"``, ``"nan"``, ``"NA"`` or ``"None"`` as missing by default (pandas #48712,
     #32084), so a heuristic named ``null`` would come back as NaN and its run look damaged.
     """
-    return pd.read_csv(path, encoding="utf-8", dtype=TEXT_COLUMNS, keep_default_na=False,
+    rows = pd.read_csv(path, encoding="utf-8", dtype=TEXT_COLUMNS, keep_default_na=False,
                        na_values={column: [""] for column in COLUMNS if column not in TEXT_COLUMNS})
+    for column in NUMBER_COLUMNS & set(rows.columns):
+        # Text where a number belongs (a hand edit) becomes NaN, so that the row counts as damaged.
+        if not pd.api.types.is_numeric_dtype(rows[column]):
+            rows[column] = pd.to_numeric(rows[column], errors="coerce")
+    return rows
 
 
 class StoreDamaged(RuntimeError):
