@@ -320,21 +320,24 @@ class ExperimentConfig:
         return list(range(self.initial_labels, self.max_labels + 1, self.budget))
 
     def key(self) -> str:
-        """Stable short hash: any change to the configuration gives a new key."""
-        return config_hash(self.key_fields())
+        """Stable short hash of what every method's runs share (the ``config_key`` column): any change to it gives
+        a new key. SimCLR's settings are left out, as they are of every run key but those of runs that read them
+        (:func:`alvae_utils.experiment.results.run_key`), so that a study giving SimCLR its own budget shares the
+        runs that never use it with the other notebooks."""
+        return config_hash(self.key_fields(simclr=False))
 
-    def key_fields(self) -> dict[str, object]:
+    def key_fields(self, simclr: bool = True) -> dict[str, object]:
         """The configuration as keys hash it: every field, the training's as :meth:`TrainConfig.key_fields`,
         ``pool_imbalance`` only when it is not 1, and of :class:`SimCLRConfig` only those set away from their
-        defaults (none: no ``simclr`` entry). Both were added after keys were pinned: a configuration that does
-        not use them keeps the key it had (``tests/ci_profile_keys.json``); at the defaults SimCLR's settings
-        are the VAE's, which are hashed."""
+        defaults (none: no ``simclr`` entry), and only with ``simclr`` (a run that reads them). Both were
+        added after keys were pinned: a configuration that does not use them keeps the key it had
+        (``tests/ci_profile_keys.json``); at the defaults SimCLR's settings are the VAE's, which are hashed."""
         fields = {**asdict(self), "train": self.train.key_fields()}
         del fields["simclr"]
         if self.pool_imbalance == 1:
             del fields["pool_imbalance"]
-        simclr = self.simclr.key_fields()
-        return {**fields, "simclr": simclr} if simclr else fields
+        settings = self.simclr.key_fields() if simclr else {}
+        return {**fields, "simclr": settings} if settings else fields
 
 
 _DEFAULT_TRAIN = asdict(TrainConfig())

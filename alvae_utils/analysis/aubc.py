@@ -19,7 +19,8 @@ import pandas as pd
 
 from ..selection.methods import variant_pairs
 from .stats import (
-    NOTE_NO_PAIRS, _findings, check_level, holm, paired_statistics, require_columns, t_half_width,
+    NOTE_NO_PAIRS, _findings, check_level, detectable_difference, holm, paired_statistics, require_columns,
+    t_half_width,
 )
 
 
@@ -56,6 +57,9 @@ AUBC_TEST_COLUMNS: tuple[str, ...] = (
     "n_steps", "first_labels", "last_labels", "n_pairs", "mean_baseline", "mean_treatment", "mean_diff",
     "ci_low", "ci_high", "d_z", "p_ttest", "p_wilcoxon", "p_holm", "significant", "note",
 )
+
+POWER_COLUMNS: tuple[str, ...] = ("sd_diff", "detectable_diff")
+"""Columns :func:`paired_aubc_tests` adds when given a power."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,7 @@ def paired_aubc_tests(
     pairs: Sequence[tuple[str, str]] | None = None,
     alpha_level: float = 0.05,
     level: float = 0.95,
+    power: float | None = None,
 ) -> pd.DataFrame:
     """One paired test of AUBC per comparison: each heuristic vs each of its feature-family variants.
 
@@ -279,13 +284,21 @@ def paired_aubc_tests(
     **Holm family:** ``p_holm`` adjusts ``p_ttest`` across every comparison in the
     returned table — all datasets, sources, configurations and pairs of ``rows``, for
     this one ``metric`` — so call it once on the rows whose comparisons form the claim.
+
+    With ``power``, two more columns say what each test could have seen: ``sd_diff`` (sd of the paired
+    AUBC differences) and ``detectable_diff``, the smallest true mean difference that a two-sided paired
+    t-test at ``alpha_level`` detects with that power (:func:`~alvae_utils.analysis.stats.detectable_difference`;
+    NaN with fewer than 2 pairs or constant differences, where there is no t-test).
     """
+    if power is not None:
+        check_level(power)
     if metric not in rows.columns:
         raise ValueError(f"results table has no column {metric!r}.")
     check_level(level)
     runs = run_aubc(rows, metric)
     keys = [c for c in RUN_GROUP if c in runs.columns]
-    columns = [*keys, "baseline", "treatment", "metric", *AUBC_TEST_COLUMNS]
+    columns = [*keys, "baseline", "treatment", "metric", *AUBC_TEST_COLUMNS,
+               *(POWER_COLUMNS if power is not None else ())]
     records = []
     for identity, group in runs.groupby(keys, sort=True, dropna=False):
         if group["aubc"].isna().all():
@@ -304,6 +317,10 @@ def paired_aubc_tests(
                 result = {"n_pairs": 0, "mean_baseline": np.nan, "mean_treatment": np.nan, "mean_diff": np.nan,
                           "ci_low": np.nan, "ci_high": np.nan, "d_z": np.nan, "p_ttest": np.nan,
                           "p_wilcoxon": np.nan, "note": NOTE_NO_PAIRS}
+            if power is not None:
+                usable = result["n_pairs"] >= 2 and np.isfinite(result.get("sd_diff", np.nan))
+                result["detectable_diff"] = (detectable_difference(result["sd_diff"], result["n_pairs"], alpha_level,
+                                                                   power) if usable else np.nan)
             records.append({**dict(zip(keys, identity, strict=True)), "baseline": baseline, "treatment": treatment,
                             "metric": metric, **{k: int(v) for k, v in grid.items()}, **result})
     if not records:
@@ -312,6 +329,7 @@ def paired_aubc_tests(
     table["p_holm"] = holm(table["p_ttest"].to_numpy(float))
     table["significant"] = table["p_holm"] < alpha_level  # NaN compares False
     return table.loc[:, columns]
+
 
 
 def aubc_findings(table: pd.DataFrame, alpha_level: float = 0.05) -> list[str]:

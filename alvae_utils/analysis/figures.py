@@ -23,7 +23,7 @@ from ..data.datasets import dataset_title
 from ..registry import Registry
 from ..selection.heuristics import HEURISTICS, get_heuristic
 from ..selection.methods import parsed_methods, random_pairs
-from . import plots
+from . import plots, study_plots
 
 PER_RUN_FIELDS = frozenset({"dataset", "heuristic", "family"})
 """Stem fields that the notebook run fills in (its dataset, and each heuristic and family of its figures)."""
@@ -133,6 +133,13 @@ for record in (
                  plots.plot_aubc_vs_alpha),
     FigureRecord("beyond_curves", "05_beyond_the_paper", "beyond_{dataset}_{heuristic}",
                  "Learning curves of a heuristic with the VAEs beyond the paper's", plots.plot_learning_curves),
+    FigureRecord("study_ranking", "06_task_agnostic_study", "study_{dataset}_ranking",
+                 "Every method of the study: AUBC with its 95% interval, ranked", study_plots.plot_aubc_ranking),
+    FigureRecord("study_gains", "06_task_agnostic_study", "study_{dataset}_gains",
+                 "Each task-aware heuristic's AUBC gain from each family, with what its test could detect",
+                 study_plots.plot_family_gains),
+    FigureRecord("study_curves", "06_task_agnostic_study", "study_{dataset}_curves",
+                 "Learning curves of the best method of each kind, with random", plots.plot_learning_curves),
 ):
     register_figure(record)
 

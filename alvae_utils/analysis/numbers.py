@@ -16,10 +16,12 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from ..experiment.profiles import StudyConfig
+from . import study as study_analysis
 from .aubc import RUN_GROUP, aubc_summary, paired_aubc_tests, run_aubc
 from .stats import require_columns
 
-NUMBERS_VERSION = 1
+NUMBERS_VERSION = 2
 """Version of the record's layout; a reader refuses another."""
 
 
@@ -44,7 +46,7 @@ def _complete_runs(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, list[s
 
 
 def headline_numbers(rows: pd.DataFrame, profile: str, metric: str = "accuracy", alpha_level: float = 0.05,
-                     level: float = 0.95) -> dict[str, object]:
+                     level: float = 0.95, study: StudyConfig | None = None, power: float = 0.8) -> dict[str, object]:
     """The record of ``rows`` (one profile's stored results): dict with ``version``, ``profile``,
     ``metric``, ``alpha_level``, ``level`` and ``datasets``, a list with one entry per (dataset,
     data source, configuration):
@@ -58,7 +60,12 @@ def headline_numbers(rows: pd.DataFrame, profile: str, metric: str = "accuracy",
       label count);
     - ``tests``: each heuristic against each of its feature-family variants present
       (:func:`~alvae_utils.analysis.aubc.paired_aubc_tests`), with ``mean_diff`` and its interval,
-      ``n_pairs``, ``p_ttest``, ``p_holm`` (Holm across every test of the record) and ``significant``.
+      ``n_pairs``, ``p_ttest``, ``p_holm`` (Holm across every test of the record) and ``significant``;
+
+    and ``study``, notebook 06's verdicts per dataset whose study runs are stored (with ``study``, the
+    profile's :class:`~alvae_utils.experiment.profiles.StudyConfig`): ``dataset``, ``data_description``,
+    ``seeds``, ``runs`` and ``verdicts`` ({question: answer}, :func:`alvae_utils.analysis.study.verdicts`,
+    Holm across that dataset's study comparisons, detectable differences at ``power``).
 
     Values are rounded to 4 decimals. Raises ValueError when ``rows`` lacks a results column or
     ``metric``, or holds rows of several profiles (their runs answer different questions).
@@ -69,10 +76,11 @@ def headline_numbers(rows: pd.DataFrame, profile: str, metric: str = "accuracy",
         raise ValueError(f"headline_numbers summarises one profile's results, got {profiles}; "
                          "select one with rows[rows['profile'] == name].")
     record: dict[str, object] = {"version": NUMBERS_VERSION, "profile": profile, "metric": metric,
-                                 "alpha_level": alpha_level, "level": level, "datasets": []}
+                                 "alpha_level": alpha_level, "level": level, "datasets": [], "study": []}
     if rows.empty:
         return record
     rows, left_out = _complete_runs(rows)
+    record["study"] = _study_record(rows, study, metric, alpha_level, power, level) if study is not None else []
     summary = aubc_summary(run_aubc(rows, metric), level)
     tests = paired_aubc_tests(rows, metric, alpha_level=alpha_level, level=level)
     group = [c for c in ("dataset", "data_description", "config_key") if c in summary.columns]
@@ -100,6 +108,23 @@ def headline_numbers(rows: pd.DataFrame, profile: str, metric: str = "accuracy",
                                    "p_holm": _number(row.p_holm), "significant": bool(row.significant)})
         record["datasets"].append(entry)
     return record
+
+
+def _study_record(rows: pd.DataFrame, study: StudyConfig, metric: str, alpha_level: float, power: float,
+                  level: float) -> list[dict[str, object]]:
+    """The ``study`` part of :func:`headline_numbers`: notebook 06's verdicts per dataset with stored study runs."""
+    entries = []
+    for table in study_analysis.stored_study(rows, study):
+        kinds = study_analysis.method_kinds(study, table["method"].unique())
+        ranked = study_analysis.ranking(table, kinds, metric, level)
+        tests = study_analysis.study_tests(table, study_analysis.comparisons(study, table["method"].unique()),
+                                           metric, alpha_level, power, level)
+        entries.append({"dataset": str(table["dataset"].iloc[0]),
+                        "data_description": str(table["data_description"].iloc[0]),
+                        "seeds": sorted(int(s) for s in table["seed"].unique()),
+                        "runs": int(table.groupby(["method", "seed"]).ngroups),
+                        "verdicts": study_analysis.verdicts(tests, ranked, alpha_level, power)})
+    return entries
 
 
 def _pp(value: float | None, signed: bool = False) -> str:
@@ -146,5 +171,11 @@ def summary_markdown(record: Mapping[str, object]) -> str:
             lines.append(f"- `{test['treatment']}` − `{test['baseline']}`: {_pp(test['mean_diff'], True)} pp"
                          f"{_interval(test['ci_low'], test['ci_high'], True)}, {test['n_pairs']} pairs, "
                          f"p_holm = {p_holm}: {verdict}")
+        lines.append("")
+    for entry in record.get("study", []):
+        lines += [f"**What the study adds (notebook 06), {entry['dataset']}** ({entry['data_description']}): "
+                  f"{entry['runs']} runs, seeds {', '.join(map(str, entry['seeds']))}; Holm across that dataset's "
+                  "study comparisons.", ""]
+        lines += [f"- *{question}* {answer}" for question, answer in entry["verdicts"].items()]
         lines.append("")
     return "\n".join(lines)

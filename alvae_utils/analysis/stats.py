@@ -204,14 +204,16 @@ def paired_statistics(base: np.ndarray, treat: np.ndarray, level: float) -> dict
 
     ``n_pairs``, ``mean_baseline``, ``mean_treatment``, ``mean_diff``, ``ci_low``/``ci_high``
     (``level`` t-interval), ``d_z``, ``p_ttest`` (two-sided paired t-test), ``p_wilcoxon``
-    (:func:`wilcoxon_p`) and ``note`` (why there is no t-test). Pairs equal up to rounding
+    (:func:`wilcoxon_p`), ``sd_diff`` (sd of the differences, ddof 1; 0 when they are constant, NaN for one
+    pair) and ``note`` (why there is no t-test). Pairs equal up to rounding
     (:func:`equal_up_to_rounding`) count as equal in every one of them.
     """
     base, treat = np.asarray(base, dtype=float), np.asarray(treat, dtype=float)
     diff = np.where(equal_up_to_rounding(treat, base), 0.0, treat - base)
     n = len(diff)
     out = {"n_pairs": n, "mean_baseline": base.mean(), "mean_treatment": treat.mean(), "mean_diff": diff.mean(),
-           "ci_low": np.nan, "ci_high": np.nan, "d_z": np.nan, "p_ttest": np.nan, "p_wilcoxon": np.nan, "note": ""}
+           "ci_low": np.nan, "ci_high": np.nan, "d_z": np.nan, "p_ttest": np.nan, "p_wilcoxon": np.nan,
+           "sd_diff": np.nan, "note": ""}
     if n < 2:
         out["note"] = NOTE_ONE_PAIR
         return out
@@ -220,9 +222,11 @@ def paired_statistics(base: np.ndarray, treat: np.ndarray, level: float) -> dict
     # computed from the rounding residue (0, or 1e-29) would be meaningless.
     if equal_up_to_rounding(diff, diff[0]).all():
         out["ci_low"] = out["ci_high"] = diff.mean()
+        out["sd_diff"] = 0.0
         out["note"] = NOTE_IDENTICAL if not diff.any() else NOTE_CONSTANT
         return out
     sd = diff.std(ddof=1)
+    out["sd_diff"] = sd
     half = float(t_half_width(sd, n, level))
     out["ci_low"], out["ci_high"] = diff.mean() - half, diff.mean() + half
     out["d_z"] = diff.mean() / sd

@@ -64,11 +64,13 @@ def aubc_view(summary: pd.DataFrame, decimals: int = 4) -> pd.DataFrame:
 
     One row per (dataset, method): ``labels`` (the range the area is normalised over),
     ``n_steps``, ``n_runs`` (seeds), ``mean`` AUBC with ``sd`` and its t-interval
-    ``ci_low``–``ci_high``, rounded to ``decimals``. The data source and configuration
+    ``ci_low``–``ci_high``, rounded to ``decimals``, and the method's ``kind`` where the table has one
+    (:func:`alvae_utils.analysis.study.ranking`). The data source and configuration
     join the dataset label only where a dataset has several (:func:`dataset_labels`).
     """
     view = summary.assign(dataset=dataset_labels(summary), labels=_label_range(summary))
-    columns = ["labels", "n_steps", "n_runs", "mean", "sd", "ci_low", "ci_high"]
+    columns = [*(["kind"] if "kind" in summary.columns else []), "labels", "n_steps", "n_runs", "mean", "sd",
+               "ci_low", "ci_high"]
     return view.set_index(["dataset", "method"])[columns].round(decimals)
 
 
@@ -77,13 +79,17 @@ def aubc_test_view(table: pd.DataFrame, decimals: int = 4) -> pd.DataFrame:
 
     One row per (dataset, "treatment vs baseline"), with the label range of the AUBC,
     the paired statistics and the p-values (``p_holm`` across the rows of the table),
-    rounded to ``decimals``.
+    rounded to ``decimals``; with the power columns (``sd_diff``, ``detectable_diff``) where the
+    table has them, and indexed by ``question`` first where it has one
+    (:func:`alvae_utils.analysis.study.study_tests`).
     """
     view = table.assign(dataset=dataset_labels(table), comparison=table["treatment"] + " vs " + table["baseline"],
                         labels=_label_range(table))
     columns = ["labels", "n_steps", "n_pairs", "mean_baseline", "mean_treatment", "mean_diff", "ci_low", "ci_high",
-               "d_z", "p_ttest", "p_wilcoxon", "p_holm", "significant", "note"]
-    return view.set_index(["dataset", "comparison"])[columns].round(decimals)
+               "d_z", "p_ttest", "p_wilcoxon", "p_holm", "significant",
+               *(c for c in ("sd_diff", "detectable_diff") if c in table.columns), "note"]
+    index = [*(["question"] if "question" in table.columns else []), "dataset", "comparison"]
+    return view.set_index(index)[columns].round(decimals)
 
 
 def alpha_sweep_view(sweep: pd.DataFrame, decimals: int = 4) -> pd.DataFrame:

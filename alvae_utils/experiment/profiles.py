@@ -2,8 +2,9 @@
 
 A *profile* bundles, per dataset, the experiment settings (pool size, ξ, β, η,
 training schedule, VAE), the seeds, the methods compared and the t-SNE
-experiment of Figs. 5–6, and the sweep of notebook 05 (:class:`BeyondConfig`: the
-paper's open questions).
+experiment of Figs. 5–6, the sweep of notebook 05 (:class:`BeyondConfig`: the
+paper's open questions) and the study of notebook 06 (:class:`StudyConfig`: which task-agnostic
+information helps).
 
 * ``paper`` — the settings pinned by Godwin et al. (2022), meant for a GPU.
 * ``quick`` — the same pipeline scaled down so ``make figures`` finishes on a
@@ -17,7 +18,8 @@ from dataclasses import dataclass, replace
 
 from ..config import ConfigError, ExperimentConfig, TSNEConfig, TrainConfig, VAEConfig, describe_overrides
 from ..data.datasets import DATASETS, evaluation_split, split_sizes
-from ..selection.methods import BALANCED, Method
+from ..selection.heuristics import LOSS_MODULE, get_heuristic
+from ..selection.methods import BALANCED, DEFAULT_ALPHA, Method
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,57 @@ class BeyondConfig:
         return methods
 
 
+def study_alpha(heuristic: str) -> float | str:
+    """α = balanced where it is defined; loss prediction's module learns the block's scale, so it keeps the default."""
+    return DEFAULT_ALPHA if get_heuristic(heuristic).extra_features == LOSS_MODULE else BALANCED
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Notebook 06's study: does task-agnostic information help task-based active learning, and which?
+
+    On the same pools, seeds and label grid it runs (:attr:`methods`): random; the uncertainty
+    baselines; each task-aware heuristic plain and with each family's features appended (α = balanced,
+    or the default for loss prediction, :func:`study_alpha`); each task-agnostic heuristic on each
+    family's representation alone; and (:attr:`start_methods`) the heuristics of ``start`` again with
+    the task model's backbone initialised from the pool's SimCLR encoder (``train.init=simclr``): the
+    second way to use task-agnostic information (Lüth et al., NeurIPS 2023).
+    """
+
+    experiments: tuple[ExperimentConfig, ...]  # one per dataset notebook 06 runs on
+    seeds: tuple[int, ...]
+    aware: tuple[str, ...] = ("coreset", "badge")  # task-aware heuristics, plain and with each family appended
+    families: tuple[str, ...] = ("vae", "simclr")  # the task-agnostic representations compared
+    agnostic: tuple[str, ...] = ("typiclust",)  # heuristics that select from a family's representation alone
+    uncertainty: tuple[str, ...] = ("margin", "bald")
+    start: tuple[str, ...] = ("random", "coreset")  # run again with T's backbone from the SimCLR encoder
+    quality_families: tuple[str, ...] = ("simclr", "vae", "mixvae")  # k-NN quality of each label-free fit
+
+    @property
+    def methods(self) -> tuple[Method, ...]:
+        """The methods of the scratch-start sweep, validated; random first."""
+        methods = (Method("random"), *(Method(h) for h in self.uncertainty), *(Method(h) for h in self.aware),
+                   *(Method(h, f, study_alpha(h)) for h in self.aware for f in self.families),
+                   *(Method(h, f) for h in self.agnostic for f in self.families))
+        for method in methods:
+            method.validate()
+        return methods
+
+    @property
+    def start_methods(self) -> tuple[Method, ...]:
+        """The methods run again with ``train.init=simclr``, validated."""
+        methods = tuple(Method(h) for h in self.start)
+        for method in methods:
+            method.validate()
+        return methods
+
+
+def simclr_start(experiment: ExperimentConfig) -> ExperimentConfig:
+    """``experiment`` with the task model's backbone initialised from the pool's SimCLR encoder at every step
+    (instead of from scratch, or from ImageNet's weights where ``train.pretrained`` chose them)."""
+    return replace(experiment, train=replace(experiment.train, init="simclr", pretrained=False))
+
+
 @dataclass(frozen=True)
 class Profile:
     """A named set of experiments; the only place settings are chosen."""
@@ -64,6 +117,7 @@ class Profile:
     vae_figure_dataset: str = "mnist"
     executor: str = "serial"  # how sweeps run unless told otherwise (alvae_utils.execution; benchmarks/README)
     beyond: BeyondConfig | None = None  # notebook 05's sweep; None: the profile has none
+    study: StudyConfig | None = None  # notebook 06's study; None: the profile has none
     overrides: tuple[tuple[str, object], ...] = ()  # (key, value) applied by alvae_utils.experiment.overrides, sorted
 
     @property
@@ -132,6 +186,28 @@ class Profile:
         return replace(self, experiments=self.beyond.experiments, seeds=self.beyond.seeds,
                        methods=self.beyond.methods, overrides=())
 
+    def study_sweep(self) -> Profile:
+        """Notebook 06's scratch-start sweep as a profile of its own: the study's experiments, seeds and methods.
+
+        Like :meth:`beyond_sweep`: stored with this profile's other runs, overrides not carried over.
+        The SimCLR-start runs are :meth:`study_start_sweep` of the result. Raises ConfigError when
+        the profile defines no study.
+        """
+        if self.study is None:
+            raise ConfigError(f"profile {self.name!r} defines no study for notebook 06 (Profile.study); "
+                              f"use one that does: {', '.join(n for n, p in PROFILES.items() if p.study)}.")
+        return replace(self, experiments=self.study.experiments, seeds=self.study.seeds,
+                       methods=self.study.methods, overrides=())
+
+    def study_start_sweep(self) -> Profile:
+        """The study's SimCLR-start runs: this profile's experiments with ``train.init=simclr``
+        (:func:`simclr_start`), the study's ``start`` methods, this profile's seeds and overrides.
+        Call it on :meth:`study_sweep`'s profile, overrides applied, so that both sweeps share them."""
+        if self.study is None:
+            raise ConfigError(f"profile {self.name!r} defines no study for notebook 06 (Profile.study).")
+        return replace(self, experiments=tuple(simclr_start(e) for e in self.experiments),
+                       methods=self.study.start_methods)
+
     def validate(self) -> None:
         """Raise ConfigError if any experiment or method of the profile cannot run."""
         for experiment in self.experiments:
@@ -143,6 +219,11 @@ class Profile:
             for experiment in self.beyond.experiments:
                 experiment.validate()
             self.beyond.methods  # noqa: B018 (validates every method)
+        if self.study is not None:
+            for experiment in self.study.experiments:
+                experiment.validate()
+                simclr_start(experiment).validate()
+            self.study.methods, self.study.start_methods  # noqa: B018 (validates every method)
 
 
 def _methods(*labels: str) -> tuple[Method, ...]:
@@ -184,6 +265,13 @@ _CI = ExperimentConfig(
 _QUICK_BEYOND = replace(_QUICK, pool_size=1_000, eval_size=500, max_labels=300,
                         vae=replace(_QUICK.vae, refit_epochs=3))
 _CI_BEYOND = replace(_CI, vae=replace(_CI.vae, refit_epochs=1))
+# Notebook 06 at quick: notebook 05's pool, grid and seeds (so random, core-set and core-set+vae(α=balanced) are
+# its runs, reused) plus a fourth seed, sized to run in at most 25 minutes on a 2-core laptop from empty results
+# (docs/study.md says what the trade costs in power).
+_QUICK_STUDY = _QUICK_BEYOND
+_PAPER_STUDY = StudyConfig(experiments=(_PAPER, replace(_PAPER, dataset="chestmnist", pool_size=30_000)),
+                           seeds=(0, 1, 2, 3, 4), aware=("coreset", "badge", "medal", "lossprediction"),
+                           families=("vae", "simclr", "ssvae", "mixvae"))
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
@@ -195,6 +283,7 @@ PROFILES: dict[str, Profile] = {
         tsne=TSNEConfig(epochs=10),
         beyond=BeyondConfig(experiments=(_PAPER, replace(_PAPER, dataset="chestmnist", pool_size=30_000)),
                             seeds=(0, 1, 2, 3, 4)),
+        study=_PAPER_STUDY,
     ),
     "quick": Profile(
         name="quick",
@@ -208,6 +297,8 @@ PROFILES: dict[str, Profile] = {
         beyond=BeyondConfig(experiments=(_QUICK_BEYOND, replace(_QUICK_BEYOND, dataset="fashionmnist")),
                             seeds=(0, 1, 2), alpha_heuristics=("coreset",), family_heuristics=("coreset",),
                             tails_seeds=(0,)),
+        study=StudyConfig(experiments=(_QUICK_STUDY, replace(_QUICK_STUDY, dataset="fashionmnist")),
+                          seeds=(0, 1, 2, 3)),
     ),
     "ci": Profile(
         name="ci",
@@ -223,6 +314,7 @@ PROFILES: dict[str, Profile] = {
         ),
         vae_figure_dataset="mnist-sample",
         beyond=BeyondConfig(experiments=(_CI_BEYOND,), seeds=(0, 1), alphas=(0.0, 4.0, BALANCED), tails_seeds=(0, 1)),
+        study=StudyConfig(experiments=(_CI_BEYOND,), seeds=(0, 1)),
     ),
 }
 

@@ -95,10 +95,17 @@ def run_key(config: ExperimentConfig, method: Method, seed: int, data_descriptio
 
     ``data_description`` names the data's source; ``data_fingerprint`` hashes its
     content (:func:`data_fingerprint`), so a replaced file of the same name and shape
-    gives a new key.
+    gives a new key. SimCLR's settings enter only the keys of runs that read them (:func:`reads_simclr`).
     """
-    return config_hash({"schema": SCHEMA_VERSION, "experiment": config.key_fields(), "data": data_description,
+    experiment = config.key_fields(simclr=reads_simclr(config, method))
+    return config_hash({"schema": SCHEMA_VERSION, "experiment": experiment, "data": data_description,
                         "data_fingerprint": data_fingerprint, "method": method.key_fields(), "seed": seed})
+
+
+def reads_simclr(config: ExperimentConfig, method: Method) -> bool:
+    """Whether a run's numbers depend on the SimCLR settings: it appends the ``simclr`` family's features, or
+    its task model starts from the SimCLR encoder (``train.init=simclr``)."""
+    return method.features == "simclr" or config.train.init == "simclr"
 
 
 def data_fingerprint(pool: Dataset, evaluation: Dataset) -> str:

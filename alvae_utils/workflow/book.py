@@ -26,13 +26,14 @@ from pathlib import Path
 
 from ..analysis.figures import FIGURES
 from ..analysis.numbers import headline_numbers, summary_markdown
+from ..experiment.profiles import PROFILES, StudyConfig
 from ..experiment.results import load_results
 from ..paths import REPO_ROOT, build_dir, gallery_dir, results_root
 from .notebooks import NOTEBOOKS
 
 DOCS_DIR = REPO_ROOT / "docs"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-LANDING_FIGURES = ("learning_curves", "beyond_curves")
+LANDING_FIGURES = ("learning_curves", "beyond_curves", "study_ranking", "study_gains")
 """Registered figures (:data:`alvae_utils.analysis.figures.FIGURES`) shown on the landing page, every
 file of each; all figures are on their notebooks' pages."""
 
@@ -46,7 +47,8 @@ def write_numbers(profile: str, directory: Path) -> dict:
     """Compute :func:`headline_numbers` of ``profile``'s stored results and write them to
     ``directory/numbers.json`` (atomically); return the record. ``make figures`` calls it."""
     rows = load_results(_results_of(profile)) if _results_of(profile).exists() else None
-    record = headline_numbers(rows[rows["profile"] == profile] if rows is not None else _no_rows(), profile)
+    record = headline_numbers(rows[rows["profile"] == profile] if rows is not None else _no_rows(), profile,
+                              study=_study_of(profile))
     directory.mkdir(parents=True, exist_ok=True)
     partial = directory / f".{NUMBERS_FILE}.partial"
     partial.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -144,6 +146,11 @@ def _figures_of(profile: str) -> Path:
     return gallery_dir() if profile == "quick" else build_dir() / profile / "figures"
 
 
+def _study_of(profile: str) -> StudyConfig | None:
+    """The study of a registered profile, whose verdicts the numbers record carries."""
+    return PROFILES[profile].study if profile in PROFILES else None
+
+
 def _results_of(profile: str) -> Path:
     return (build_dir() / "ci" / "results" if profile == "ci" else results_root()) / profile
 
@@ -226,8 +233,8 @@ def assemble(profile: str, source: Path) -> Path:
     rows = rows[rows["profile"] == profile]
     built = datetime.date.today().isoformat()
     data = _data_line(rows)
-    (source / "index.md").write_text(landing_page(profile, headline_numbers(rows, profile), data,
-                                                  [p.stem for p in notebooks],
+    numbers = headline_numbers(rows, profile, study=_study_of(profile))
+    (source / "index.md").write_text(landing_page(profile, numbers, data, [p.stem for p in notebooks],
                                                   [f"figures/{p.name}" for p in figures], built))
     (source / "_config.yml").write_text(_config(profile, data, built))
     toc = {"format": "jb-book", "root": "index", "parts": [

@@ -101,6 +101,14 @@ class BeyondParameters(TestParameters, DatasetParameters, Execution):
 
 
 @dataclass(frozen=True)
+class StudyParameters(TestParameters, DatasetParameters, Execution):
+    """06_task_agnostic_study; it runs sweeps, so the fields of :class:`~.settings.Execution` are too."""
+
+    power: float = setting(0.8, allowed=Range(0, 1, low_open=True, high_open=True),
+                           help="power at which each test's detectable AUBC difference is reported")
+
+
+@dataclass(frozen=True)
 class Notebook:
     """One numbered notebook in ``notebooks/``.
 
@@ -141,6 +149,8 @@ NOTEBOOKS: dict[str, Notebook] = {notebook.name: notebook for notebook in (
     Notebook("05_beyond_the_paper", BeyondParameters, per_dataset=True, trains_task_model=True, runs_sweeps=True,
              sweep=Profile.beyond_sweep,
              settings=(*_AL_RUNS, "tsne.*")),
+    Notebook("06_task_agnostic_study", StudyParameters, per_dataset=True, trains_task_model=True, runs_sweeps=True,
+             sweep=Profile.study_sweep, settings=(*_AL_RUNS, "simclr.*")),
 )}
 """The notebooks, in run order."""
 
@@ -252,8 +262,9 @@ def _checked(notebook: str, namespace: Mapping[str, object]):
         # line (Profile.experiment_for); the others need one of the profile's experiments.
         adapts = entry.runs_sweeps and entry.sweep is None and getattr(params, "dataset", None) in DATASETS
         if getattr(params, "dataset", None) is not None and params.dataset not in profile.datasets and not adapts:
+            setting = entry.sweep.__name__.removesuffix("_sweep") if entry.sweep else ""
             where = f"profile {params.profile!r}" if entry.sweep is None else \
-                f"the sweep of {notebook} (profile {params.profile!r}'s `beyond` setting)"
+                f"the sweep of {notebook} (profile {params.profile!r}'s `{setting}` setting)"
             raise ConfigError(f"{notebook}: {where} has no experiment for dataset {params.dataset!r}; it defines "
                               f"{', '.join(profile.datasets)}.")
         # Kept with the parameters, so that the notebook's cells use what was checked instead of building it again.
