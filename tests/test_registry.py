@@ -17,7 +17,8 @@ import torch
 
 from alvae_utils.execution import SweepFailed, run_sweep
 from alvae_utils.experiment import loop, planning
-from alvae_utils.analysis import figures, plots
+from alvae_utils.analysis import figures
+from alvae_utils.analysis.styles import method_style
 from alvae_utils.workflow.cli import main
 from alvae_utils.config import ConfigError, ExperimentConfig, TrainConfig, VAEConfig
 from alvae_utils.device import images_to_float
@@ -183,7 +184,7 @@ def test_figures_statistics_and_styles_read_the_registries(toys):
     assert figures.al_figure_title("mnist", "maxnorm", labels) == "MNIST: Max norm vs +random projection, +VAE"
     assert variant_pairs(labels) == [("coreset", "coreset+classmeans"), ("maxnorm", "maxnorm+randproj"),
                                            ("maxnorm", "maxnorm+vae(α=0.5)")]
-    assert plots.method_style("maxnorm")["color"] == "tab:olive"
+    assert method_style("maxnorm")["color"] == "tab:olive"
     assert Method.parse("maxnorm+vae(α=0.5)") == Method("maxnorm", "vae", 0.5)
 
 

@@ -28,7 +28,7 @@ from alvae_utils.training.simclr import (
     VIEW_DRAWS, augment, checkpoint_path, encode_simclr, get_or_train_simclr, init_from_encoder, views,
 )
 from alvae_utils.training.task_model import build_task_model
-from tiny import TINY, numbers, tiny_sweep
+from tiny import TINY, assert_as_if_uninterrupted, killed_and_resumed, tiny_sweep
 
 SIMCLR = SimCLRConfig(epochs=1, batch_size=8).resolved(TINY.vae)
 
@@ -209,16 +209,9 @@ def test_simclr_methods_and_the_simclr_start_run_end_to_end_and_resume_after_a_k
     monkeypatch.setattr(tiny, "TINY", replace(TINY, simclr=SimCLRConfig(epochs=1, batch_size=8)))
     methods = [Method.parse(label) for label in ("coreset+simclr(α=balanced)", "lossprediction+simclr")]
     assert get_family("simclr").fitted_once
-    train = spy(loop, "train_task_model", interrupt_at=3)  # the second run's first step
-    with pytest.raises(KeyboardInterrupt):
-        tiny_sweep(monkeypatch, tmp_path / "crashed", methods)
-    train["restore"]()
-    resumed = tiny_sweep(monkeypatch, tmp_path / "crashed", methods)
-    assert len(list((tmp_path / "crashed" / "simclr").glob("*.pt"))) == 1, "fitted once, then loaded"
-    assert resumed["method"].tolist() == [m.label for m in methods for _ in range(2)]
-    reference = tiny_sweep(monkeypatch, tmp_path / "reference", methods[1:2])
-    pd.testing.assert_frame_equal(numbers(resumed[resumed["method"] == methods[1].label]), numbers(reference),
-                                  check_dtype=False)
+    # Killed in the second run's first step.
+    resumed = killed_and_resumed(monkeypatch, spy, tmp_path / "crashed", methods, "simclr", interrupt_at=3)
+    assert_as_if_uninterrupted(monkeypatch, tmp_path / "reference", resumed, methods[1])
 
     # train.init=simclr: the same encoder starts every step's T; a killed run resumes to the same rows.
     monkeypatch.setattr(tiny, "TINY", replace(tiny.TINY, train=replace(TINY.train, init="simclr")))

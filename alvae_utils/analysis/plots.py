@@ -36,7 +36,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from ..selection.methods import Method  # noqa: E402
 from ..paths import atomic_path, figures_dir  # noqa: E402
 from .aubc import LearningCurves  # noqa: E402
-from .styles import LEGEND_INSIDE_MAX, legend_width, method_style, method_styles, place_legend  # noqa: E402, F401
+from .styles import legend_width, method_style, method_styles, place_legend  # noqa: E402
 
 
 def _show_figures_as_png_in_jupyter() -> None:

@@ -24,10 +24,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from ..analysis.figures import FIGURES
 from ..analysis.numbers import headline_numbers, summary_markdown
 from ..experiment.profiles import PROFILES, StudyConfig
-from ..experiment.results import load_results
+from ..experiment.results import COLUMNS, load_results
 from ..paths import REPO_ROOT, build_dir, gallery_dir, results_root
 from .notebooks import NOTEBOOKS
 
@@ -46,9 +48,7 @@ README_END = "<!-- numbers:end -->"
 def write_numbers(profile: str, directory: Path) -> dict:
     """Compute :func:`headline_numbers` of ``profile``'s stored results and write them to
     ``directory/numbers.json`` (atomically); return the record. ``make figures`` calls it."""
-    rows = load_results(_results_of(profile)) if _results_of(profile).exists() else None
-    record = headline_numbers(rows[rows["profile"] == profile] if rows is not None else _no_rows(), profile,
-                              study=_study_of(profile))
+    record = headline_numbers(_stored_rows(profile), profile, study=_study_of(profile))
     directory.mkdir(parents=True, exist_ok=True)
     partial = directory / f".{NUMBERS_FILE}.partial"
     partial.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -71,10 +71,6 @@ def update_readme(readme: Path, record: dict) -> None:
         raise BookUnavailable(f"{readme} has no generated-numbers block; put the lines {README_START!r} and "
                               f"{README_END!r} where the headline numbers go.")
     readme.write_text(text[:start] + readme_block(record) + text[end + len(README_END):], encoding="utf-8")
-
-
-def _no_rows():
-    return load_results(build_dir() / ".no-results")
 
 
 class BookUnavailable(RuntimeError):
@@ -155,6 +151,13 @@ def _results_of(profile: str) -> Path:
     return (build_dir() / "ci" / "results" if profile == "ci" else results_root()) / profile
 
 
+def _stored_rows(profile: str) -> pd.DataFrame:
+    """``profile``'s stored rows (:data:`~alvae_utils.experiment.results.COLUMNS`); none without its results folder."""
+    directory = _results_of(profile)
+    rows = load_results(directory) if directory.exists() else pd.DataFrame(columns=list(COLUMNS))
+    return rows[rows["profile"] == profile]
+
+
 def landing_page(profile: str, numbers: dict, data: str, pages: list[str], figures: list[str], built: str) -> str:
     """Markdown of the landing page: every number in it comes from ``numbers`` (or the build's date)."""
     lines = ["# alvae: task-agnostic information in task-based active learning", "",
@@ -229,8 +232,7 @@ def assemble(profile: str, source: Path) -> Path:
     for path in figures:
         shutil.copy2(path, source / "figures" / path.name)
     shutil.copytree(_mathjax(), source / "offline_static" / "mathjax")
-    rows = load_results(_results_of(profile)) if _results_of(profile).exists() else _no_rows()
-    rows = rows[rows["profile"] == profile]
+    rows = _stored_rows(profile)
     built = datetime.date.today().isoformat()
     data = _data_line(rows)
     numbers = headline_numbers(rows, profile, study=_study_of(profile))
