@@ -104,6 +104,25 @@ def test_notebook_05_runs_the_profiles_beyond_sweep_and_checks_its_datasets():
             alpha_level=0.05, **SWEEP))
 
 
+def test_notebook_06_runs_the_profiles_study_and_its_simclr_start_with_the_same_overrides():
+    params = check_parameters("06_task_agnostic_study", _kernel_namespace(
+        profile="quick", dataset="", overrides={"seeds": [0, 1, 2], "simclr.epochs": 3}, alpha_level=0.05,
+        power=0.9, **SWEEP))
+    profile = profile_of(params)
+    assert params.dataset == "mnist" and params.power == 0.9 and profile.seeds == (0, 1, 2)
+    assert "badge+simclr(α=balanced)" in [m.label for m in profile.methods]
+    start = profile.study_start_sweep()
+    assert start.seeds == (0, 1, 2) and start.experiment("mnist").simclr.epochs == 3
+    assert start.experiment("mnist").train.init == "simclr" and profile.experiment("mnist").train.init == "scratch"
+    with pytest.raises(ConfigError, match=r"06_task_agnostic_study \(profile 'ci''s `study` setting\) has no "
+                                          "experiment for dataset 'chestmnist'"):
+        check_parameters("06_task_agnostic_study", _kernel_namespace(
+            profile="ci", dataset="chestmnist", overrides={}, alpha_level=0.05, power=0.8, **SWEEP))
+    with pytest.raises(ConfigError, match="power"):
+        check_parameters("06_task_agnostic_study", _kernel_namespace(
+            profile="ci", dataset="", overrides={}, alpha_level=0.05, power=1.0, **SWEEP))
+
+
 def test_a_dataset_left_empty_is_the_profiles_first():
     params = check_parameters("02_active_learning", _kernel_namespace(profile="ci", dataset="", **SWEEP))
     assert params.dataset == "mnist-sample" and profile_of(params).name == "ci"

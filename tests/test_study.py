@@ -193,3 +193,25 @@ def test_study_figures_draw_the_computed_tables_and_refuse_empty_ones():
         study_plots.plot_aubc_ranking(ranked.iloc[:0])
     with pytest.raises(ValueError, match="no family comparison"):
         study_plots.plot_family_gains(tests.iloc[:0])
+
+
+def test_the_numbers_record_carries_the_stored_study_verdicts():
+    from alvae_utils.analysis.numbers import headline_numbers, summary_markdown
+
+    config = PROFILES["ci"].study
+    experiment = config.experiments[0]
+    base = np.array([0.50, 0.52, 0.55, 0.58])
+    aubcs = {"random": base, "coreset": base + 0.01, "coreset+simclr(α=balanced)": base + [0.3, 0.31, 0.3, 0.32],
+             "coreset+vae(α=4)": base}  # notebook 05's run of the same experiment: not part of the study
+    scratch = _rows({m: list(v) for m, v in aubcs.items()}, config_key=experiment.key(), dataset=experiment.dataset)
+    started = _rows({"coreset": list(base + 0.02)}, config_key=simclr_start(experiment).key(),
+                    dataset=experiment.dataset)
+    rows = pd.concat([scratch, started], ignore_index=True).assign(profile="ci")
+    record = headline_numbers(rows, "ci", study=config)
+    [entry] = record["study"]
+    assert entry["dataset"] == experiment.dataset and entry["seeds"] == [0, 1, 2, 3]
+    assert entry["runs"] == 4 * 4  # random, coreset, coreset+simclr and coreset's SimCLR start; not 05's α = 4
+    appended = entry["verdicts"][study.QUESTIONS["appended"]]
+    assert appended.startswith("1 of 1 comparisons significant") and "coreset+simclr(α=balanced) vs coreset" in appended
+    assert f"*{study.QUESTIONS['appended']}* {appended}" in summary_markdown(record)
+    assert headline_numbers(rows, "ci")["study"] == []  # without the profile's study: no verdicts
