@@ -292,13 +292,19 @@ class ExperimentConfig:
             )
         if self.budget <= 0:
             raise ConfigError(f"budget β must be positive, got {self.budget}.")
-        if self.max_labels > self.initial_labels and self.initial_labels + self.budget > self.pool_size:
+        if self.max_labels == self.initial_labels:
+            raise ConfigError(
+                f"η={self.max_labels} equals ξ={self.initial_labels}: no selection step would run (β={self.budget} "
+                "labels are never added), so the run could not compare methods and its curve would have one point. "
+                f"Raise η to at least ξ + β = {self.initial_labels + self.budget}, or lower ξ."
+            )
+        if self.initial_labels + self.budget > self.pool_size:
             raise ConfigError(
                 f"budget β={self.budget} is larger than the unlabeled pool "
                 f"({self.pool_size - self.initial_labels} = pool {self.pool_size} − ξ {self.initial_labels}); "
                 "lower β or raise pool_size."
             )
-        if self.max_labels > self.initial_labels and self.budget > self.max_labels - self.initial_labels:
+        if self.budget > self.max_labels - self.initial_labels:
             raise ConfigError(
                 f"budget β={self.budget} is larger than η − ξ = {self.max_labels - self.initial_labels} "
                 f"(η={self.max_labels}, ξ={self.initial_labels}): no selection step would run, and the curve would "

@@ -68,6 +68,9 @@ def _base() -> ExperimentConfig:
     ({"initial_labels": 101}, "initial labels ξ=101"),
     ({"max_labels": 5}, "smaller than ξ"),
     ({"max_labels": 101}, "exceeds the pool size"),
+    ({"budget": 25}, "larger than η − ξ = 20"),
+    # η = ξ: no selection step at all, so nothing a run could compare (issue 23, kind 1).
+    ({"max_labels": 10}, r"η=10 equals ξ=10: no selection step would run .*Raise η to at least ξ \+ β = 20"),
 ])
 def test_bad_numbers_are_rejected_with_the_fix(changes, fragment):
     with pytest.raises(ConfigError, match=fragment):
