@@ -43,12 +43,15 @@ class ConfigError(ValueError):
 
 
 def shown(value: object) -> str:
-    """``value`` as a message shows it: a number short (integers exactly up to 15 digits, else 6 significant
-    digits: ``1e+308``, never the 309 digits of ``int(1e308)``), anything else as ``repr``."""
+    """``value`` as a message shows it: a number short (integers exactly up to 15 digits, floats as ``repr`` up to
+    12 characters, else 6 significant digits: ``1e+308``, never the 309 digits of ``int(1e308)``), anything else as
+    ``repr``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, int) and abs(value) < 10 ** 15:
         return str(value)
+    if isinstance(value, float) and len(repr(value)) <= 12:
+        return repr(value)  # as typed: 1.0, 0.25, 1e+308
     try:
         return f"{value:.6g}"
     except OverflowError:  # an int beyond float's range

@@ -138,6 +138,7 @@ def test_a_results_root_that_cannot_be_written_stops_the_run_before_any_work(tmp
 def test_heuristic_takes_a_full_method_label_as_methods_does():
     """`--heuristic 'typiclust+vae(α=2)'` said "unknown heuristic" (issue 23): labels are read as --set methods= reads
     them, and names as before, in the order given."""
+    from alvae_utils.config import ConfigError
     from alvae_utils.experiment.profiles import get_profile
     from alvae_utils.selection.methods import Method
     from alvae_utils.workflow.cli import _methods, _parser
@@ -146,7 +147,11 @@ def test_heuristic_takes_a_full_method_label_as_methods_does():
         parsed = _parser().parse_args(["run", "--dataset", "mnist-sample", "--profile", "ci", *args])
         return [method.label for method in _methods(parsed, get_profile("ci"))]
 
-    assert methods("--heuristic", "typiclust+vae(α=2)", "random", "coreset+vae(α=balanced)") == [
-        "typiclust+vae(α=2)", "random", "coreset+vae(α=balanced)"]
+    assert methods("--heuristic", "medal+vae(α=2)", "random", "coreset+vae(α=balanced)", "typiclust+vae") == [
+        "medal+vae(α=2)", "random", "coreset+vae(α=balanced)", "typiclust+vae"]
     assert methods("--heuristic", "coreset", "--compare-vae") == ["coreset", "coreset+vae"]
-    assert Method.parse("typiclust+vae(α=2)").label in methods("--heuristic", "typiclust+vae(α=2)")
+    assert methods("--heuristic", "coreset+vae(α=1e0)") == [Method.parse("coreset+vae(α=1)").label]
+    # The issue's own example is read as a label, and refused for what it is (TypiClust has no α), not as an
+    # unknown heuristic.
+    with pytest.raises(ConfigError, match=r"typiclust takes no α \(got 2\.0\).*Write typiclust\+vae"):
+        methods("--heuristic", "typiclust+vae(α=2)")

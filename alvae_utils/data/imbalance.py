@@ -33,7 +33,7 @@ def long_tail_counts(pool_size: int, num_classes: int, imbalance: float) -> list
     counts[np.argsort(-(exact - counts), kind="stable")[:pool_size - int(counts.sum())]] += 1
     if counts[-1] < 1:  # the smallest class
         raise ConfigError(f"a pool of {pool_size} images at pool_imbalance={imbalance:g} leaves class "
-                          f"{num_classes - 1}, the smallest, no image ({exact[-1]:.3g} expected); raise pool_size to "
+                          f"{num_classes - 1}, the smallest, no image ({exact[-1]:.1g} expected); raise pool_size to "
                           f"at least {shown(int(np.ceil(shares.sum() / shares[-1])))} or lower pool_imbalance.")
     return counts.tolist()
 
