@@ -42,6 +42,22 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the problem and the fix."""
 
 
+def shown(value: object) -> str:
+    """``value`` as a message shows it: a number short (integers exactly up to 15 digits, floats as ``repr`` up to
+    12 characters, else 6 significant digits: ``1e+308``, never the 309 digits of ``int(1e308)``), anything else as
+    ``repr``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, int) and abs(value) < 10 ** 15:
+        return str(value)
+    if isinstance(value, float) and len(repr(value)) <= 12:
+        return repr(value)  # as typed: 1.0, 0.25, 1e+308
+    try:
+        return f"{value:.6g}"
+    except OverflowError:  # an int beyond float's range
+        return f"{'-' if value < 0 else ''}about 1e+{int(abs(value).bit_length() * math.log10(2))}"
+
+
 @dataclass(frozen=True)
 class Range:
     """The values a numeric setting may take: [low, high], either end open or absent."""
@@ -111,12 +127,12 @@ def check_value(owner: type, name: str, value: object, label: str | None = None,
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, base) or (base in (int, float) and isinstance(value, bool)):
-        raise ConfigError(f"{label} must be {_type_name(expected)}, got {type(value).__name__} {value!r}.")
+        raise ConfigError(f"{label} must be {_type_name(expected)}, got {type(value).__name__} {shown(value)}.")
     allowed = next(f for f in fields(owner) if f.name == name).metadata.get("range")
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{label} must be a finite number, got {value!r}.")
+        raise ConfigError(f"{label} must be a finite number, got {shown(value)}.")
     if check_range and allowed is not None and value not in allowed:
-        raise ConfigError(f"{label} must be {allowed}, got {value!r}.")
+        raise ConfigError(f"{label} must be {allowed}, got {shown(value)}.")
     return value
 
 
@@ -278,36 +294,40 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         """Raise ConfigError before any work if the numbers cannot form Algorithm 1, or a setting is out of range."""
+        pool, xi, beta, eta = (shown(n) for n in (self.pool_size, self.initial_labels, self.budget, self.max_labels))
         if self.pool_size <= 0:
-            raise ConfigError(f"pool_size must be positive, got {self.pool_size}.")
+            raise ConfigError(f"pool_size must be positive, got {pool}.")
         if self.initial_labels < 2 or self.initial_labels > self.pool_size:
             raise ConfigError(
-                f"initial labels ξ={self.initial_labels} must be between 2 (the task model trains in batches of at "
-                f"least two images, for BatchNorm) and the pool size {self.pool_size}; lower ξ or raise pool_size."
+                f"initial labels ξ={xi} must be between 2 (the task model trains in batches of at "
+                f"least two images, for BatchNorm) and the pool size {pool}; lower ξ or raise pool_size."
             )
         if self.max_labels < self.initial_labels:
             raise ConfigError(
-                f"η={self.max_labels} is smaller than ξ={self.initial_labels}; "
+                f"η={eta} is smaller than ξ={xi}; "
                 "η is the last label count on the curve and must be ≥ ξ."
             )
         if self.budget <= 0:
-            raise ConfigError(f"budget β must be positive, got {self.budget}.")
-        if self.max_labels > self.initial_labels and self.initial_labels + self.budget > self.pool_size:
+            raise ConfigError(f"budget β must be positive, got {beta}.")
+        if self.max_labels == self.initial_labels:
             raise ConfigError(
-                f"budget β={self.budget} is larger than the unlabeled pool "
-                f"({self.pool_size - self.initial_labels} = pool {self.pool_size} − ξ {self.initial_labels}); "
-                "lower β or raise pool_size."
+                f"η={eta} equals ξ={xi}: no selection step would run (β={beta} labels are never added), so the "
+                "run could not compare methods and its curve would have one point. Raise η to at least ξ + β = "
+                f"{shown(self.initial_labels + self.budget)}, or lower ξ."
             )
-        if self.max_labels > self.initial_labels and self.budget > self.max_labels - self.initial_labels:
+        if self.initial_labels + self.budget > self.pool_size:
             raise ConfigError(
-                f"budget β={self.budget} is larger than η − ξ = {self.max_labels - self.initial_labels} "
-                f"(η={self.max_labels}, ξ={self.initial_labels}): no selection step would run, and the curve would "
-                f"have one point. Lower β to at most {self.max_labels - self.initial_labels}, or raise η."
+                f"budget β={beta} is larger than the unlabeled pool "
+                f"({shown(self.pool_size - self.initial_labels)} = pool {pool} − ξ {xi}); lower β or raise pool_size."
+            )
+        if self.budget > self.max_labels - self.initial_labels:
+            room = shown(self.max_labels - self.initial_labels)
+            raise ConfigError(
+                f"budget β={beta} is larger than η − ξ = {room} (η={eta}, ξ={xi}): no selection step would run, "
+                f"and the curve would have one point. Lower β to at most {room}, or raise η."
             )
         if self.max_labels > self.pool_size:
-            raise ConfigError(
-                f"η={self.max_labels} exceeds the pool size {self.pool_size}; lower η or raise pool_size."
-            )
+            raise ConfigError(f"η={eta} exceeds the pool size {pool}; lower η or raise pool_size.")
         check_settings(self)
         if self.train.init not in TASK_INITS:
             raise ConfigError(f"train.init must be one of {', '.join(TASK_INITS)}, got {self.train.init!r}.")
@@ -368,11 +388,11 @@ class TSNEConfig:
         """Raise ConfigError for a setting out of range, or more picks than sampled points."""
         check_settings(self, "tsne.")
         if self.initial_labels >= self.pool_size:
-            raise ConfigError(f"tsne.initial_labels={self.initial_labels} must be below "
-                              f"tsne.pool_size={self.pool_size}.")
+            raise ConfigError(f"tsne.initial_labels={shown(self.initial_labels)} must be below "
+                              f"tsne.pool_size={shown(self.pool_size)}.")
         sampled = round(self.unlabeled_fraction * (self.pool_size - self.initial_labels))
         if self.budget > sampled:
-            raise ConfigError(f"tsne.budget={self.budget} exceeds the {sampled} sampled unlabeled points "
+            raise ConfigError(f"tsne.budget={shown(self.budget)} exceeds the {shown(sampled)} sampled unlabeled points "
                               "(tsne.unlabeled_fraction × (tsne.pool_size − tsne.initial_labels)); lower the budget "
                               "or sample more.")
 

@@ -13,6 +13,10 @@ In a notebook, the bars opened while another is open are shown inside the outerm
 one's output, and once the outermost closes its output is replaced by one text line
 (``quick/mnist runs: 15/15 done in 05:37``), so an executed copy reads as finished and
 a live page has no closed widget left to show ("model not found").
+
+alvae's own warnings (:class:`AlvaeWarning`: damage found in the store, a lock taken over, a cache recomputed)
+are shown as their message alone, without the source line Python's default format adds (an internal line of
+alvae, which says nothing to the reader).
 """
 
 from __future__ import annotations
@@ -22,12 +26,30 @@ import sys
 import functools
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from tqdm.auto import tqdm
+
+
+
+class AlvaeWarning(UserWarning):
+    """A warning of alvae's to its user; shown as ``AlvaeWarning: message`` (:func:`_format_warning`)."""
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """:func:`warnings.formatwarning` with alvae's warnings as their message alone; others as Python shows them."""
+    if isinstance(category, type) and issubclass(category, AlvaeWarning):
+        return f"{category.__name__}: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = getattr(warnings.formatwarning, "python_format", warnings.formatwarning)
+_format_warning.python_format = _python_format_warning  # a reload wraps Python's format, never its own wrapper
+warnings.formatwarning = _format_warning
 
 LOG_VARIABLE = "ALVAE_PROGRESS_LOG"
 SWITCH_VARIABLE = "ALVAE_PROGRESS"

@@ -240,3 +240,25 @@ def test_alpha_above_its_documented_bound_is_refused_before_any_work():
     assert not torch.isfinite(torch.cdist(1e300 * block[:1], -1e300 * block[1:]) ** 2).all()
     # A stored run's label still reads (to select it in `results clean`), without being accepted to run.
     assert Method.read("coreset+vae(α=1e17)").label == "coreset+vae(α=1e+17)"
+
+
+def test_an_estimated_balanced_alpha_above_the_bound_fails_before_nan_features(tmp_path, data, vae_features):
+    """α = balanced is estimated at selection time, after validation: a family block that barely varies (a collapsed
+    encoder) gave α ≈ 1e11, whose squared distances overflow float32 into NaN or inf features (issue 23, kind 1)."""
+    from alvae_utils.selection.badge import badge_balanced_alpha
+    from alvae_utils.selection.pairs import MAX_ALPHA
+
+    generator = torch.Generator().manual_seed(0)
+    task = torch.randn(40, 8, generator=generator)
+    collapsed = 1e-11 * torch.randn(40, 4, generator=generator)
+    message = (r"balanced α estimated at this step is 1\.\d+e\+11, above the largest accepted α, 1e\+06"
+               r".*numeric α ≤ 1e\+06")
+    with pytest.raises(ValueError, match=message):
+        balanced_alpha(task, collapsed)
+    with pytest.raises(ValueError, match=message):
+        augment_features(task, collapsed, BALANCED)
+    with pytest.raises(ValueError, match="balanced α estimated at this step"):
+        badge_balanced_alpha(torch.randn(40, 3, generator=generator), task, "multi-class", collapsed)
+    assert balanced_alpha(task, 1e-4 * collapsed / 1e-11) <= MAX_ALPHA, "within the bound: estimated as before"
+    with pytest.raises(ValueError, match=message.replace("1\\.\\d+e\\+11", r"[\d.]+e\+\d+")):
+        _run(tmp_path, data, Method.parse("coreset+vae(α=balanced)"), family_features=1e-12 * vae_features)

@@ -59,6 +59,18 @@ def test_run_one_and_then_a_sweep(tmp_path, monkeypatch, capsys):
     (["--heuristic", "coreset", "--no-pretrained", "--set", "train.pretrained=true"], "--pretrained and --set"),
     (["--heuristic", "coreset", "--fine-tune", "--set", "train.fine_tune=false"], "--fine-tune and --set"),
     (["--heuristic", "coreset", "--set", "methods=coreset"], "--heuristic and --set methods=... both"),
+    # η = ξ: no selection step at all (issue 23, kind 1).
+    (["--heuristic", "coreset", "--initial", "10", "--max-labels", "10"],
+     "η=10 equals ξ=10: no selection step would run (β=10 labels are never added)"),
+    # Numbers in messages are short: 1e+308, not the 309 digits of int(1e308) (issue 23).
+    (["--heuristic", "coreset", "--set", "pool_imbalance=1e308"],
+     "leaves class 9, the smallest, no image (6e-307 expected); raise pool_size to at least 1e+308 or lower"),
+    (["--heuristic", "coreset", "--budget", str(10 ** 40)], "budget β=1e+40 is larger than the unlabeled pool"),
+    # --heuristic takes names and full labels; a label does not mix with the options that build one.
+    (["--heuristic", "typiclust+vae(α=2)", "--vae"], "--heuristic typiclust+vae(α=2) is a method label, which names "
+                                                     "its own family and α, and --vae sets them too"),
+    (["--heuristic", "coreset+vae(α=2", "random"], "cannot parse method 'coreset+vae(α=2'"),
+    (["--heuristic", "coreset", "--features", "vae(α=2)"], "--features takes a family name (vae, "),
 ])
 def test_bad_input_is_rejected_with_a_clear_message(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
@@ -121,3 +133,25 @@ def test_a_results_root_that_cannot_be_written_stops_the_run_before_any_work(tmp
     assert main(["run", "--dataset", "mnist-sample", "--profile", "ci", "--heuristic", "coreset", "--vae",
                  "--no-progress"]) == 2
     assert f"runs cannot be stored under {not_a_folder / 'ci'}" in capsys.readouterr().err
+
+
+def test_heuristic_takes_a_full_method_label_as_methods_does():
+    """`--heuristic 'typiclust+vae(α=2)'` said "unknown heuristic" (issue 23): labels are read as --set methods= reads
+    them, and names as before, in the order given."""
+    from alvae_utils.config import ConfigError
+    from alvae_utils.experiment.profiles import get_profile
+    from alvae_utils.selection.methods import Method
+    from alvae_utils.workflow.cli import _methods, _parser
+
+    def methods(*args):
+        parsed = _parser().parse_args(["run", "--dataset", "mnist-sample", "--profile", "ci", *args])
+        return [method.label for method in _methods(parsed, get_profile("ci"))]
+
+    assert methods("--heuristic", "medal+vae(α=2)", "random", "coreset+vae(α=balanced)", "typiclust+vae") == [
+        "medal+vae(α=2)", "random", "coreset+vae(α=balanced)", "typiclust+vae"]
+    assert methods("--heuristic", "coreset", "--compare-vae") == ["coreset", "coreset+vae"]
+    assert methods("--heuristic", "coreset+vae(α=1e0)") == [Method.parse("coreset+vae(α=1)").label]
+    # The issue's own example is read as a label, and refused for what it is (TypiClust has no α), not as an
+    # unknown heuristic.
+    with pytest.raises(ConfigError, match=r"typiclust takes no α \(got 2\.0\).*Write typiclust\+vae"):
+        methods("--heuristic", "typiclust+vae(α=2)")

@@ -68,6 +68,9 @@ def _base() -> ExperimentConfig:
     ({"initial_labels": 101}, "initial labels ξ=101"),
     ({"max_labels": 5}, "smaller than ξ"),
     ({"max_labels": 101}, "exceeds the pool size"),
+    ({"budget": 25}, "larger than η − ξ = 20"),
+    # η = ξ: no selection step at all, so nothing a run could compare (issue 23, kind 1).
+    ({"max_labels": 10}, r"η=10 equals ξ=10: no selection step would run .*Raise η to at least ξ \+ β = 20"),
 ])
 def test_bad_numbers_are_rejected_with_the_fix(changes, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -105,3 +108,16 @@ def test_unknown_profile_lists_the_valid_ones():
         get_profile("fast")
     with pytest.raises(ConfigError, match="defines mnist, chestmnist"):
         get_profile("paper").experiment("cifar10")
+
+
+def test_numbers_in_messages_are_short():
+    """`--set pool_imbalance=1e308` printed the 309 digits of int(1e308) (issue 23): numbers in messages have at most
+    15 digits exactly, else 6 significant ones."""
+    from alvae_utils.config import check_value, shown
+
+    assert [shown(v) for v in (3, 10 ** 14, 10 ** 15, 1e308, 0.1 + 0.2, -(10 ** 400), True, "1e400")] == [
+        "3", "100000000000000", "1e+15", "1e+308", "0.3", "-about 1e+400", "True", "'1e400'"]
+    with pytest.raises(ConfigError, match=r"^budget β=1e\+40 is larger than the unlabeled pool"):
+        replace(_base(), budget=10 ** 40).validate()
+    with pytest.raises(ConfigError, match=r"^pool_imbalance must be ≥ 1, got 0\.3\.$"):
+        check_value(ExperimentConfig, "pool_imbalance", 0.1 + 0.2)

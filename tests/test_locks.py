@@ -92,8 +92,54 @@ def test_a_lock_with_an_old_heartbeat_is_taken_over_with_a_warning(tmp_path):
 def test_a_lock_of_a_dead_process_on_this_host_is_stale_at_once(tmp_path):
     path, pid = tmp_path / "k.lock", _dead_pid()
     _plant(path, socket.gethostname(), pid)
-    with pytest.warns(UserWarning, match=f"its process {pid} on this host no longer exists"):
+    with pytest.warns(UserWarning, match=f"writer pid {pid} on this host is gone"):
         assert RunLock(path).try_acquire() is None
+
+
+def test_results_list_calls_a_lock_whose_writer_is_gone_stale_and_the_next_run_takes_over(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """A writer SIGKILLed on this host leaves its lock behind: `results list` showed the run as live ("in progress,
+    written by pid …") although nothing writes it (issue 23, kind 5)."""
+    monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
+    record = _stored_run(tmp_path)
+    pid = _dead_pid()
+    _plant(record.directory / f"{record.key}.lock", socket.gethostname(), pid)
+    expected = f"unfinished, stale lock: writer pid {pid} on this host is gone; the next run takes it over"
+    assert list_runs()["status"].tolist() == [expected]
+    assert cli.main(["results", "list"]) == 0
+    assert f"writer pid {pid} on this host is gone" in capsys.readouterr().out
+    _plant(record.directory / f"{record.key}.lock", "node-b", 4242, age=STALE_AFTER_SECONDS + 60)
+    assert list_runs()["status"].item().startswith("unfinished, stale lock: its heartbeat is 2")
+    _plant(record.directory / f"{record.key}.lock", socket.gethostname(), pid)
+    with pytest.warns(UserWarning, match=f"writer pid {pid} on this host is gone"):
+        assert record.lock().try_acquire() is None, "the next writer takes it over"
+    assert list_runs()["status"].item().startswith(f"in progress, written by pid {os.getpid()} on ")
+
+
+def test_the_takeover_warning_is_shown_as_its_message_alone(tmp_path):
+    """Python's default format adds the warning's source line, an internal line of alvae (issue 23, kind 5); every
+    warning of alvae's (AlvaeWarning) is shown as its message alone, and other warnings as Python shows them."""
+    import warnings
+
+    from alvae_utils.progress import AlvaeWarning
+
+    path, pid = tmp_path / "k.lock", _dead_pid()
+    _plant(path, socket.gethostname(), pid)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        RunLock(path).try_acquire()
+    (warning,) = caught
+    assert warning.category is AlvaeWarning and issubclass(AlvaeWarning, UserWarning)
+    shown = warnings.formatwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    assert shown == (f"AlvaeWarning: k.lock: taking over the lock of pid {pid} on {socket.gethostname()} "
+                     f"(heartbeat 0 s ago): writer pid {pid} on this host is gone.\n")
+    other = warnings.formatwarning("plain", UserWarning, __file__, 1)
+    assert other.startswith(f"{__file__}:1: UserWarning: plain"), "other warnings keep Python's format"
+    script = ("import warnings, alvae_utils.experiment.locks\n"
+              "from alvae_utils.progress import AlvaeWarning\nwarnings.warn('only this', AlvaeWarning)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).parents[1])
+    assert result.stderr == "AlvaeWarning: only this\n"
 
 
 def test_a_retried_task_takes_over_its_own_attempts_lock_and_no_other(tmp_path):

@@ -64,7 +64,7 @@ def test_medmnist_files_say_whether_they_are_the_published_release(tmp_path, mon
 
 def test_every_run_records_what_produced_it(tmp_path):
     experiment, _ = get_profile("ci").experiment_for("mnist-sample")
-    experiment = experiment.__class__(**{**vars(experiment), "pool_size": 40, "eval_size": 20, "max_labels": 10})
+    experiment = experiment.__class__(**{**vars(experiment), "pool_size": 40, "eval_size": 20, "max_labels": 20})
     pool, evaluation = load_experiment_data("mnist-sample", 40, 20, seed=0)
     store = ResultStore("t", root=tmp_path)
     run_algorithm1(experiment, Method("random"), 0, pool, evaluation, store, device=torch.device("cpu"),

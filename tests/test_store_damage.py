@@ -62,6 +62,46 @@ def test_a_results_file_cut_inside_its_last_row_is_recomputed(tmp_path, data, sp
     assert pd.isna(resumed["select_seconds"].iloc[1]), "the lost selection time is not invented"
 
 
+@pytest.mark.parametrize("damage", [
+    lambda last: last.rstrip("\n") + ',garbage,"half-quoted\n',  # hand-damaged: more fields, an open quote
+    lambda last: last[: len(last) // 2].rsplit(",", 1)[0] + "\n",  # half-written: fewer fields
+    lambda last: last.encode("utf-8")[:-3] + b"\xff\xfe\n",  # not UTF-8
+], ids=["garbage", "truncated", "binary"])
+def test_one_bad_last_line_keeps_the_rows_before_it_and_resumes_to_the_same_numbers(tmp_path, data, spy, damage):
+    """pandas refuses a whole file for one line with too many fields, or one that is not UTF-8: every row was
+    discarded and the run started again (issue 23, kind 2)."""
+    reference, record = _run(tmp_path, data)
+    lines = record.csv_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    bad = damage(lines[-1])
+    record.csv_path.write_bytes("".join(lines[:-1]).encode("utf-8") + (bad if isinstance(bad, bytes)
+                                                                        else bad.encode("utf-8")))
+    message = r"row 1 is damaged \(line 3: .*\); the run resumes from step 1, keeping the rows"
+    with pytest.warns(UserWarning, match=message):
+        rows, state = record.load()
+    _same(rows, reference.iloc[:1])
+    assert state.completed_steps == 1 and len(state.labeled) == 20
+    (status,) = list_runs(tmp_path)["status"]
+    assert status.startswith("damaged: ") and "row 1 is damaged (line 3:" in status
+    calls = spy(loop, "train_task_model")
+    with pytest.warns(UserWarning, match=message):
+        resumed, _ = _run(tmp_path, data)
+    assert calls["n"] == 1, "only the damaged step is recomputed"
+    _same(resumed, reference)
+    assert list_runs(tmp_path)["status"].tolist() == ["finished"]
+
+
+def test_garbage_after_the_committed_rows_is_reported_and_the_rows_kept(tmp_path, data):
+    reference, record = _run(tmp_path, data)
+    with record.csv_path.open("a", encoding="utf-8") as file:
+        file.write("a,b\n")
+    with pytest.warns(UserWarning, match=r"line 4 is damaged \(2 fields where the header has \d+\); it follows "
+                                         r"the 2 committed row\(s\), which are kept"):
+        rows, state = record.load()
+    _same(rows, reference)
+    assert state.finished
+    assert "line 4 is damaged" in list_runs(tmp_path)["status"].item()
+
+
 @pytest.mark.parametrize("config", [CONFIG, FINE_TUNE], ids=["retrain", "fine-tune"])
 def test_a_failed_write_at_any_boundary_resumes_to_the_uninterrupted_numbers(tmp_path, data, monkeypatch, config):
     reference, _ = _run(tmp_path / "reference", data, config)

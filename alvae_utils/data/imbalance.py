@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import ConfigError
+from ..config import ConfigError, shown
 
 
 def long_tail_counts(pool_size: int, num_classes: int, imbalance: float) -> list[int]:
@@ -25,7 +25,7 @@ def long_tail_counts(pool_size: int, num_classes: int, imbalance: float) -> list
     if num_classes < 2:
         raise ConfigError(f"a long-tailed pool needs at least 2 classes, got {num_classes}.")
     if not imbalance >= 1:
-        raise ConfigError(f"pool_imbalance must be ≥ 1 (largest over smallest class), got {imbalance!r}.")
+        raise ConfigError(f"pool_imbalance must be ≥ 1 (largest over smallest class), got {shown(imbalance)}.")
     shares = imbalance ** (-np.arange(num_classes, dtype=np.float64) / (num_classes - 1))
     exact = pool_size * shares / shares.sum()
     counts = np.floor(exact).astype(np.int64)
@@ -33,8 +33,8 @@ def long_tail_counts(pool_size: int, num_classes: int, imbalance: float) -> list
     counts[np.argsort(-(exact - counts), kind="stable")[:pool_size - int(counts.sum())]] += 1
     if counts[-1] < 1:  # the smallest class
         raise ConfigError(f"a pool of {pool_size} images at pool_imbalance={imbalance:g} leaves class "
-                          f"{num_classes - 1}, the smallest, no image ({exact[-1]:.2f} expected); raise pool_size to "
-                          f"at least {int(np.ceil(shares.sum() / shares[-1]))} or lower pool_imbalance.")
+                          f"{num_classes - 1}, the smallest, no image ({exact[-1]:.1g} expected); raise pool_size to "
+                          f"at least {shown(int(np.ceil(shares.sum() / shares[-1])))} or lower pool_imbalance.")
     return counts.tolist()
 
 

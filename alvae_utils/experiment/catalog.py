@@ -49,7 +49,9 @@ def list_runs(root: Path | None = None, sweep_of: Callable[[dict], str] | None =
     made the run; empty without ``sweep_of``), method, seed, pool, η (``max_labels``), overrides,
     steps done of total, status, key. ``status`` is ``finished``, ``in progress`` or ``damaged: …``
     (a state that cannot be read, or rows that disagree with it; such a run resumes from its last
-    valid step); a run whose lock is held says by whom (``in progress, written by pid 4242 on node-3 …``).
+    valid step); a run whose lock is held says by whom (``in progress, written by pid 4242 on node-3 …``), and one
+    whose lock is stale (:meth:`~alvae_utils.experiment.locks.Holder.stale`) says so (``unfinished, stale lock: writer
+    pid 4242 on this host is gone; the next run takes it over``).
     """
     entries = []
     for state_path in sorted((root or results_root()).glob("*/*/*.state.json")):
@@ -74,7 +76,11 @@ def list_runs(root: Path | None = None, sweep_of: Callable[[dict], str] | None =
             entry["status"] = f"damaged: {type(error).__name__}: {error}"
         holder = read_holder(state_path.parent / f"{key}.lock")
         if holder is not None:
-            entry["status"] += f", written by {holder.describe()}"
+            stale = holder.stale()
+            if stale and entry["status"] == "in progress":
+                entry["status"] = "unfinished"  # nobody writes it
+            entry["status"] += (f", stale lock: {stale}; the next run takes it over" if stale
+                                else f", written by {holder.describe()}")
         entries.append(entry)
     runs = pd.DataFrame(entries, columns=["profile", "dataset", "sweep", "method", "seed", "pool", "η", "overrides",
                                           "steps", "status", "key"])

@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..progress import AlvaeWarning
+
 STALE_AFTER_SECONDS = 180.0
 """A lock whose heartbeat is older than this is stale: its writer is gone (or stalled), and it is taken over.
 
@@ -86,6 +88,15 @@ class Holder:
             return False
         return False
 
+    def stale(self, stale_after: float = STALE_AFTER_SECONDS) -> str | None:
+        """Why this lock is stale, whoever looks at it (None: its writer may be alive): ``"writer pid 4242 on this
+        host is gone"``, or its heartbeat is older than ``stale_after`` s."""
+        if self.dead_here():
+            return f"writer pid {self.pid} on this host is gone"
+        if self.age() > stale_after:
+            return f"its heartbeat is {self.age():.0f} s old, more than the limit of {stale_after:g} s"
+        return None
+
 
 def read_holder(path: Path) -> Holder | None:
     """The holder of the lock at ``path``, or None when there is no lock."""
@@ -120,11 +131,7 @@ class RunLock:
         """Why ``holder``'s lock may be taken over (None: it may not)."""
         if self.owner is not None and holder.owner == self.owner:
             return "an earlier attempt of the same work (a retried task) held it"
-        if holder.dead_here():
-            return f"its process {holder.pid} on this host no longer exists"
-        if holder.age() > self.stale_after:
-            return f"its heartbeat is {holder.age():.0f} s old, more than the limit of {self.stale_after:g} s"
-        return None
+        return holder.stale(self.stale_after)
 
     def _create(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)  # a run's folder exists from its first commit
@@ -159,7 +166,8 @@ class RunLock:
             aside.unlink(missing_ok=True)
             return False
         aside.unlink(missing_ok=True)
-        warnings.warn(f"{self.path.name}: taking over the lock of {holder.describe()}: {reason}.", stacklevel=4)
+        warnings.warn(f"{self.path.name}: taking over the lock of {holder.describe()}: {reason}.",
+                      AlvaeWarning, stacklevel=4)
         return True
 
     def try_acquire(self) -> Holder | None:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import fields, replace
 
 from ..config import (
-    ConfigError, ExperimentConfig, SimCLRConfig, TrainConfig, TSNEConfig, VAEConfig, check_value, setting_type,
+    ConfigError, ExperimentConfig, SimCLRConfig, TrainConfig, TSNEConfig, VAEConfig, check_value, setting_type, shown,
 )
 from ..selection.methods import Method
 from .profiles import Profile
@@ -149,7 +149,7 @@ def _list(key: str, value: object) -> tuple:
         if isinstance(seed, str) and seed.strip().isascii() and seed.strip().isdecimal():
             continue
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ConfigError(f"seeds must be integers ≥ 0, got {seed!r}.")
+            raise ConfigError(f"seeds must be integers ≥ 0, got {shown(seed)}.")
     return tuple(int(seed) for seed in items)
 
 

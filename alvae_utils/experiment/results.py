@@ -19,7 +19,9 @@ and a rerun resumes from the last completed step.
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import json
 import os
 import subprocess
@@ -38,6 +40,7 @@ from ..data.datasets import Dataset
 from ..device import numerics
 from ..selection.methods import BALANCED, Method
 from ..paths import REPO_ROOT, atomic_path, results_root, unwritable
+from ..progress import AlvaeWarning
 from .locks import RunLock
 
 COLUMNS: tuple[str, ...] = (
@@ -172,7 +175,7 @@ NUMBER_COLUMNS: frozenset[str] = frozenset(COLUMNS) - set(TEXT_COLUMNS) - {"alph
 """Read as numbers (``alpha`` holds a number or ``"balanced"``, ``use_vae`` a bool)."""
 
 
-def read_rows(path: Path) -> pd.DataFrame:
+def read_rows(path: Path | io.StringIO) -> pd.DataFrame:
     """A CSV of stored rows, read back as written: :data:`TEXT_COLUMNS` as text, every other column's empty
     field (what ``to_csv`` writes for NaN) as NaN.
 
@@ -186,6 +189,63 @@ def read_rows(path: Path) -> pd.DataFrame:
         if not pd.api.types.is_numeric_dtype(rows[column]):
             rows[column] = pd.to_numeric(rows[column], errors="coerce")
     return rows
+
+
+@dataclass(frozen=True)
+class DamagedLine:
+    """The first line of a rows file that is not a whole row: the row it held (0 = the first), its line number
+    (1 = the header) and what is wrong with it."""
+
+    row: int
+    line: int
+    problem: str
+
+
+class _Undecodable(Exception):
+    """A line that is not UTF-8 (raised from inside :func:`csv.reader`'s iteration)."""
+
+
+def read_rows_before_damage(path: Path) -> tuple[pd.DataFrame, DamagedLine | None]:
+    """The rows of ``path`` (:func:`read_rows`) before its first damaged line, and that line (None when whole).
+
+    A line is damaged when it is not UTF-8, not CSV, or holds another number of fields than the header (a
+    half-written line, a hand edit, garbage appended): one bad line, often the last, would otherwise make pandas
+    refuse the whole file, or read a short line's missing fields as NaN. Raises what :func:`read_rows` raises
+    for a file without a readable header.
+    """
+    lines = path.read_bytes().splitlines(keepends=True)
+    decoded: list[str] = []
+
+    def text_lines():
+        for raw in lines:
+            try:
+                decoded.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise _Undecodable from None
+            yield decoded[-1]
+
+    reader = csv.reader(text_lines())
+    width, kept, row, damage = None, 0, 0, None
+    try:
+        for record in reader:
+            if not record:  # a blank line, which pandas skips too
+                kept = reader.line_num
+                continue
+            if width is None:
+                width = len(record)
+            elif len(record) != width:
+                damage = DamagedLine(row, kept + 1, f"{len(record)} fields where the header has {width}")
+                break
+            else:
+                row += 1
+            kept = reader.line_num
+    except _Undecodable:
+        damage = DamagedLine(row, len(decoded) + 1, "not UTF-8 text")
+    except csv.Error as error:
+        damage = DamagedLine(row, kept + 1, f"not CSV: {error}")
+    if damage is None or width is None:
+        return read_rows(path), None
+    return read_rows(io.StringIO("".join(decoded[:kept]))), damage
 
 
 class StoreDamaged(RuntimeError):
@@ -257,20 +317,29 @@ class RunRecord:
         if not self.csv_path.exists():
             return pd.DataFrame(columns=list(COLUMNS))
         try:
-            rows = read_rows(self.csv_path)
+            rows, damage = read_rows_before_damage(self.csv_path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
             warnings.warn(f"{self.csv_path} cannot be read ({type(error).__name__}); the run starts again.",
-                          stacklevel=3)
+                          AlvaeWarning, stacklevel=3)
             return pd.DataFrame(columns=list(COLUMNS))
+        if damage is not None and damage.row < completed:
+            warnings.warn(f"{self.csv_path}: row {damage.row} is damaged (line {damage.line}: {damage.problem}); "
+                          f"the run resumes from step {damage.row}, keeping the rows before it.",
+                          AlvaeWarning, stacklevel=3)
+            completed = damage.row  # warned here: the checks below see only the rows kept
+        elif damage is not None:
+            warnings.warn(f"{self.csv_path}: line {damage.line} is damaged ({damage.problem}); it follows the "
+                          f"{completed} committed row(s), which are kept.", AlvaeWarning, stacklevel=3)
         older = [column for column, since in ADDED_COLUMNS.items() if column not in rows.columns and schema < since]
         rows = rows.assign(**{column: float("nan") for column in older})  # not recorded then: NaN, not damage
         missing = [column for column in COLUMNS if column not in rows.columns]
         if missing:
-            warnings.warn(f"{self.csv_path} lacks column(s) {missing}; the run starts again.", stacklevel=3)
+            warnings.warn(f"{self.csv_path} lacks column(s) {missing}; the run starts again.",
+                          AlvaeWarning, stacklevel=3)
             return pd.DataFrame(columns=list(COLUMNS))
         if len(rows) < completed:
             warnings.warn(f"{self.csv_path} has {len(rows)} rows where the state says {completed} steps; the run "
-                          f"resumes from step {len(rows)} at the latest.", stacklevel=3)
+                          f"resumes from step {len(rows)} at the latest.", AlvaeWarning, stacklevel=3)
         required = [column for column in COLUMNS if column not in OPTIONAL_COLUMNS]
         valid = 0
         for step, row in enumerate(rows.iloc[:completed].itertuples(index=False)):
@@ -282,7 +351,7 @@ class RunRecord:
                            and _balanced_accuracy_missing(values) else None))
             if problem:
                 warnings.warn(f"{self.csv_path}: row {step} is damaged ({problem}); the run resumes from step "
-                              f"{step}.", stacklevel=3)
+                              f"{step}.", AlvaeWarning, stacklevel=3)
                 break
             valid += 1
         return rows.iloc[:valid].loc[:, list(COLUMNS)]
@@ -304,7 +373,7 @@ class RunRecord:
         if fine_tune and completed and not done and (model_file is None or completed < stored
                                                      or not (self.directory / model_file).exists()):
             warnings.warn(f"{self.state_path}: the model carried into step {completed} is not stored; "
-                          "the fine-tuned run starts again.", stacklevel=2)
+                          "the fine-tuned run starts again.", AlvaeWarning, stacklevel=2)
             rows, completed = rows.iloc[:0], 0
         if completed == stored:
             return rows, RunState(completed, list(state["labeled"]), float(state["pending_select_seconds"]),

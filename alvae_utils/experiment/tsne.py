@@ -17,6 +17,8 @@ import torch
 from openTSNE import TSNE
 from scipy import stats as sps
 
+from ..progress import AlvaeWarning
+
 # Below this many points exact neighbours are cheap, and they make the embedding bit-reproducible.
 EXACT_NEIGHBORS_MAX_N = 5000
 MIN_POINTS = 4  # perplexity is clipped to (N − 1)/3, which must stay ≥ 1
@@ -57,7 +59,8 @@ def embed(features: np.ndarray | torch.Tensor, seed: int, perplexity: float = 30
                          "model that produced them (a collapsed network or VAE gives identical features).")
     limit = (n - 1) / 3
     if perplexity > limit:
-        warnings.warn(f"perplexity {perplexity} is too large for {n} points; using {limit:.3g}.", stacklevel=2)
+        warnings.warn(f"perplexity {perplexity} is too large for {n} points; using {limit:.3g}.",
+                      AlvaeWarning, stacklevel=2)
         perplexity = limit
     tsne = TSNE(
         perplexity=perplexity,

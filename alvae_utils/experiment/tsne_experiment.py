@@ -32,7 +32,7 @@ from ..selection.features import pool_features
 from ..selection.heuristics import APPEND, select
 from ..selection.methods import BALANCED, Method
 from ..paths import atomic_path, results_root
-from ..progress import say_once
+from ..progress import AlvaeWarning, say_once
 from .results import atomic_write_text
 from .profiles import Profile
 from ..seeds import MODEL, TRAIN, TSNE_SAMPLE, derive_seed
@@ -277,7 +277,7 @@ def _cached_tails(path: Path) -> dict | None:
     except (ValueError, UnicodeDecodeError) as error:
         problem = f"{type(error).__name__}: {error}"
     warnings.warn(f"the cached tails statistics {path} are damaged ({problem}); they are removed and computed again.",
-                  stacklevel=3)
+                  AlvaeWarning, stacklevel=3)
     path.unlink(missing_ok=True)
     return None
 
@@ -318,7 +318,7 @@ def _read(path: Path) -> Snapshot | None:
                             **meta)
     except Exception as error:  # truncated or corrupted: numpy, zipfile and json raise many kinds
         warnings.warn(f"the cached t-SNE snapshot {path} cannot be read ({type(error).__name__}: {error}); it is "
-                      "removed and computed again.", stacklevel=3)
+                      "removed and computed again.", AlvaeWarning, stacklevel=3)
         path.unlink(missing_ok=True)
         return None
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ..config import ConfigError
 from .features import FAMILIES, FeatureFamily, get_family
 from .heuristics import HEURISTICS, LOSS_MODULE, REPRESENTATION, Heuristic, get_heuristic, with_variants
+from .pairs import MAX_ALPHA
 
 BALANCED = "balanced"
 """The α (Eq. 6) given as ``"balanced"``: estimated at every selection by
@@ -31,13 +32,6 @@ DEFAULT_ALPHA: float = 1.0
 appends the VAE means unscaled. It multiplies the family's block only. Notebook 05's
 sweep over {0.25, 1, 4, 16, balanced} found no value that beats α = 0 significantly
 (docs/beyond.md), so 1.0 was kept; ``"balanced"`` weighs both blocks equally."""
-
-MAX_ALPHA: float = 1e6
-"""The largest numeric α accepted. Core-set and MedAL compare squared distances of the scaled block,
-α²·‖V_i − V_j‖², in float32 (largest 3.4e38): α = 1e300 overflows to inf and the selection sees NaN,
-after the VAE and the first step were trained. Already at 1e6 the family's block outweighs the task
-features by twelve orders of magnitude in those distances, so no larger α selects differently."""
-
 
 def parse_alpha(text: str) -> float | str:
     """α as written in a label or on the command line: a number, or ``"balanced"``. Checked by :func:`check_alpha`.

@@ -26,7 +26,7 @@ from ..models.resnet import MIN_BATCH
 from ..models.vae import VAE, vae_loss
 from .checkpoints import load_checkpoint, save_checkpoint
 from ..paths import results_root
-from ..progress import track
+from ..progress import AlvaeWarning, track
 from ..seeds import VAE as VAE_STREAM
 from ..seeds import derive_seed, seed_everything
 
@@ -84,7 +84,7 @@ def cached_fit(pool: Dataset, config: object, pool_seed: int, device: torch.devi
             raise
         except Exception as error:  # a damaged file: torch and pickle raise many kinds
             warnings.warn(f"the cached {what} {path} cannot be read ({type(error).__name__}: {error}); it is "
-                          "removed and fitted again.", stacklevel=3)
+                          "removed and fitted again.", AlvaeWarning, stacklevel=3)
             path.unlink(missing_ok=True)
     started = synchronized_clock(device)
     model, history = train(pool.images, config, seed=derive_seed(stream, pool_seed), device=device,

@@ -50,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="dataset name (mnist, mnist-sample, fashionmnist, chestmnist, other MedMNIST 2D). "
                           "A dataset the profile does not list uses the profile's first experiment's settings.")
     run.add_argument("--heuristic", nargs="+", metavar="H",
-                     help=f"one or more registered heuristics: {', '.join(HEURISTICS)} "
-                          "(default: the profile's methods, or --set methods=...)")
+                     help=f"one or more registered heuristics: {', '.join(HEURISTICS)}, or full method labels "
+                          "such as 'typiclust+vae(α=2)' (default: the profile's methods, or --set methods=...)")
     run.add_argument("--features", metavar="FAMILY",
                      help=f"append this feature family's features (Eq. 6 / LP+VAE); one of {', '.join(FAMILIES)}")
     run.add_argument("--compare", action="store_true",
@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     for action in (listing, clean):
         action.add_argument("--profile", help="only runs of this profile")
         action.add_argument("--dataset", help="only runs on this dataset")
-        action.add_argument("--method", help="only runs of this method label, e.g. coreset+vae")
+        action.add_argument("--method", help="only runs of this method label, e.g. coreset+vae or "
+                                             "'typiclust+vae(α=2)'")
     clean.add_argument("--run", nargs="+", metavar="KEY", default=[], help="only these run keys")
     clean.add_argument("--unfinished", action="store_true", help="only runs not finished (incl. damaged)")
     clean.add_argument("--damaged", action="store_true", help="only damaged runs")
@@ -174,6 +175,9 @@ def _experiment(args: argparse.Namespace):
 def _methods(args: argparse.Namespace, profile: Profile) -> list[Method]:
     """Methods from --heuristic, --features/--vae and --compare/--compare-vae (validated against the registries).
 
+    --heuristic takes heuristic names, which the other options turn into methods, and full method labels
+    (``typiclust+vae(α=2)``, read as ``--set methods=...`` reads them), which those options may not change.
+
     Without --heuristic: the profile's methods (after ``--set methods=...``).
     """
     if not args.heuristic:
@@ -187,6 +191,9 @@ def _methods(args: argparse.Namespace, profile: Profile) -> list[Method]:
         raise ConfigError("--alpha scales a feature family's features; give --features FAMILY (or --vae) too.")
     alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
     family = args.features
+    if family is not None and _is_label(family):
+        raise ConfigError(f"--features takes a family name ({', '.join(FAMILIES)}), got {family!r}; give α with "
+                          "--alpha, or a full method label with --heuristic, e.g. --heuristic 'coreset+vae(α=2)'.")
     if args.vae or args.compare_vae:
         if family not in (None, "vae"):
             raise ConfigError(f"--vae and --features {family} ask for two families; give one.")
@@ -194,8 +201,16 @@ def _methods(args: argparse.Namespace, profile: Profile) -> list[Method]:
     compare = args.compare or args.compare_vae
     if compare and family is None:
         raise ConfigError("--compare needs --features FAMILY (the variant to compare with).")
+    labels = [entry for entry in args.heuristic if _is_label(entry)]
+    if labels and (family is not None or args.alpha is not None):
+        given = "--alpha" if family is None else "--vae" if args.vae or args.compare_vae else "--features"
+        raise ConfigError(f"--heuristic {labels[0]} is a method label, which names its own family and α, and {given} "
+                          "sets them too; give the labels alone, or heuristic names with " + given + ".")
     methods = []
     for heuristic in args.heuristic:
+        if _is_label(heuristic):
+            methods.append(Method.parse(heuristic))
+            continue
         if compare:
             methods.append(Method(heuristic))
             if get_heuristic(heuristic).extra_features is None:
@@ -204,6 +219,11 @@ def _methods(args: argparse.Namespace, profile: Profile) -> list[Method]:
         method.validate()
         methods.append(method)
     return methods
+
+
+def _is_label(entry: str) -> bool:
+    """Whether ``--heuristic`` was given a method label (``coreset+vae``, ``typiclust+vae(α=2)``), not a name."""
+    return any(mark in entry for mark in "+()")
 
 
 def _summary(rows) -> str:
