@@ -112,3 +112,24 @@ def test_committed_readme_block_matches_committed_numbers():
     if not numbers.exists():
         pytest.skip("figures/numbers.json is not committed yet: `make figures` writes it")
     assert readme_block(json.loads(numbers.read_text(encoding="utf-8"))) in (REPO_ROOT / "README.md").read_text()
+
+
+def test_numbers_leave_out_runs_of_an_older_schema(tmp_path, monkeypatch):
+    """A store kept across a schema bump holds each run twice (old key, new key): the numbers count the new one."""
+    from alvae_utils.config import SCHEMA_VERSION
+    from alvae_utils.workflow import book
+    from tiny import tiny_sweep
+
+    from alvae_utils.selection.methods import Method
+
+    tiny_sweep(monkeypatch, tmp_path, [Method("random")])
+    folder = tmp_path / "ci" / "mnist-sample"
+    [state] = folder.glob("*.state.json")
+    key = state.name.removesuffix(".state.json")
+    header = json.loads(state.read_text())
+    (folder / "0ld0ld0ld0ld.csv").write_text((folder / f"{key}.csv").read_text())
+    (folder / "0ld0ld0ld0ld.state.json").write_text(json.dumps({**header, "schema": SCHEMA_VERSION - 1}))
+    monkeypatch.setattr(book, "_results_of", lambda profile: tmp_path / profile)
+    record = book.write_numbers("ci", tmp_path / "figures")
+    [entry] = record["datasets"]
+    assert entry["runs"] == 1 and [m["n_runs"] for m in entry["methods"]] == [1]

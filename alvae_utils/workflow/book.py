@@ -28,6 +28,7 @@ import pandas as pd
 
 from ..analysis.figures import FIGURES
 from ..analysis.numbers import headline_numbers, summary_markdown
+from ..config import SCHEMA_VERSION
 from ..experiment.profiles import PROFILES, StudyConfig
 from ..experiment.results import COLUMNS, load_results
 from ..paths import REPO_ROOT, build_dir, gallery_dir, results_root
@@ -152,9 +153,11 @@ def _results_of(profile: str) -> Path:
 
 
 def _stored_rows(profile: str) -> pd.DataFrame:
-    """``profile``'s stored rows (:data:`~alvae_utils.experiment.results.COLUMNS`); none without its results folder."""
+    """``profile``'s stored rows (:data:`~alvae_utils.experiment.results.COLUMNS`) of the current schema; none
+    without its results folder. Runs of an older schema left in the folder are superseded (a bump recomputes
+    them under new keys), and would otherwise count twice."""
     directory = _results_of(profile)
-    rows = load_results(directory) if directory.exists() else pd.DataFrame(columns=list(COLUMNS))
+    rows = load_results(directory, schema=SCHEMA_VERSION) if directory.exists() else pd.DataFrame(columns=list(COLUMNS))
     return rows[rows["profile"] == profile]
 
 
