@@ -42,7 +42,10 @@ def test_every_profile_defines_a_valid_study_with_a_simclr_start():
         assert start.seeds == sweep.seeds and len(sweep.seeds) >= 2
     quick = PROFILES["quick"]
     # quick's study shares notebook 05's pool and grid, so their common runs are reused
-    assert quick.study.experiments[0] == quick.beyond.experiments[0]
+    study_experiment, beyond_experiment = quick.study.experiments[0], quick.beyond.experiments[0]
+    assert dataclasses.replace(study_experiment, simclr=SimCLRConfig()) == beyond_experiment
+    assert study_experiment.key() == beyond_experiment.key()
+    assert study_experiment.simclr.resolved(study_experiment.vae).epochs > study_experiment.vae.epochs
     assert set(quick.beyond.seeds) <= set(quick.study.seeds) and len(quick.study.seeds) >= 3
     paper = {m.label for m in PROFILES["paper"].study_sweep().methods}
     assert {"medal+ssvae(α=balanced)", "lossprediction+mixvae", "lossprediction+simclr"} <= paper
@@ -54,7 +57,7 @@ def test_a_profile_without_a_study_names_those_with_one():
 
 
 def test_simclr_settings_enter_only_the_keys_of_runs_that_read_them():
-    base = PROFILES["quick"].study.experiments[0]
+    base = PROFILES["quick"].beyond.experiments[0]
     tuned = dataclasses.replace(base, simclr=SimCLRConfig(epochs=30, temperature=0.2))
     assert tuned.key() == base.key()  # config_key: what every method's runs share
     for label in ("random", "coreset", "coreset+vae(α=balanced)", "typiclust+vae"):

@@ -8,6 +8,7 @@ stored results.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -17,6 +18,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from alvae_utils.analysis.numbers import headline_numbers
+from alvae_utils.config import SCHEMA_VERSION
+from alvae_utils.experiment.profiles import PROFILES
 from alvae_utils.experiment.results import load_results
 from alvae_utils.paths import build_dir
 from alvae_utils.workflow.book import WIDGET_VIEW, book_dir
@@ -89,9 +92,14 @@ def test_internal_links_and_anchors_resolve_and_nothing_comes_from_the_network()
 
 
 def test_landing_page_numbers_are_computed_from_the_results():
-    rows = load_results(build_dir() / "ci" / "results" / "ci")
-    record = headline_numbers(rows[rows["profile"] == "ci"], "ci")
-    text = re.sub(r"<[^>]+>", "", (SITE / "index.html").read_text(encoding="utf-8"))
+    rows = load_results(build_dir() / "ci" / "results" / "ci", schema=SCHEMA_VERSION)
+    record = headline_numbers(rows[rows["profile"] == "ci"], "ci", study=PROFILES["ci"].study)
+    text = html.unescape(re.sub(r"<[^>]+>", "", (SITE / "index.html").read_text(encoding="utf-8")))
+    assert record["study"], "the ci profile stored no study runs (notebook 06)"
+    flat = " ".join(text.split())
+    for entry in record["study"]:
+        for question, answer in entry["verdicts"].items():
+            assert f"{question} {answer}" in flat, (entry["dataset"], question)
     assert record["datasets"], "the ci profile stored no results"
     for entry in record["datasets"]:
         assert f"{entry['runs']} runs, seeds {', '.join(map(str, entry['seeds']))}" in text
