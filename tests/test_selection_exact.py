@@ -10,6 +10,7 @@ import pytest
 import torch
 from skactiveml.pool import k_greedy_center
 
+from alvae_utils.selection import distances
 from alvae_utils.selection.kcenter import kcenter_greedy
 from alvae_utils.selection.medal import medal_greedy
 
@@ -150,3 +151,50 @@ def test_degenerate_features_pick_as_brute_force_without_blowing_up(greedy, case
     budget = min(60, len(x) - int(mask.sum()))
     picks = greedy(torch.from_numpy(x), mask, budget).tolist()
     assert picks == brute_force(x, mask, budget, "min" if greedy is kcenter_greedy else "mean")
+
+
+def chunk_by_chunk(min_dist, x, mean, unlabeled, norms_u, rows, points, chunk, tol):
+    """lower_min_dist as it was before the points were grouped: each chunk of points against every chunk of U."""
+    positions = unlabeled if rows is None else unlabeled[rows]
+    for q in points.split(chunk):
+        block = x[q].double() - mean
+        block_norms = torch.einsum("ij,ij->i", block, block)
+        for start in range(0, len(positions), chunk):
+            u = x[positions[start:start + chunk]].double() - mean
+            part = slice(start, start + chunk) if rows is None else rows[start:start + chunk]
+            dist = torch.addmm(block_norms.unsqueeze(0), u, block.T, alpha=-2.0).amin(1)
+            dist = dist.add_(norms_u[part]).clamp_(min=0.0)
+            dist[dist <= tol] = 0.0
+            min_dist[part] = torch.minimum(min_dist[part], dist)
+
+
+@pytest.mark.parametrize("stream_bytes", [1, 64 << 20])
+@pytest.mark.parametrize("subset", [False, True])
+def test_grouped_lower_min_dist_is_chunk_by_chunk_to_the_bit(monkeypatch, stream_bytes, subset):
+    # Points in groups of one chunk (STREAM_BYTES = 1) or all in one group, with partial chunks at both ends,
+    # a row subset (a core-set refresh) or all of U: every value as the chunk-by-chunk loop gives it.
+    monkeypatch.setattr(distances, "STREAM_BYTES", stream_bytes)
+    x, mask = clusters(11, 700, 40, 9, 2.0, 0.05)
+    x = torch.from_numpy(x + np.float32(50.0))
+    mean, unlabeled, labeled = distances.prepare(x, mask, 64)
+    norms_u = distances.centered_norms(x, unlabeled, mean, 64, "coreset")
+    rows = torch.arange(3, len(unlabeled), 7) if subset else None
+    expected = torch.full_like(norms_u, float("inf"))
+    chunk_by_chunk(expected, x, mean, unlabeled, norms_u, rows, labeled, 16, 1e-9)
+    got = torch.full_like(norms_u, float("inf"))
+    distances.lower_min_dist(got, x, mean, unlabeled, norms_u, rows, labeled, None, 16, 1e-9)
+    assert torch.equal(got, expected)
+    exact = torch.cdist(x[unlabeled].double(), x[labeled].double()).min(1).values ** 2
+    touched = slice(None) if rows is None else rows
+    torch.testing.assert_close(got[touched], exact[touched], rtol=1e-9, atol=1e-9)
+    if subset:
+        assert bool(torch.isinf(got[torch.arange(len(unlabeled)) % 7 != 3]).all())
+
+
+def test_kcenter_picks_do_not_depend_on_the_point_groups(monkeypatch):
+    # 120 labeled points in 8-row chunks: 15 groups with STREAM_BYTES = 1, one by default; refreshes use both.
+    x, mask = clusters(12, 1200, 24, 10, 3.0, 0.05)
+    expected = kcenter_greedy(torch.from_numpy(x), mask, 90, chunk_size=8).tolist()
+    monkeypatch.setattr(distances, "STREAM_BYTES", 1)
+    assert kcenter_greedy(torch.from_numpy(x), mask, 90, chunk_size=8).tolist() == expected
+    assert expected == brute_force(x, mask, 90, "min")

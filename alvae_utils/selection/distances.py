@@ -7,7 +7,7 @@ small), streamed in blocks of at most :data:`STREAM_BYTES`, so memory stays O(N)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import torch
 from .pool import check_pool
@@ -90,7 +90,9 @@ def centered_blocks(features: torch.Tensor, index: torch.Tensor, mean: torch.Ten
         part = slice(start, start + rows)
         size = min(rows, len(index) - start)
         torch.index_select(features, 0, index[part], out=raw[:size])
-        yield part, torch.sub(raw[:size], mean, out=centered[:size])
+        # Widen, then subtract in one dtype: the same numbers as a mixed-dtype subtraction (widening is
+        # exact), about 3× faster on the CPU, where mixed dtypes take a slow per-element cast.
+        yield part, centered[:size].copy_(raw[:size]).sub_(mean)
 
 
 def squared_norms(x: torch.Tensor, heuristic: str) -> torch.Tensor:
@@ -110,16 +112,6 @@ def centered_norms(features: torch.Tensor, index: torch.Tensor, mean: torch.Tens
     return norms
 
 
-def row_blocks(features: torch.Tensor, index: torch.Tensor, mean: torch.Tensor, chunk_size: int,
-                norms: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (rows, their squared norms) of ``features[index] − mean`` chunk by chunk.
-
-    ``norms``, if given, are those of ``index`` in the same order; otherwise they are computed.
-    """
-    for part, rows in centered_blocks(features, index, mean, chunk_size):
-        yield rows, (squared_norms(rows, "coreset") if norms is None else norms[part])
-
-
 def round_off(d: int, largest_norm: float) -> float:
     """A bound on the float64 round-off of ||x||² + ||y||² − 2x·y for centred rows of squared norm ≤
     ``largest_norm``: an inner product of length n errs by at most γ_n ||x||·||y|| (Higham 2002, §3.1),
@@ -134,25 +126,43 @@ def zero_below(dist: torch.Tensor, tol: float) -> torch.Tensor:
 
 
 def lower_min_dist(min_dist: torch.Tensor, features: torch.Tensor, mean: torch.Tensor, unlabeled: torch.Tensor,
-                   norms_u: torch.Tensor, rows: torch.Tensor | None,
-                   points: Iterable[tuple[torch.Tensor, torch.Tensor]], chunk_size: int, tol: float = 0.0) -> None:
+                   norms_u: torch.Tensor, rows: torch.Tensor | None, points: torch.Tensor,
+                   point_norms: torch.Tensor | None, chunk_size: int, tol: float = 0.0) -> None:
     """min_dist[r] ← min(min_dist[r], min_q ||u_r − q||²) for r in ``rows`` (None: all), q in ``points``.
 
-    u_r = features[unlabeled[r]] − mean, gathered chunk_size rows at a time.
-    Works in chunk_size × chunk_size blocks of ||u||² + ||q||² − 2u·q (clamped at 0, and 0 up to ``tol``),
-    so no |rows| × d copy and no |rows| × |points| matrix is ever formed.
+    ``points`` are indices into ``features`` (1-D int64) and q = features[p] − mean; u_r =
+    features[unlabeled[r]] − mean; ``min_dist`` and ``norms_u`` (||u||²) are float64 (|U|,) in the order
+    of ``unlabeled``, ``rows`` positions in it; ``point_norms`` are the ||q||² of ``points`` in order
+    (None: computed here). Values are squared distances in squared feature units. Works in
+    chunk_size × chunk_size blocks of ||u||² + ||q||² − 2u·q (clamped at 0, and 0 up to ``tol``), so no
+    |rows| × d copy and no |rows| × |points| matrix is ever formed.
+
+    The points are gathered up to :data:`STREAM_BYTES` at a time, so each chunk of u is gathered once
+    per such group rather than once per chunk of points, and every block product goes into one buffer
+    (no page faults per block). Each block is the same product of the same chunks, with the same
+    norms, as one chunk of points at a time, and a minimum does not depend on the order it is taken
+    in, so the result is the same to the bit (``tests/test_selection_exact.py`` checks it).
     """
     positions = unlabeled if rows is None else unlabeled.index_select(0, rows)
-    for block, block_norms in points:
+    group = max(1, STREAM_BYTES // (max(features.shape[1], 1) * mean.element_size() * chunk_size)) * chunk_size
+    products = torch.empty(min(chunk_size, len(positions)) * min(chunk_size, len(points)),
+                           dtype=mean.dtype, device=mean.device)
+    for start in range(0, len(points), group):
+        x_points = centered(features, points[start:start + group], mean)
+        chunks = x_points.split(chunk_size)
+        chunk_norms = ([squared_norms(block, "coreset") for block in chunks] if point_norms is None
+                       else point_norms[start:start + group].split(chunk_size))
         for part, x_part in centered_blocks(features, positions, mean, chunk_size):
             if rows is None:
                 norms_part, current = norms_u[part], min_dist[part]
             else:
                 part = rows[part]
                 norms_part, current = norms_u.index_select(0, part), min_dist.index_select(0, part)
-            # min over q of (||q||² − 2u·q), then + ||u||²: one addition per row instead of per pair.
-            dist = torch.addmm(block_norms.unsqueeze(0), x_part, block.T, alpha=-2.0).amin(1)
-            torch.minimum(current, zero_below(dist.add_(norms_part).clamp_(min=0.0), tol), out=current)
+            for block, block_norms in zip(chunks, chunk_norms, strict=True):
+                out = products[:len(x_part) * len(block)].view(len(x_part), len(block))
+                # min over q of (||q||² − 2u·q), then + ||u||²: one addition per row instead of per pair.
+                dist = torch.addmm(block_norms.unsqueeze(0), x_part, block.T, alpha=-2.0, out=out).amin(1)
+                torch.minimum(current, zero_below(dist.add_(norms_part).clamp_(min=0.0), tol), out=current)
             if rows is not None:
                 min_dist.index_copy_(0, part, current)
 

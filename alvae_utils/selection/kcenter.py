@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 from .distances import (
-    beats_the_rest, centered, centered_norms, check_features, lower_min_dist, prepare, round_off, row_blocks,
-    stream_rows, top_candidates, zero_below,
+    beats_the_rest, centered, centered_norms, check_features, lower_min_dist, prepare, round_off, stream_rows,
+    top_candidates, zero_below,
 )
 
 
@@ -36,8 +36,9 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     (rows are widened to float64 block by block). The extra memory is a few
     O(N) vectors (distances, norms, indices: about 32 bytes per unlabeled point)
     plus row blocks: chunk_size gathered rows, the chunk_size candidates, one
-    chunk_size × chunk_size block of distances, and one block of at most 64 MiB
-    (and N/16 rows) for the pass over all of U. No N × N, |U| × |L| or |U| × d
+    chunk_size × chunk_size block of distances, one block of at most 64 MiB
+    (and N/16 rows) for the pass over all of U, and the labeled points (or the
+    picks a refresh catches up on) gathered at most 64 MiB at a time. No N × N, |U| × |L| or |U| × d
     matrix is formed: at N = 1,000,000, d = 544 in float32 the peak is well under
     0.25× the input. Distances use ||x||² + ||y||² − 2x·y on rows centered by the
     pool mean as they are gathered (4× faster than explicit differences on CPU;
@@ -68,8 +69,7 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     largest = max(float(norms_u.max()), float(centered_norms(features, labeled, mean, rows, "coreset").max()))
     tol = round_off(features.shape[1], largest)
     min_dist = torch.full_like(norms_u, float("inf"))
-    lower_min_dist(min_dist, features, mean, unlabeled, norms_u, None,
-                    row_blocks(features, labeled, mean, chunk_size), chunk_size, tol)
+    lower_min_dist(min_dist, features, mean, unlabeled, norms_u, None, labeled, None, chunk_size, tol)
 
     picks = torch.empty(budget, dtype=torch.long, device=features.device)  # positions in U, in pick order
     # min_dist[r] is exact for L and picks[:applied[r]]: an upper bound once later picks exist.
@@ -95,9 +95,8 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
                 if len(stale) == 0:
                     break
                 missed = picks[int(applied.index_select(0, stale).min()):i]  # a pick applied twice is harmless
-                missed_blocks = row_blocks(features, unlabeled.index_select(0, missed), mean, chunk_size,
-                                            norms=norms_u.index_select(0, missed))
-                lower_min_dist(min_dist, features, mean, unlabeled, norms_u, stale, missed_blocks, chunk_size, tol)
+                lower_min_dist(min_dist, features, mean, unlabeled, norms_u, stale, unlabeled.index_select(0, missed),
+                               norms_u.index_select(0, missed), chunk_size, tol)
                 applied.index_fill_(0, stale, i)
             cand_x = centered(features, unlabeled.index_select(0, candidates), mean)
             cand_norms = norms_u.index_select(0, candidates)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 from .distances import (
-    beats_the_rest, centered, centered_blocks, centered_norms, check_features, prepare, stream_rows, top_candidates,
+    beats_the_rest, centered, centered_blocks, check_features, prepare, squared_norms, stream_rows, top_candidates,
 )
 
 
@@ -20,10 +20,15 @@ squared distances (~1e-6 relative), so a rounded value never passes a test it sh
 
 
 def _centroid_scores(features: torch.Tensor, unlabeled: torch.Tensor, mean: torch.Tensor, base: torch.Tensor,
-                     centroid: torch.Tensor, rows: int) -> torch.Tensor:
-    """base − 2(u − mean)·centroid for every u = features[unlabeled[r]], ``rows`` rows at a time."""
+                     centroid: torch.Tensor, rows: int, fill_base: bool = False) -> torch.Tensor:
+    """base − 2(u − mean)·centroid for every u = features[unlabeled[r]], ``rows`` rows at a time: float64 (|U|,).
+
+    With ``fill_base``, base[r] ← ||u − mean||² first, from the same gathered block (the first
+    refresh: one pass over U instead of two, and the same norms as a separate pass)."""
     score = torch.empty_like(base)
     for part, block in centered_blocks(features, unlabeled, mean, rows):
+        if fill_base:
+            base[part] = squared_norms(block, "medal")
         torch.addmv(base[part], block, centroid, alpha=-2.0, out=score[part])
     return score
 
@@ -60,7 +65,7 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
     budget = check_features(features, labeled_mask, budget, chunk_size, "medal")
     rows = stream_rows(features, chunk_size)
     mean, unlabeled, labeled = prepare(features, labeled_mask, rows)
-    base = centered_norms(features, unlabeled, mean, rows, "medal")  # ||u||², −inf once u is picked
+    base = torch.empty(len(unlabeled), dtype=mean.dtype, device=mean.device)  # ||u||², −inf once u is picked
     count = len(labeled)
     # The running sum of L is kept in float64 so the centroid does not drift over many picks.
     total = sum(features.index_select(0, part).sum(0, dtype=torch.float64) for part in labeled.split(rows))
@@ -81,7 +86,7 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
                 score.index_select(0, best).double() + centroid64.dot(centroid64),
                 (threshold + torch.linalg.vector_norm(centroid64 - refresh_centroid)) ** 2 * (1 + _MEDAL_SLACK),
                 candidates.index_select(0, best), first_left)):
-            score = _centroid_scores(features, unlabeled, mean, base, centroid, rows)
+            score = _centroid_scores(features, unlabeled, mean, base, centroid, rows, fill_base=candidates is None)
             k = min(chunk_size, len(base) - i)  # ≤ points not yet picked, so the k-th score is finite
             complete = k == len(base) - i  # every remaining point is a candidate: no bound to check
             candidates, kth, first_left = top_candidates(score, k)
