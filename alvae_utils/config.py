@@ -339,12 +339,12 @@ class ExperimentConfig:
         """|L| at each recorded step: ξ, ξ+β, … ≤ η."""
         return list(range(self.initial_labels, self.max_labels + 1, self.budget))
 
-    def key(self) -> str:
-        """Stable short hash of what every method's runs share (the ``config_key`` column): any change to it gives
-        a new key. SimCLR's settings are left out, as they are of every run key but those of runs that read them
-        (:func:`alvae_utils.experiment.results.run_key`), so that a study giving SimCLR its own budget shares the
-        runs that never use it with the other notebooks."""
-        return config_hash(self.key_fields(simclr=False))
+    def key(self, simclr: bool = False) -> str:
+        """Stable short hash of the configuration (the ``config_key`` column): any change to it gives a new key.
+        SimCLR's settings enter only with ``simclr``, for runs that read them, as in their run keys
+        (:func:`alvae_utils.experiment.results.run_key`): a study giving SimCLR its own budget then shares the
+        runs that never use it with the other notebooks, and runs of two SimCLR budgets never share a key."""
+        return config_hash(self.key_fields(simclr=simclr))
 
     def key_fields(self, simclr: bool = True) -> dict[str, object]:
         """The configuration as keys hash it: every field, the training's as :meth:`TrainConfig.key_fields`,

@@ -121,6 +121,9 @@ def test_notebook_06_runs_the_profiles_study_and_its_simclr_start_with_the_same_
     with pytest.raises(ConfigError, match="power"):
         check_parameters("06_task_agnostic_study", _kernel_namespace(
             profile="ci", dataset="", overrides={}, alpha_level=0.05, power=1.0, **SWEEP))
+    with pytest.raises(ConfigError, match=r"'power' \(0.05\) must be above 'alpha_level' \(0.05\)"):
+        check_parameters("06_task_agnostic_study", _kernel_namespace(
+            profile="ci", dataset="", overrides={}, alpha_level=0.05, power=0.05, **SWEEP))
 
 
 def test_a_dataset_left_empty_is_the_profiles_first():

@@ -81,8 +81,12 @@ def test_study_rows_relabel_the_simclr_start_runs_into_the_scratch_group():
     assert rows.groupby("start")["method"].nunique().to_dict() == {"scratch": 2, "simclr": 1}
     with pytest.raises(ValueError, match="different label grids"):
         study.study_rows(scratch, started[started["n_labels"] < 30])
-    with pytest.raises(ValueError, match="mix config_keys"):
-        study.study_rows(pd.concat([scratch, _rows({"bald": [0.5]}, config_key="other")]), started)
+    other = _rows({"bald": [0.5, 0.5]}).assign(data_description="another source")
+    with pytest.raises(ValueError, match="mix data_descriptions"):
+        study.study_rows(pd.concat([scratch, other]), started)
+    # runs that read SimCLR carry their settings in their config key; the study pairs them with the rest
+    tuned = _rows({"coreset+simclr(α=balanced)": [0.6, 0.7]}, config_key="scratch+simclr")
+    assert set(study.study_rows(pd.concat([scratch, tuned]), started)["config_key"]) == {"scratch"}
 
 
 def test_comparisons_ask_each_pair_once_under_its_question():
@@ -217,4 +221,33 @@ def test_the_numbers_record_carries_the_stored_study_verdicts():
     appended = entry["verdicts"][study.QUESTIONS["appended"]]
     assert appended.startswith("1 of 1 comparisons significant") and "coreset+simclr(α=balanced) vs coreset" in appended
     assert f"*{study.QUESTIONS['appended']}* {appended}" in summary_markdown(record)
-    assert headline_numbers(rows, "ci")["study"] == []  # without the profile's study: no verdicts
+    assert [m["method"] for m in entry["methods"]][0] == "coreset+simclr(α=balanced)"
+    # the SimCLR-start runs are summarised with the study, not as a group without the runs they are compared with
+    assert [d["runs"] for d in record["datasets"]] == [16]
+    without = headline_numbers(rows, "ci")
+    assert without["study"] == [] and len(without["datasets"]) == 2  # without the profile's study: no verdicts
+
+
+def test_a_study_needs_two_seeds_a_scratch_start_and_a_power_above_its_level():
+    sweep = PROFILES["ci"].study_sweep()
+    with pytest.raises(ConfigError, match=r"at least 2 seeds; got seeds \[0\]"):
+        dataclasses.replace(sweep, seeds=(0,)).study_start_sweep()
+    started = dataclasses.replace(sweep, experiments=tuple(simclr_start(e) for e in sweep.experiments))
+    with pytest.raises(ConfigError, match="leave train.init at scratch"):
+        started.study_start_sweep()
+    with pytest.raises(ValueError, match=r"power=0.05 is not above the significance level alpha_level=0.05"):
+        detectable_difference(1.0, 4, 0.05, 0.05)
+    rows = _rows({"coreset": [0.5, 0.6, 0.55], "coreset+vae(α=balanced)": [0.52, 0.6, 0.58]})
+    with pytest.raises(ValueError, match="power=0.5 is not above"):
+        study.study_tests(rows, study.comparisons(STUDY, ["coreset", "coreset+vae(α=balanced)"]), alpha_level=0.5,
+                          power=0.5)
+
+
+def test_verdicts_never_show_nan_or_tests_that_did_not_run():
+    one_seed = _rows({"coreset": [0.5], "coreset+vae(α=balanced)": [0.6], "random": [0.4]})
+    tests = study.study_tests(one_seed, study.comparisons(STUDY, ["coreset", "coreset+vae(α=balanced)", "random"]))
+    answers = study.verdicts(tests, study.ranking(one_seed, {}))
+    assert answers[study.QUESTIONS["appended"]] == "No test was possible in 1 comparison: one pair: no test. " \
+                                                   "Nothing can be concluded."
+    assert answers["Highest mean AUBC"].endswith("over 1 seed, 10–30 labels.")
+    assert not any("nan" in answer for answer in answers.values())

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..selection.methods import variant_pairs
 from .stats import (
-    NOTE_NO_PAIRS, _findings, check_level, detectable_difference, holm, paired_statistics, require_columns,
+    NOTE_NO_PAIRS, _findings, check_level, check_power, detectable_difference, holm, paired_statistics, require_columns,
     t_half_width,
 )
 
@@ -290,8 +290,9 @@ def paired_aubc_tests(
     t-test at ``alpha_level`` detects with that power (:func:`~alvae_utils.analysis.stats.detectable_difference`;
     NaN with fewer than 2 pairs or constant differences, where there is no t-test).
     """
+    check_level(alpha_level)
     if power is not None:
-        check_level(power)
+        check_power(power, alpha_level)
     if metric not in rows.columns:
         raise ValueError(f"results table has no column {metric!r}.")
     check_level(level)

@@ -80,7 +80,13 @@ def headline_numbers(rows: pd.DataFrame, profile: str, metric: str = "accuracy",
     if rows.empty:
         return record
     rows, left_out = _complete_runs(rows)
-    record["study"] = _study_record(rows, study, metric, alpha_level, power, level) if study is not None else []
+    if study is not None:
+        record["study"] = _study_record(rows, study, metric, alpha_level, power, level)
+        # The study's own runs (SimCLR settings of their own, SimCLR start) are summarised with the study, not as
+        # groups of their own without the plain heuristics they are compared with.
+        rows = rows[~rows["config_key"].isin(study_analysis.study_only_keys(study))]
+        if rows.empty:
+            return record
     summary = aubc_summary(run_aubc(rows, metric), level)
     tests = paired_aubc_tests(rows, metric, alpha_level=alpha_level, level=level)
     group = [c for c in ("dataset", "data_description", "config_key") if c in summary.columns]
@@ -123,6 +129,9 @@ def _study_record(rows: pd.DataFrame, study: StudyConfig, metric: str, alpha_lev
                         "data_description": str(table["data_description"].iloc[0]),
                         "seeds": sorted(int(s) for s in table["seed"].unique()),
                         "runs": int(table.groupby(["method", "seed"]).ngroups),
+                        "methods": [{"method": row.method, "kind": row.kind, "n_runs": int(row.n_runs),
+                                     "aubc": _number(row.mean), "ci_low": _number(row.ci_low),
+                                     "ci_high": _number(row.ci_high)} for row in ranked.itertuples()],
                         "verdicts": study_analysis.verdicts(tests, ranked, alpha_level, power)})
     return entries
 
@@ -148,7 +157,7 @@ def summary_markdown(record: Mapping[str, object]) -> str:
                          "regenerate it with `make figures`.")
     level = int(round(100 * float(record["level"])))
     lines: list[str] = []
-    if not record["datasets"]:
+    if not record["datasets"] and not record.get("study"):
         return f"No results are stored for profile `{record['profile']}`: run `make figures` first.\n"
     for entry in record["datasets"]:
         lines += [f"**{entry['dataset']}** ({entry['data_description']}), profile `{record['profile']}`: "
@@ -162,6 +171,8 @@ def summary_markdown(record: Mapping[str, object]) -> str:
                   f"| {m['n_runs']} |" for m in entry["methods"]]
         lines.append("")
         significant = [t for t in entry["tests"] if t["significant"]]
+        if not entry["tests"]:
+            continue
         lines.append(f"Task-agnostic variants against their plain heuristic (paired t-test on AUBC, Holm across "
                      f"all {sum(len(e['tests']) for e in record['datasets'])} comparisons of this summary, "
                      f"α = {record['alpha_level']}): {len(significant)} of {len(entry['tests'])} significant.")
@@ -175,7 +186,11 @@ def summary_markdown(record: Mapping[str, object]) -> str:
     for entry in record.get("study", []):
         lines += [f"**What the study adds (notebook 06), {entry['dataset']}** ({entry['data_description']}): "
                   f"{entry['runs']} runs, seeds {', '.join(map(str, entry['seeds']))}; Holm across that dataset's "
-                  "study comparisons.", ""]
+                  "study comparisons.", "",
+                  f"| method | kind | AUBC of {record['metric']} (%) [{level}% CI] | runs |", "|---|---|---:|---:|"]
+        lines += [f"| `{m['method']}` | {m['kind']} | {_pp(m['aubc'])}{_interval(m['ci_low'], m['ci_high'])} | "
+                  f"{m['n_runs']} |" for m in entry.get("methods", [])]
+        lines.append("")
         lines += [f"- *{question}* {answer}" for question, answer in entry["verdicts"].items()]
         lines.append("")
     return "\n".join(lines)

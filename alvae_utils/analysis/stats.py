@@ -91,6 +91,17 @@ def check_level(level: float) -> None:
         raise ValueError(f"level must be in (0, 1), got {level}.")
 
 
+def check_power(power: float, alpha_level: float) -> None:
+    """ValueError unless ``alpha_level`` and ``power`` are in (0, 1) and ``power`` > ``alpha_level``: with no true
+    difference a test rejects with probability ``alpha_level`` already, so no difference has a power at or below it."""
+    check_level(alpha_level)
+    check_level(power)
+    if power <= alpha_level:
+        raise ValueError(f"power={power:g} is not above the significance level alpha_level={alpha_level:g}: a test "
+                         "rejects with that probability when there is no difference at all, so no difference has "
+                         "this power. Choose a power above alpha_level (e.g. 0.8).")
+
+
 def require_columns(table: pd.DataFrame, columns: Sequence[str], source: str = "load_results") -> None:
     """ValueError naming the columns of ``columns`` that ``table`` lacks, and the function whose output it needs."""
     missing = [column for column in columns if column not in table.columns]
@@ -173,14 +184,14 @@ def detectable_difference(sd: float, n: int, alpha_level: float = 0.05, power: f
     noncentrality λ = δ√n / sd (Cohen 1988, §2.5; scipy.stats.nct), so the power at λ is
     P(T > t_c) + P(T < −t_c), t_c = t_{1−α/2, n−1}; δ = λ* · sd / √n for the λ* where that equals ``power``.
     The same units as ``sd`` (AUBC: a fraction; pp after ×100). Returns NaN for sd = 0 (the t-test is undefined).
-    Raises ValueError for n < 2, a negative or non-finite sd, or a level or power outside (0, 1).
+    Raises ValueError for n < 2, a negative or non-finite sd, or a level or power outside (0, 1) or a power
+    not above the level (:func:`check_power`).
     """
     if isinstance(n, bool) or int(n) != n or n < 2:
         raise ValueError(f"a paired t-test needs n ≥ 2 pairs, got {n}.")
     if not np.isfinite(sd) or sd < 0:
         raise ValueError(f"sd must be a finite number ≥ 0, got {sd}.")
-    check_level(alpha_level)
-    check_level(power)
+    check_power(power, alpha_level)
     if sd == 0:
         return float("nan")
     df = int(n) - 1

@@ -51,30 +51,32 @@ def study_rows(scratch: pd.DataFrame, started: pd.DataFrame) -> pd.DataFrame:
     """The study's runs as one table: the scratch-start rows, and the SimCLR-start rows relabelled
     (:func:`start_label`).
 
-    Both are tidy results tables (:func:`alvae_utils.experiment.results.load_results`) of one dataset
-    whose configurations differ only in ``train.init``. Their ``config_key`` column is replaced by the
-    scratch runs' key, so that the two are summarised and paired as one group (same pools, seeds and
-    label grid); ``start`` says ``"scratch"`` or ``"simclr"``. Raises ValueError when either table mixes
-    datasets or configurations, or when their label grids differ.
+    Both are tidy results tables (:func:`alvae_utils.experiment.results.load_results`) of one dataset,
+    the rows of the study's two sweeps (:func:`~alvae_utils.execution.run_sweep`), whose configurations
+    differ only in ``train.init`` (and, for runs that read SimCLR, in its settings, which their
+    ``config_key`` includes). Their ``config_key`` column is replaced by the first scratch row's, so that
+    all are summarised and paired as one group (same pools, seeds and label grid); ``start`` says
+    ``"scratch"`` or ``"simclr"``. Raises ValueError when the tables mix datasets or data sources, or
+    when their label grids differ.
     """
     for name, table in (("scratch", scratch), ("SimCLR-start", started)):
-        require_columns(table, ("dataset", "method", "seed", "n_labels", "config_key"), "run_sweep")
-        for column in ("dataset", "config_key"):
+        require_columns(table, ("dataset", "data_description", "method", "seed", "n_labels", "config_key"),
+                        "run_sweep")
+        for column in ("dataset", "data_description"):
             if table[column].nunique() > 1:
                 raise ValueError(f"the {name} rows mix {column}s {sorted(map(str, table[column].unique()))}; pass "
-                                 "one dataset and configuration of the study (run_sweep's rows).")
+                                 "the rows of one dataset's study sweeps (run_sweep's rows).")
     if len(scratch) and len(started):
         if scratch["dataset"].iloc[0] != started["dataset"].iloc[0]:
             raise ValueError(f"the scratch rows are of {scratch['dataset'].iloc[0]!r}, the SimCLR-start rows of "
                              f"{started['dataset'].iloc[0]!r}: join one dataset's runs.")
-        grids = [sorted(table["n_labels"].unique()) for table in (scratch, started)]
+        grids = [sorted(int(n) for n in table["n_labels"].unique()) for table in (scratch, started)]
         if grids[0] != grids[1]:
             raise ValueError(f"the scratch and SimCLR-start runs have different label grids ({grids[0]} and "
                              f"{grids[1]}): they are not runs of one study.")
-    started = started.assign(method=started["method"].map(start_label), start="simclr")
-    if len(scratch):
-        started = started.assign(config_key=scratch["config_key"].iloc[0])
-    return pd.concat([scratch.assign(start="scratch"), started], ignore_index=True)
+    joined = pd.concat([scratch.assign(start="scratch"),
+                        started.assign(method=started["method"].map(start_label), start="simclr")], ignore_index=True)
+    return joined.assign(config_key=scratch["config_key"].iloc[0]) if len(scratch) else joined
 
 
 def method_kinds(study: StudyConfig, labels: Iterable[str] | None = None) -> dict[str, str]:
@@ -190,12 +192,12 @@ def _row_text(row: pd.Series) -> str:
 
 
 def _power_text(rows: pd.DataFrame, power: float) -> str:
-    detectable = rows["detectable_diff"].dropna()
-    if detectable.empty:
+    tested = rows[rows["detectable_diff"].notna()]
+    if tested.empty:
         return " None of these comparisons has the two or more varying pairs a t-test needs."
-    low, high = 100 * detectable.min(), 100 * detectable.max()
+    low, high = 100 * tested["detectable_diff"].min(), 100 * tested["detectable_diff"].max()
     span = f"{low:.2f} pp" if np.isclose(low, high) else f"{low:.2f}–{high:.2f} pp"
-    pairs = sorted(set(rows["n_pairs"].astype(int)))
+    pairs = sorted(set(tested["n_pairs"].astype(int)))
     return (f" With {'/'.join(map(str, pairs))} paired seeds these tests detect a true AUBC difference of "
             f"{span} with {power:.0%} power (unadjusted level): smaller effects could not have been seen.")
 
@@ -218,6 +220,9 @@ def verdicts(tests: pd.DataFrame, ranked: pd.DataFrame, alpha_level: float = 0.0
         lines = [f"{'better' if row.mean_diff > 0 else 'worse'}: {_row_text(row)}" for row in significant.itertuples()]
         if lines:
             answer = f"{len(significant)} of {len(rows)} comparisons significant after Holm — " + "; ".join(lines)
+        elif rows["p_ttest"].isna().all():
+            answer = (f"No test was possible in {len(rows)} comparison{'s' if len(rows) != 1 else ''}: "
+                      f"{'; '.join(sorted(set(rows['note'].astype(str)) - {''}))}. Nothing can be concluded.")
         else:
             top = rows.loc[rows["mean_diff"].abs().idxmax()] if rows["mean_diff"].notna().any() else None
             largest = f" The largest difference: {_row_text(top)}." if top is not None else ""
@@ -227,10 +232,12 @@ def verdicts(tests: pd.DataFrame, ranked: pd.DataFrame, alpha_level: float = 0.0
         if key == "start":
             answer += _start_gains(tests)
         answers[question] = answer
-    best = ranked.iloc[0] if len(ranked) else None
-    if best is not None:
-        answers["Highest mean AUBC"] = (f"{best.method} ({best.kind}): {best['mean']:.4f} over {int(best.n_runs)} "
-                                        f"seeds, {int(best.first_labels)}–{int(best.last_labels)} labels.")
+    finite = ranked[ranked["mean"].notna()]
+    if len(finite):
+        best = finite.iloc[0]
+        seeds = f"{int(best.n_runs)} seed{'s' if int(best.n_runs) != 1 else ''}"
+        answers["Highest mean AUBC"] = (f"{best.method} ({best.kind}): {best['mean']:.4f} over {seeds}, "
+                                        f"{int(best.first_labels)}–{int(best.last_labels)} labels.")
     return answers
 
 
@@ -241,8 +248,10 @@ def _start_gains(tests: pd.DataFrame) -> str:
                      ].itertuples():
         appended = tests[(tests["baseline"] == row.baseline) & tests["treatment"].str.startswith(
             f"{row.baseline}+{SELF_SUPERVISED}")]
+        if not np.isfinite(row.mean_diff):
+            continue
         text = f"{row.baseline}: built on SimCLR {_pp(row.mean_diff)}"
-        if len(appended):
+        if len(appended) and np.isfinite(appended["mean_diff"].iloc[0]):
             text += f", SimCLR appended {_pp(appended['mean_diff'].iloc[0])}"
         texts.append(text)
     return f" Gains over the same heuristic from scratch — {'; '.join(texts)}." if texts else ""
@@ -256,8 +265,21 @@ def stored_study(rows: pd.DataFrame, config: StudyConfig) -> list[pd.DataFrame]:
     scratch_labels = {m.label for m in config.methods}
     start_labels = {m.label for m in config.start_methods}
     for experiment in config.experiments:
-        scratch = rows[(rows["config_key"] == experiment.key()) & rows["method"].isin(scratch_labels)]
-        started = rows[(rows["config_key"] == simclr_start(experiment).key()) & rows["method"].isin(start_labels)]
+        started_experiment = simclr_start(experiment)
+        scratch = rows[rows["config_key"].isin({experiment.key(), experiment.key(simclr=True)})
+                       & rows["method"].isin(scratch_labels)]
+        started = rows[rows["config_key"].isin({started_experiment.key(), started_experiment.key(simclr=True)})
+                       & rows["method"].isin(start_labels)]
         if len(scratch):
             found.append(study_rows(scratch, started))
     return found
+
+
+def study_only_keys(config: StudyConfig) -> set[str]:
+    """Configuration keys that only the study's runs have: those of its runs that read SimCLR settings of their own,
+    and of its SimCLR-start runs. Its other runs share their key with notebook 05's (and are 05's, where both ran)."""
+    keys = set()
+    for experiment in config.experiments:
+        started = simclr_start(experiment)
+        keys |= {experiment.key(simclr=True), started.key(), started.key(simclr=True)} - {experiment.key()}
+    return keys

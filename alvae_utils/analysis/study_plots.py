@@ -55,7 +55,7 @@ def plot_aubc_ranking(ranked: pd.DataFrame, title: str = "", profile: str = "", 
             ax.axvline(reference.iloc[0], color="0.5", linestyle=":", linewidth=1, label="random's mean")
             ax.legend(fontsize=8, loc="lower right")
         ax.set_yticks(y, [f"{m}  [{k}]" for m, k in zip(table["method"], table["kind"], strict=True)], fontsize=8)
-        ax.set_xlabel(f"AUBC of {metric}: mean over seeds, 95% t-interval{_cut_note(any_cut, metric)}")
+        ax.set_xlabel(f"AUBC of {metric} (mean over seeds)\n95% t-interval{_cut_note(any_cut, metric)}")
         ax.set_title(dataset_title(dataset) if len(datasets) > 1 else (title or dataset_title(dataset)))
     if len(datasets) > 1 and title:
         fig.suptitle(title)
@@ -97,7 +97,8 @@ def plot_family_gains(tests: pd.DataFrame, title: str = "", profile: str = "", d
             shown_detectable = True
     ax.axvline(0, color="0.3", linewidth=1)
     ax.set_yticks(y, [f"{row.treatment} − {row.baseline}" for row in table.itertuples()], fontsize=8)
-    ax.set_xlabel("AUBC gain over the plain heuristic (pp), paired by seed: mean, 95% t-interval")
+    ax.set_xlabel("AUBC gain over the plain heuristic (pp, paired by seed)\nmean and 95% t-interval; no bar: "
+                  "constant or single differences")
     ax.set_title(title or "Gain from task-agnostic features")
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles, fontsize=8, loc="best",

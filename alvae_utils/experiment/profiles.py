@@ -207,6 +207,14 @@ class Profile:
         Call it on :meth:`study_sweep`'s profile, overrides applied, so that both sweeps share them."""
         if self.study is None:
             raise ConfigError(f"profile {self.name!r} defines no study for notebook 06 (Profile.study).")
+        if len(self.seeds) < 2:
+            raise ConfigError(f"the study pairs runs by seed, and its tests need at least 2 seeds; got seeds "
+                              f"{list(self.seeds)}. Give seeds=0,1 or more.")
+        scratch = [e.dataset for e in self.experiments if e.train.init != "scratch"]
+        if scratch:
+            raise ConfigError(f"the study's first sweep starts the task model from scratch (its second, from SimCLR), "
+                              f"but train.init is {self.experiments[0].train.init!r} for {', '.join(scratch)}; leave "
+                              "train.init at scratch: the SimCLR-start runs are the study's own.")
         return replace(self, experiments=tuple(simclr_start(e) for e in self.experiments),
                        methods=self.study.start_methods)
 

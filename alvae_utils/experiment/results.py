@@ -76,7 +76,8 @@ def step_row(*, profile: str, config: ExperimentConfig, method: Method, seed: in
         "balanced_accuracy": metrics["balanced_accuracy"], "medmnist_acc": metrics["medmnist_acc"],
         "auc": metrics["auc"], "train_accuracy": train_accuracy, "epochs": epochs,
         "train_seconds": train_seconds, "select_seconds": select_seconds, "eval_seconds": eval_seconds,
-        "features_seconds": features_seconds, "config_key": config.key(), "run_key": run_key,
+        "features_seconds": features_seconds, "config_key": config.key(reads_simclr(config, method)),
+        "run_key": run_key,
     }
     return {column: row[column] for column in COLUMNS}
 
@@ -463,7 +464,8 @@ class ResultStore:
         """
         rows = load_results(self.root, schema=None if experiments is None else SCHEMA_VERSION)
         if experiments is not None:
-            rows = rows[rows["config_key"].isin({e.key() for e in experiments})].reset_index(drop=True)
+            keys = {key for e in experiments for key in (e.key(), e.key(simclr=True))}  # runs reading SimCLR: 2nd
+            rows = rows[rows["config_key"].isin(keys)].reset_index(drop=True)
         return rows
 
 

@@ -107,6 +107,12 @@ class StudyParameters(TestParameters, DatasetParameters, Execution):
     power: float = setting(0.8, allowed=Range(0, 1, low_open=True, high_open=True),
                            help="power at which each test's detectable AUBC difference is reported")
 
+    def __post_init__(self) -> None:
+        if self.power <= self.alpha_level:  # before any run: the power table would fail after all of them
+            raise ConfigError(f"06_task_agnostic_study: parameter 'power' ({self.power:g}) must be above "
+                              f"'alpha_level' ({self.alpha_level:g}): with no difference a test rejects with "
+                              "probability alpha_level already, so no difference has that power. Use e.g. power=0.8.")
+
 
 @dataclass(frozen=True)
 class Notebook:
