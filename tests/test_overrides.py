@@ -137,13 +137,21 @@ def test_a_stored_run_is_told_apart_by_the_notebook_sweep_that_made_it():
     import json
     from dataclasses import asdict
 
-    def header(profile):
-        return {"profile": "ci", "overrides": {}, "experiment": json.loads(json.dumps(asdict(profile.experiments[0])))}
+    from alvae_utils.selection.methods import Method
+
+    def header(profile, method="random"):
+        return {"profile": "ci", "overrides": {}, "experiment": json.loads(json.dumps(asdict(profile.experiments[0]))),
+                "method": Method.parse(method).key_fields()}
 
     ci = get_profile("ci")
     assert notebooks.sweep_of(header(ci)) == "02_active_learning"
     assert notebooks.sweep_of(header(ci.beyond_sweep())) == "05_beyond_the_paper"
     assert notebooks.sweep_of(header(overrides.apply(ci, {"budget": 5}))) == ""  # stored without its overrides
+    # notebook 06 shares 05's experiment: its own methods and its SimCLR-start runs are told apart by method
+    study = ci.study_sweep()
+    assert notebooks.sweep_of(header(study, "coreset+vae(α=balanced)")) == "05_beyond_the_paper"
+    assert notebooks.sweep_of(header(study, "badge+simclr(α=balanced)")) == "06_task_agnostic_study"
+    assert notebooks.sweep_of(header(study.study_start_sweep(), "coreset")) == "06_task_agnostic_study"
 
 
 def test_figure_footers_name_the_overrides():

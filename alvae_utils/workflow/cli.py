@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--alpha", type=_alpha, default=None,
                      help=f"α, the scale of the family's features in Eq. 6 (default {DEFAULT_ALPHA}), or {BALANCED}: "
                           "at every selection, the α that gives both feature blocks the same mean squared distance "
-                          "between pool points (core-set and MedAL only)")
+                          "between pool points (core-set, MedAL and BADGE; not loss prediction)")
     run.add_argument("--seed", nargs="+", type=int, default=None, metavar="S",
                      help="one or more seeds (default: the profile's seeds)")
     _add_set_option(run)

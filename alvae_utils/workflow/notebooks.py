@@ -33,6 +33,7 @@ from ..paths import results_root
 from ..experiment.profiles import PROFILES, Profile, get_profile
 from ..experiment.catalog import stored_sets
 from ..experiment.results import ResultStore
+from ..selection.methods import Method
 
 
 @dataclass(frozen=True)
@@ -309,22 +310,30 @@ def profile_of(params) -> Profile:
 
 
 @functools.cache
-def _sweep_experiments(notebook: str, profile: str, overrides: str) -> list[dict]:
+def _sweep_runs(notebook: str, profile: str, overrides: str) -> list[tuple[dict, frozenset[str]]]:
     """The experiments (as stored in a state header) that ``notebook`` runs for ``profile`` with ``overrides``
-    (JSON); none when they do not form a run of it."""
+    (JSON), each with the labels of the methods it runs there (notebook 06: its SimCLR-start sweep too);
+    none when they do not form a run of it."""
     try:
         made = notebook_profile(notebook, profile, json.loads(overrides))
+        sweeps = [made, made.study_start_sweep()] if NOTEBOOKS[notebook].sweep == Profile.study_sweep else [made]
     except (ConfigError, KeyError, ValueError):
         return []
-    return [json.loads(json.dumps(asdict(experiment))) for experiment in made.experiments]
+    return [(json.loads(json.dumps(asdict(experiment))), frozenset(m.label for m in sweep.methods))
+            for sweep in sweeps for experiment in sweep.experiments]
 
 
 def sweep_of(header: Mapping[str, object]) -> str:
     """The notebook whose sweep made a stored run (its state ``header``): the first that runs sweeps and whose
-    profile, with the run's overrides, defines the run's experiment; "" when none does."""
+    profile, with the run's overrides, defines the run's experiment and method; "" when none does."""
     overrides = json.dumps(header.get("overrides", {}), sort_keys=True)
+    try:
+        label = Method.from_key_fields(header["method"]).label
+    except (KeyError, TypeError, ValueError):
+        return ""
     return next((name for name, entry in NOTEBOOKS.items() if entry.runs_sweeps
-                 and header.get("experiment") in _sweep_experiments(name, str(header.get("profile")), overrides)), "")
+                 and any(header.get("experiment") == experiment and label in labels
+                         for experiment, labels in _sweep_runs(name, str(header.get("profile")), overrides))), "")
 
 
 def _set_overrides(notebook: str, entry: Mapping[str, object]) -> dict[str, object]:
