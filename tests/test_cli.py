@@ -155,3 +155,10 @@ def test_heuristic_takes_a_full_method_label_as_methods_does():
     # unknown heuristic.
     with pytest.raises(ConfigError, match=r"typiclust takes no α \(got 2\.0\).*Write typiclust\+vae"):
         methods("--heuristic", "typiclust+vae(α=2)")
+    # A label names its own α and family: --alpha and --compare point at the label, not at --features.
+    with pytest.raises(ConfigError, match=r"write α into the label, e\.g\. --heuristic 'coreset\+vae\(α=2\)'"):
+        methods("--heuristic", "coreset+vae", "--alpha", "2")
+    with pytest.raises(ConfigError, match=r"list the methods to compare instead, e\.g\. --heuristic coreset coreset"):
+        methods("--heuristic", "coreset+vae", "--compare")
+    with pytest.raises(ConfigError, match=r"α=1000001\.0 is above the largest accepted α, 1e\+06"):
+        methods("--heuristic", "coreset+vae(α=1000001)")

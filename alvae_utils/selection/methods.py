@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..config import ConfigError
+from ..config import ConfigError, shown
 from .features import FAMILIES, FeatureFamily, get_family
 from .heuristics import HEURISTICS, LOSS_MODULE, REPRESENTATION, Heuristic, get_heuristic, with_variants
 from .pairs import MAX_ALPHA
@@ -55,7 +55,7 @@ def check_alpha(alpha: object, what: str = "the feature family's features") -> f
     if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
         raise ConfigError(f"α must be ≥ 0 and finite, or {BALANCED!r} (it scales {what}), got {alpha!r}.")
     if alpha > MAX_ALPHA:
-        raise ConfigError(f"α={alpha:g} is above the largest accepted α, {MAX_ALPHA:g}: it scales {what}, whose "
+        raise ConfigError(f"α={shown(alpha)} is above the largest accepted α, {MAX_ALPHA:g}: it scales {what}, whose "
                           "squared distances then overflow float32 (or drown the task features entirely); give "
                           f"α ≤ {MAX_ALPHA:g}, or α={BALANCED}.")
     return float(alpha) + 0.0

@@ -187,6 +187,13 @@ def _methods(args: argparse.Namespace, profile: Profile) -> list[Method]:
         return list(profile.methods)
     if any(key == "methods" for key, _ in profile.overrides):
         raise ConfigError("--heuristic and --set methods=... both choose the methods; give one of them.")
+    labels = [entry for entry in args.heuristic if _is_label(entry)]
+    if labels and args.alpha is not None:
+        raise ConfigError(f"--heuristic {labels[0]} is a method label, which names its own family and α, and --alpha "
+                          "sets α too; write α into the label, e.g. --heuristic 'coreset+vae(α=2)'.")
+    if labels and (args.compare or args.compare_vae):
+        raise ConfigError(f"--compare runs the plain heuristic next to its --features variant; with method labels, "
+                          f"list the methods to compare instead, e.g. --heuristic coreset {labels[0]}.")
     if args.alpha is not None and not (args.features or args.vae or args.compare_vae):
         raise ConfigError("--alpha scales a feature family's features; give --features FAMILY (or --vae) too.")
     alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
@@ -201,7 +208,6 @@ def _methods(args: argparse.Namespace, profile: Profile) -> list[Method]:
     compare = args.compare or args.compare_vae
     if compare and family is None:
         raise ConfigError("--compare needs --features FAMILY (the variant to compare with).")
-    labels = [entry for entry in args.heuristic if _is_label(entry)]
     if labels and (family is not None or args.alpha is not None):
         given = "--alpha" if family is None else "--vae" if args.vae or args.compare_vae else "--features"
         raise ConfigError(f"--heuristic {labels[0]} is a method label, which names its own family and α, and {given} "
