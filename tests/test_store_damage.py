@@ -147,7 +147,9 @@ def test_an_unreadable_state_is_named_with_the_fix(tmp_path, data, capsys, monke
         _run(tmp_path, data)
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     assert main(["results", "list"]) == 0
-    assert "damaged: JSONDecodeError" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"damaged: {record.state_path.name} cannot be read (JSONDecodeError" in out
+    assert f"results clean --run {record.key}" in out
 
 
 def test_results_list_and_clean(tmp_path, data, capsys, monkeypatch):

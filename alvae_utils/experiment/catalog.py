@@ -73,7 +73,8 @@ def list_runs(root: Path | None = None, sweep_of: Callable[[dict], str] | None =
                          status=("damaged: " + str(caught[0].message) if caught
                                  else "finished" if state.finished else "in progress"))
         except (OSError, ValueError, KeyError, TypeError, StoreDamaged) as error:
-            entry["status"] = f"damaged: {type(error).__name__}: {error}"
+            entry["status"] = (f"damaged: {state_path.name} cannot be read ({type(error).__name__}: {error}); remove "
+                               f"the run with `python -m alvae_utils results clean --run {key}` and run it again")
         holder = read_holder(state_path.parent / f"{key}.lock")
         if holder is not None:
             stale = holder.stale()
@@ -84,6 +85,7 @@ def list_runs(root: Path | None = None, sweep_of: Callable[[dict], str] | None =
         entries.append(entry)
     runs = pd.DataFrame(entries, columns=["profile", "dataset", "sweep", "method", "seed", "pool", "η", "overrides",
                                           "steps", "status", "key"])
+    runs = runs.astype({"seed": "Int64", "pool": "Int64", "η": "Int64"})  # a damaged run's blanks keep them integers
     return runs.sort_values(["profile", "dataset", "sweep", "method", "seed", "key"], na_position="first",
                             kind="stable").reset_index(drop=True)
 
