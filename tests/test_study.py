@@ -251,3 +251,11 @@ def test_verdicts_never_show_nan_or_tests_that_did_not_run():
                                                    "Nothing can be concluded."
     assert answers["Highest mean AUBC"].endswith("over 1 seed, 10–30 labels.")
     assert not any("nan" in answer for answer in answers.values())
+
+
+def test_a_study_that_cannot_answer_its_questions_is_refused():
+    for bad, message in ((StudyConfig(experiments=(), seeds=(0, 1)), "at least one experiment"),
+                         (dataclasses.replace(PROFILES["ci"].study, seeds=(0, 0)), r"seeds \[0, 0\]"),
+                         (dataclasses.replace(PROFILES["ci"].study, uncertainty=("margin", "coreset")), "coreset")):
+        with pytest.raises(ConfigError, match=message):
+            dataclasses.replace(PROFILES["ci"], study=bad).validate()

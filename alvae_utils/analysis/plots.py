@@ -213,6 +213,9 @@ def plot_learning_curves(
             ax.scatter(fewer["n_labels"], fewer["mean"], s=36, marker=style["marker"], facecolors="white",
                        edgecolors=[style["color"]], linewidths=1.2, zorder=3)
     ax.set_xlabel("Number of labels")
+    counts = sorted(int(n) for n in curve["n_labels"].unique())
+    if len(counts) <= 12:  # a short grid: its label counts, not ticks between them (12.5 labels)
+        ax.set_xticks(counts)
     ax.set_ylabel(METRIC_LABELS.get(curves.metric, curves.metric))
     ax.set_title(title or curves.dataset)
     interval = "95% t-interval" if (curve["n"] >= 2).all() else "95% t-interval where ≥ 2 seeds"

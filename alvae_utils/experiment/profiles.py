@@ -92,6 +92,19 @@ class StudyConfig:
             method.validate()
         return methods
 
+    def validate(self) -> None:
+        """ConfigError for a study that cannot answer its questions: no experiment, fewer than 2 distinct seeds (its
+        tests pair runs by seed), or a heuristic in two roles (its plain runs would be asked for twice)."""
+        seeds = list(self.seeds)
+        if not self.experiments or len(seeds) < 2 or len(set(seeds)) != len(seeds):
+            raise ConfigError(f"a study needs at least one experiment and 2 or more distinct seeds; got "
+                              f"{len(self.experiments)} experiment(s) and seeds {seeds}.")
+        roles = [*self.aware, *self.agnostic, *self.uncertainty]
+        twice = sorted({h for h in roles if roles.count(h) > 1} | ({"random"} & set(roles)))
+        if twice:
+            raise ConfigError(f"heuristic(s) {', '.join(twice)} appear in more than one role of the study (aware, "
+                              "agnostic, uncertainty; random is always run): give each one role.")
+
     @property
     def start_methods(self) -> tuple[Method, ...]:
         """The methods run again with ``train.init=simclr``, validated."""
@@ -230,6 +243,7 @@ class Profile:
                 experiment.validate()
             self.beyond.methods  # noqa: B018 (validates every method)
         if self.study is not None:
+            self.study.validate()
             for experiment in self.study.experiments:
                 experiment.validate()
                 simclr_start(experiment).validate()
