@@ -147,8 +147,10 @@ def _interval(low: float | None, high: float | None, signed: bool = False) -> st
     return "" if low is None or high is None else f" [{_pp(low, signed)}, {_pp(high, signed)}]"
 
 
-def summary_markdown(record: Mapping[str, object]) -> str:
-    """Markdown of a :func:`headline_numbers` record: per dataset, the AUBC table and the test verdicts.
+def summary_markdown(record: Mapping[str, object], tables: bool = True) -> str:
+    """Markdown of a :func:`headline_numbers` record: per dataset, the AUBC table and the test verdicts, and the
+    study's ranking and verdicts. Without ``tables`` (the README's short form) the AUBC tables are left out; the
+    book's landing page has them.
 
     Every number comes from ``record``; raises ValueError for a record of another layout version.
     """
@@ -164,12 +166,14 @@ def summary_markdown(record: Mapping[str, object]) -> str:
                   f"{entry['runs']} runs, seeds {', '.join(map(str, entry['seeds']))}, "
                   f"{entry['first_labels']}–{entry['last_labels']} labels in {entry['n_steps']} steps"
                   + (f"; left out, interrupted: {', '.join(entry['left_out'])}" if entry["left_out"] else "")
-                  + ".", "",
-                  f"| method | AUBC of {record['metric']} (%) [{level}% CI] | final {record['metric']} (%) | runs |",
-                  "|---|---:|---:|---:|"]
-        lines += [f"| `{m['method']}` | {_pp(m['aubc'])}{_interval(m['ci_low'], m['ci_high'])} | {_pp(m['final'])} "
-                  f"| {m['n_runs']} |" for m in entry["methods"]]
-        lines.append("")
+                  + ".", ""]
+        if tables:
+            metric = record["metric"]
+            lines += [f"| method | AUBC of {metric} (%) [{level}% CI] | final {metric} (%) | runs |",
+                      "|---|---:|---:|---:|"]
+            lines += [f"| `{m['method']}` | {_pp(m['aubc'])}{_interval(m['ci_low'], m['ci_high'])} | "
+                      f"{_pp(m['final'])} | {m['n_runs']} |" for m in entry["methods"]]
+            lines.append("")
         significant = [t for t in entry["tests"] if t["significant"]]
         if not entry["tests"]:
             continue
@@ -186,11 +190,12 @@ def summary_markdown(record: Mapping[str, object]) -> str:
     for entry in record.get("study", []):
         lines += [f"**What the study adds (notebook 06), {entry['dataset']}** ({entry['data_description']}): "
                   f"{entry['runs']} runs, seeds {', '.join(map(str, entry['seeds']))}; Holm across that dataset's "
-                  "study comparisons.", "",
-                  f"| method | kind | AUBC of {record['metric']} (%) [{level}% CI] | runs |", "|---|---|---:|---:|"]
-        lines += [f"| `{m['method']}` | {m['kind']} | {_pp(m['aubc'])}{_interval(m['ci_low'], m['ci_high'])} | "
-                  f"{m['n_runs']} |" for m in entry.get("methods", [])]
-        lines.append("")
+                  "study comparisons.", ""]
+        if tables:
+            lines += [f"| method | kind | AUBC of {record['metric']} (%) [{level}% CI] | runs |", "|---|---|---:|---:|"]
+            lines += [f"| `{m['method']}` | {m['kind']} | {_pp(m['aubc'])}{_interval(m['ci_low'], m['ci_high'])} | "
+                      f"{m['n_runs']} |" for m in entry.get("methods", [])]
+            lines.append("")
         lines += [f"- *{question}* {answer}" for question, answer in entry["verdicts"].items()]
         lines.append("")
     return "\n".join(lines)

@@ -58,8 +58,9 @@ def write_numbers(profile: str, directory: Path) -> dict:
 
 
 def readme_block(record: dict) -> str:
-    """The README's generated block (markers included) for a numbers record."""
-    return f"{README_START}\n{summary_markdown(record).rstrip()}\n{README_END}"
+    """The README's generated block (markers included) for a numbers record: its short form, without the AUBC
+    tables, which the book's landing page shows."""
+    return f"{README_START}\n{summary_markdown(record, tables=False).rstrip()}\n{README_END}"
 
 
 def update_readme(readme: Path, record: dict) -> None:
