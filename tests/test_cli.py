@@ -42,7 +42,7 @@ def test_run_one_and_then_a_sweep(tmp_path, monkeypatch, capsys):
     (["--heuristic", "random", "--vae"], "has no VAE variant"),
     # Settings that used to be found out only after the VAE, a step or Ray had started:
     (["--set", "methods=coreset+vae(α=1e300)"], "α=1e+300 is above the largest accepted α, 1e+06"),
-    (["--heuristic", "coreset", "--vae", "--alpha", "2e6"], "α=2e+06 is above the largest accepted α"),
+    (["--heuristic", "coreset", "--vae", "--alpha", "2e6"], "α=2000000.0 is above the largest accepted α"),
     (["--heuristic", "coreset", "--budget", "50"], "budget β=50 is larger than η − ξ = 20 (η=30, ξ=10)"),
     (["--heuristic", "coreset", "--vae", "--initial", "1"], "ξ=1 must be between 2 (the task model trains in batches"),
     (["--heuristic", "coreset", "--executor", "ray", "--cpus-per-run", "1e-9"],

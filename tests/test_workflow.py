@@ -12,9 +12,10 @@ from alvae_utils.data.idx import DEBIAN_FASHION_MNIST, FALLBACK_DESCRIPTION
 
 def test_jobs_run_per_dataset_notebooks_for_each_available_dataset_in_order():
     available = {"01_vae_training": ["mnist"], "02_active_learning": ["mnist"],
-                 "05_beyond_the_paper": ["mnist", "fashionmnist"]}
+                 "05_beyond_the_paper": ["mnist", "fashionmnist"], "06_task_agnostic_study": ["mnist"]}
     jobs = workflow._jobs(get_profile("quick"), available, list(NOTEBOOKS))
-    assert [name for name, _ in jobs] == [*NOTEBOOKS, "05_beyond_the_paper"]
+    assert [name for name, _ in jobs] == ["01_vae_training", "02_active_learning", "03_significance_tests", "04_tsne",
+                                          "05_beyond_the_paper", "05_beyond_the_paper", "06_task_agnostic_study"]
     assert jobs[1] == ("02_active_learning", {"profile": "quick", "dataset": "mnist"})
     assert [params["dataset"] for name, params in jobs if name == "05_beyond_the_paper"] == ["mnist", "fashionmnist"]
     both = workflow._jobs(get_profile("ci"), {"02_active_learning": ["mnist-sample", "chestmnist"]},
@@ -33,11 +34,13 @@ def offline_empty(tmp_path, monkeypatch):
 
 def test_quick_offline_plan_runs_mnist_from_the_sample_and_skips_chestmnist(offline_empty):
     plan = workflow._plan(get_profile("quick"), only=None)
-    # Notebook 05 also runs on Fashion-MNIST where Debian's dataset-fashion-mnist is installed.
-    fashion = [("05_beyond_the_paper", "fashionmnist")] if DEBIAN_FASHION_MNIST.is_dir() else []
+    # Notebooks 05 and 06 also run on Fashion-MNIST where Debian's dataset-fashion-mnist is installed.
+    fashion = DEBIAN_FASHION_MNIST.is_dir()
     assert [(name, params.get("dataset")) for name, params in plan.jobs] == [
         ("01_vae_training", "mnist"), ("02_active_learning", "mnist"), ("03_significance_tests", None),
-        ("04_tsne", None), ("05_beyond_the_paper", "mnist"), *fashion]
+        ("04_tsne", None), ("05_beyond_the_paper", "mnist"),
+        *([("05_beyond_the_paper", "fashionmnist")] if fashion else []), ("06_task_agnostic_study", "mnist"),
+        *([("06_task_agnostic_study", "fashionmnist")] if fashion else [])]
     assert plan.data["mnist"] == FALLBACK_DESCRIPTION
     assert plan.data["04_tsne"] == f"{FALLBACK_DESCRIPTION} (chestmnist unavailable)"
     assert "chestmnist.npz" in plan.skipped["chestmnist"]
