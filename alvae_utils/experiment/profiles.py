@@ -195,11 +195,7 @@ class Profile:
         result (:func:`alvae_utils.experiment.overrides.apply`). Raises ConfigError when the
         profile defines no such sweep.
         """
-        if self.beyond is None:
-            raise ConfigError(f"profile {self.name!r} defines no sweep for notebook 05 (Profile.beyond); "
-                              f"use one that does: {', '.join(n for n, p in PROFILES.items() if p.beyond)}.")
-        return replace(self, experiments=self.beyond.experiments, seeds=self.beyond.seeds,
-                       methods=self.beyond.methods, overrides=())
+        return self._sweep("beyond", "sweep for notebook 05")
 
     def study_sweep(self) -> Profile:
         """Notebook 06's scratch-start sweep as a profile of its own: the study's experiments, seeds and methods.
@@ -208,11 +204,17 @@ class Profile:
         The SimCLR-start runs are :meth:`study_start_sweep` of the result. Raises ConfigError when
         the profile defines no study.
         """
-        if self.study is None:
-            raise ConfigError(f"profile {self.name!r} defines no study for notebook 06 (Profile.study); "
-                              f"use one that does: {', '.join(n for n, p in PROFILES.items() if p.study)}.")
-        return replace(self, experiments=self.study.experiments, seeds=self.study.seeds,
-                       methods=self.study.methods, overrides=())
+        return self._sweep("study", "study for notebook 06")
+
+    def _sweep(self, setting: str, what: str) -> Profile:
+        """The profile of a notebook's own sweep (``setting``: a config with experiments, seeds and methods),
+        overrides not carried over; ConfigError naming the profiles that define one when this one does not."""
+        config = getattr(self, setting)
+        if config is None:
+            raise ConfigError(f"profile {self.name!r} defines no {what} (Profile.{setting}); use one that does: "
+                              f"{', '.join(n for n, p in PROFILES.items() if getattr(p, setting))}.")
+        return replace(self, experiments=config.experiments, seeds=config.seeds, methods=config.methods,
+                       overrides=())
 
     def study_start_sweep(self) -> Profile:
         """The study's SimCLR-start runs: this profile's experiments with ``train.init=simclr``
