@@ -1,7 +1,8 @@
 """Core-set (Sener & Savarese, ICLR 2018): greedy k-center, the paper's Eq. 1.
 
 One float64 min-distance vector over the pool is kept (O(N) memory): filled with chunked distances to the
-labeled set, then lowered after each pick, which joins the labeled set before the next.
+labeled set (in float32 with a proven bound where allowed, :mod:`.float32_bounds`), then lowered after each
+pick, which joins the labeled set before the next.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from .distances import (
     beats_the_rest, centered, centered_norms, check_features, lower_min_dist, prepare, round_off, stream_rows,
     top_candidates, zero_below,
 )
+from .float32_bounds import float32_pass_allowed, squared_distance_bound
 
 
 
@@ -25,12 +27,18 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     then joins L before the next pick. Squaring does not change the argmax, so
     this is also the pick under plain L2. Ties go to the lowest pool index.
 
-    **Exact in float32.** Distances are computed in float64 whatever the features' dtype
-    (:data:`.distances.WORKING_DTYPE`), so the picks are the exact argmax up to float64
-    round-off: float16, float32 and float64 features holding the same numbers give the same
-    picks, and float32 matmul settings (TF32, bfloat16) cannot change them. In float32 the
-    fast form below erred by as much as the gaps between close points of clustered features
-    (issue 22; ``tests/test_selection_exact.py`` checks brute force and scikit-activeml).
+    **Exact in float32.** Every pick is decided on float64 distances whatever the features' dtype
+    (:data:`.distances.WORKING_DTYPE`), so the picks are the exact argmax up to float64 round-off:
+    float16, float32 and float64 features holding the same numbers give the same picks. In float32 the
+    fast form below erred by as much as the gaps between close points of clustered features (issue 22;
+    ``tests/test_selection_exact.py`` checks brute force and scikit-activeml). Only the first pass,
+    every point of U against L (most of the time at the paper's scale), runs in float32 where
+    :func:`.float32_bounds.float32_pass_allowed`: its values plus a proven bound R
+    (:func:`.float32_bounds.squared_distance_bound`) are upper bounds, and a point is recomputed in
+    float64 against L before it can be a candidate (below), together with every point whose bound
+    comes within 2R of τ. On clustered features whose R exceeds the gaps near the top, that is most of
+    U, and the pass costs about 1.5× the float64 one; with TF32 or bfloat16 matmuls in force the pass
+    is float64 from the start, so those settings cannot change the picks.
 
     Memory: ``features`` is only read, never copied, converted or modified
     (rows are widened to float64 block by block). The extra memory is a few
@@ -68,12 +76,12 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     norms_u = centered_norms(features, unlabeled, mean, rows, "coreset")
     largest = max(float(norms_u.max()), float(centered_norms(features, labeled, mean, rows, "coreset").max()))
     tol = round_off(features.shape[1], largest)
-    min_dist = torch.full_like(norms_u, float("inf"))
-    lower_min_dist(min_dist, features, mean, unlabeled, norms_u, None, labeled, None, chunk_size, tol)
+    # min_dist[r] is exact for L and picks[:applied[r]]: an upper bound once later picks exist. applied[r] = −1:
+    # min_dist[r] is the float32 distance to L plus its bound, an upper bound too, made exact when r nears the top.
+    min_dist, bound = _first_pass(features, mean, unlabeled, labeled, norms_u, largest, tol, rows, chunk_size)
+    applied = torch.full_like(unlabeled, 0 if bound is None else -1)
 
     picks = torch.empty(budget, dtype=torch.long, device=features.device)  # positions in U, in pick order
-    # min_dist[r] is exact for L and picks[:applied[r]]: an upper bound once later picks exist.
-    applied = torch.zeros(len(unlabeled), dtype=torch.long, device=features.device)
     # Set at the first refresh (candidates is None until then).
     candidates = cand_x = cand_norms = cand_dist = threshold = first_left = None
     complete = False
@@ -91,6 +99,14 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
             complete = k == len(unlabeled) - i  # every remaining point is a candidate: nothing is stale
             while True:
                 candidates, threshold, first_left = top_candidates(min_dist, k)
+                if bound is not None and bool((applied.index_select(0, candidates) < 0).any()):
+                    # Exact distances to L for every bounded point that may still reach the top: each drops by
+                    # at most 2R, so after this the candidates' values stay ≥ τ − 2R and no other bound reaches them.
+                    near = ((applied < 0) & (min_dist >= threshold - 2.0 * bound)).nonzero().squeeze(1)
+                    min_dist.index_fill_(0, near, float("inf"))
+                    lower_min_dist(min_dist, features, mean, unlabeled, norms_u, near, labeled, None, chunk_size, tol)
+                    applied.index_fill_(0, near, 0)
+                    continue
                 stale = candidates[applied.index_select(0, candidates) < i]
                 if len(stale) == 0:
                     break
@@ -110,3 +126,22 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     return unlabeled.index_select(0, picks)
 
 
+def _first_pass(features: torch.Tensor, mean: torch.Tensor, unlabeled: torch.Tensor, labeled: torch.Tensor,
+                norms_u: torch.Tensor, largest: float, tol: float, rows: int, chunk_size: int
+                ) -> tuple[torch.Tensor, float | None]:
+    """(min distance to L of every point of U, float64 (|U|,); R, or None where the values are exact).
+
+    In float32 when :func:`.float32_bounds.float32_pass_allowed` (then each value is the float32
+    distance plus R = :func:`.float32_bounds.squared_distance_bound`, an upper bound of the float64 one),
+    else in float64 with the float64 path's tolerance, as every later update is.
+    """
+    if not float32_pass_allowed(features, largest):
+        min_dist = torch.full_like(norms_u, float("inf"))
+        lower_min_dist(min_dist, features, mean, unlabeled, norms_u, None, labeled, None, chunk_size, tol)
+        return min_dist, None
+    bound = squared_distance_bound(features.shape[1], largest, float(torch.linalg.vector_norm(mean)), tol)
+    mean32 = mean.to(torch.float32)  # the bound's m₃₂: rows are centred on it, and their norms taken, in float32
+    norms32 = centered_norms(features, unlabeled, mean32, rows, "coreset")
+    min32 = torch.full_like(norms32, float("inf"))
+    lower_min_dist(min32, features, mean32, unlabeled, norms32, None, labeled, None, chunk_size)
+    return min32.to(mean.dtype).add_(bound), bound
