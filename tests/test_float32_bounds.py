@@ -95,7 +95,8 @@ def test_kcenter_first_pass_is_float32_and_float64_only_near_the_top(monkeypatch
 
     monkeypatch.setattr(kcenter, "lower_min_dist", recording)
     picks = kcenter.kcenter_greedy(features, mask, 50, chunk_size=64)
-    assert calls[0] == (torch.float32, 1200)  # all of U against L, in float32
+    assert calls[0] == (torch.float64, 1200 // 8)  # the sample that says a float32 pass pays
+    assert [rows for dtype, rows in calls if dtype == torch.float32] == [1200]  # all of U against L
     refreshed = sum(rows for dtype, rows in calls[1:] if dtype == torch.float64)
     assert refreshed < 1200 / 2  # float64 only for the points near the top
     monkeypatch.setattr(kcenter, "float32_pass_allowed", lambda *args: False)
@@ -116,3 +117,19 @@ def test_medal_rescores_few_candidates_in_float64(monkeypatch):
     assert len(rescored) >= 50 and float(np.median(rescored)) < 64 / 4  # a few near the best, not all 64
     monkeypatch.setattr(medal, "_fast_bound", lambda *args: None)
     assert torch.equal(picks, medal.medal_greedy(features, mask, 50, chunk_size=64))
+
+
+def test_kcenter_skips_the_float32_pass_where_its_bound_exceeds_the_gaps(monkeypatch):
+    # The clusters at d = 544: R ≈ 2 against in-cluster distances ≈ 3, so nearly every point near
+    # the top would be recomputed in float64 after the float32 pass; the sample says so first.
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((20, 544)) * 5
+    x = (centers[rng.integers(0, 20, 2000)] + 0.05 * rng.standard_normal((2000, 544))).astype(np.float32)
+    mask = torch.zeros(2000, dtype=torch.bool)
+    mask[torch.as_tensor(rng.choice(2000, 200, replace=False))] = True
+    dtypes = []
+    original = kcenter.lower_min_dist
+    monkeypatch.setattr(kcenter, "lower_min_dist", lambda *args, **kwargs: (dtypes.append(args[2].dtype),
+                                                                            original(*args, **kwargs))[1])
+    kcenter.kcenter_greedy(torch.from_numpy(x), mask, 20)
+    assert torch.float32 not in dtypes

@@ -10,7 +10,7 @@ import pytest
 import torch
 from skactiveml.pool import k_greedy_center
 
-from alvae_utils.selection import distances
+from alvae_utils.selection import distances, kcenter
 from alvae_utils.selection.kcenter import kcenter_greedy
 from alvae_utils.selection.medal import medal_greedy
 
@@ -66,22 +66,38 @@ def test_issue_reproduction_picks_as_float64(greedy):
     assert picks == brute_force(x, mask, 100, "min" if greedy is kcenter_greedy else "mean")
 
 
+def clustered_case(case: str) -> tuple[np.ndarray, torch.Tensor]:
+    if case == "issue":
+        return issue_reproduction()
+    if case == "offset":  # a common +1000: ||x||² ≈ 6·10⁷ before centring
+        x, mask = clusters(1, 1000, 32, 15, 3.0, 0.02)
+        return x + np.float32(1000.0), mask
+    if case == "relu544":  # post-ReLU features of the task model's width
+        return clusters(2, 800, 544, 12, 1.0, 0.02, relu=True)
+    # every point 3 times: exact ties everywhere, broken by the lowest index
+    base, _ = clusters(3, 300, 48, 10, 4.0, 0.05)
+    return np.concatenate([base, base, base]), mask_of(900, np.random.default_rng(3).choice(900, 60, replace=False))
+
+
 @pytest.mark.parametrize("greedy", GREEDY)
 @pytest.mark.parametrize("case", ["offset", "relu544", "duplicates"])
 def test_clustered_float32_picks_as_float64(greedy, case):
-    if case == "offset":  # a common +1000: ||x||² ≈ 6·10⁷ before centring
-        x, mask = clusters(1, 1000, 32, 15, 3.0, 0.02)
-        x = x + np.float32(1000.0)
-    elif case == "relu544":  # post-ReLU features of the task model's width
-        x, mask = clusters(2, 800, 544, 12, 1.0, 0.02, relu=True)
-    else:  # every point 3 times: exact ties everywhere, broken by the lowest index
-        base, _ = clusters(3, 300, 48, 10, 4.0, 0.05)
-        x = np.concatenate([base, base, base])
-        mask = mask_of(900, np.random.default_rng(3).choice(900, 60, replace=False))
+    x, mask = clustered_case(case)
     picks = greedy(torch.from_numpy(x), mask, 100).tolist()
     assert picks == greedy(torch.from_numpy(x).double(), mask, 100).tolist()
     if case != "relu544":
         assert picks == brute_force(x, mask, 100, "min" if greedy is kcenter_greedy else "mean")
+
+
+@pytest.mark.parametrize("case", ["issue", "offset", "relu544", "duplicates"])
+def test_kcenter_float32_pass_forced_where_its_bound_exceeds_the_gaps(monkeypatch, case):
+    # Core-set skips its float32 pass where R exceeds the gaps near the top (kcenter.NEAR_LIMIT); forced,
+    # nearly every bound is recomputed in float64, near ties included, and the picks must not change.
+    x, mask = clustered_case(case)
+    expected = kcenter_greedy(torch.from_numpy(x).double(), mask, 100).tolist()  # float64 features: no float32 pass
+    monkeypatch.setattr(kcenter, "NEAR_LIMIT", 1.0)
+    assert kcenter_greedy(torch.from_numpy(x), mask, 100).tolist() == expected
+    assert kcenter_greedy(torch.from_numpy(x), mask, 100, chunk_size=16).tolist() == expected
 
 
 @pytest.mark.parametrize("greedy", GREEDY)

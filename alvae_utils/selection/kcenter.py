@@ -25,7 +25,8 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     (N,) tensor; returns the ``budget`` picked pool indices (int64, (budget,)) in
     pick order. Each pick is u* = argmax_{u∈U} min_{ℓ∈L} ||T_f(u) − T_f(ℓ)||² and
     then joins L before the next pick. Squaring does not change the argmax, so
-    this is also the pick under plain L2. Ties go to the lowest pool index.
+    this is also the pick under plain L2. Ties go to the lowest pool index; values within the
+    float64 round-off bound of each other are ties (:func:`_best`).
 
     **Exact in float32.** Every pick is decided on float64 distances whatever the features' dtype
     (:data:`.distances.WORKING_DTYPE`), so the picks are the exact argmax up to float64 round-off:
@@ -87,9 +88,9 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     complete = False
     for i in range(budget):
         if candidates is not None:
-            best = torch.argmax(cand_dist).view(1)  # first maximal = lowest index (candidates are sorted)
+            best, low = _best(cand_dist, tol)
         if candidates is None or (not complete and not beats_the_rest(
-                cand_dist.index_select(0, best), threshold, candidates.index_select(0, best), first_left)):
+                low, threshold, candidates.index_select(0, best), first_left)):
             if candidates is not None:
                 min_dist.index_copy_(0, candidates, cand_dist)
                 applied.index_fill_(0, candidates, i)
@@ -117,7 +118,7 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
             cand_x = centered(features, unlabeled.index_select(0, candidates), mean)
             cand_norms = norms_u.index_select(0, candidates)
             cand_dist = min_dist.index_select(0, candidates)
-            best = torch.argmax(cand_dist).view(1)
+            best, low = _best(cand_dist, tol)
         picks[i:i + 1] = candidates.index_select(0, best)
         cand_dist.index_fill_(0, best, float("-inf"))  # picked: never again, and stays −inf below
         dist = torch.addmv(cand_norms, cand_x, cand_x.index_select(0, best).squeeze(0), alpha=-2.0)
@@ -126,22 +127,61 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     return unlabeled.index_select(0, picks)
 
 
+def _best(cand_dist: torch.Tensor, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index (1,) of the first candidate within 2·tol of the largest value, that value − 2·tol).
+
+    Values within the float64 round-off of each other are ties, and the candidates are sorted, so copies of
+    a point go to the lowest pool index whatever blocks of a matrix product their distances came from (the
+    last bits of a product depend on its shape). No point outside the candidates may come within the
+    window either: the bound test compares the window's floor with τ."""
+    low = cand_dist.max().sub(2.0 * tol)
+    return torch.argmax((cand_dist >= low).to(torch.uint8)).view(1), low
+
+
+SAMPLE = 1024
+"""Points of U whose exact distances to L estimate, before the first pass, how much of U a float32 pass would
+leave to float64 (:func:`_near_fraction`); a few per cent of the pass at the paper's scale."""
+
+NEAR_LIMIT = 0.4
+"""Largest estimated fraction of U for the float32 pass: the float64 recomputation of that fraction plus the
+float32 pass (about half a float64 one) must cost less than the float64 pass alone."""
+
+
 def _first_pass(features: torch.Tensor, mean: torch.Tensor, unlabeled: torch.Tensor, labeled: torch.Tensor,
                 norms_u: torch.Tensor, largest: float, tol: float, rows: int, chunk_size: int
                 ) -> tuple[torch.Tensor, float | None]:
     """(min distance to L of every point of U, float64 (|U|,); R, or None where the values are exact).
 
-    In float32 when :func:`.float32_bounds.float32_pass_allowed` (then each value is the float32
-    distance plus R = :func:`.float32_bounds.squared_distance_bound`, an upper bound of the float64 one),
-    else in float64 with the float64 path's tolerance, as every later update is.
+    In float32 when :func:`.float32_bounds.float32_pass_allowed` and it pays (:func:`_near_fraction` at
+    most :data:`NEAR_LIMIT`): then each value is the float32 distance plus R =
+    :func:`.float32_bounds.squared_distance_bound`, an upper bound of the float64 one. Else in float64
+    with the float64 path's tolerance, as every later update is.
     """
-    if not float32_pass_allowed(features, largest):
+    bound = None
+    if float32_pass_allowed(features, largest):
+        bound = squared_distance_bound(features.shape[1], largest, float(torch.linalg.vector_norm(mean)), tol)
+        if _near_fraction(features, mean, unlabeled, labeled, norms_u, tol, bound, chunk_size) > NEAR_LIMIT:
+            bound = None
+    if bound is None:
         min_dist = torch.full_like(norms_u, float("inf"))
         lower_min_dist(min_dist, features, mean, unlabeled, norms_u, None, labeled, None, chunk_size, tol)
         return min_dist, None
-    bound = squared_distance_bound(features.shape[1], largest, float(torch.linalg.vector_norm(mean)), tol)
     mean32 = mean.to(torch.float32)  # the bound's m₃₂: rows are centred on it, and their norms taken, in float32
     norms32 = centered_norms(features, unlabeled, mean32, rows, "coreset")
     min32 = torch.full_like(norms32, float("inf"))
     lower_min_dist(min32, features, mean32, unlabeled, norms32, None, labeled, None, chunk_size)
     return min32.to(mean.dtype).add_(bound), bound
+
+
+def _near_fraction(features: torch.Tensor, mean: torch.Tensor, unlabeled: torch.Tensor, labeled: torch.Tensor,
+                   norms_u: torch.Tensor, tol: float, bound: float, chunk_size: int) -> float:
+    """The fraction of :data:`SAMPLE` evenly spaced points of U (|U|/8 if fewer) whose exact distance to L
+    is within 2R of the first refresh's τ (their chunk_size/|U| upper quantile): an estimate of the part of U
+    that a float32 pass leaves to float64. Near 1 where R exceeds the gaps near the top (tight clusters)."""
+    size = max(1, min(SAMPLE, len(unlabeled) // 8))  # an eighth of U at most: the estimate must stay cheap
+    sample = torch.linspace(0, len(unlabeled) - 1, size, device=unlabeled.device).long()
+    exact = torch.full_like(norms_u, float("inf"))
+    lower_min_dist(exact, features, mean, unlabeled, norms_u, sample, labeled, None, chunk_size, tol)
+    values = exact.index_select(0, sample)
+    tau = torch.quantile(values, max(0.0, 1.0 - chunk_size / len(unlabeled)))
+    return float((values >= tau - 2.0 * bound).double().mean())
