@@ -94,10 +94,12 @@ def test_kcenter_float32_pass_forced_where_its_bound_exceeds_the_gaps(monkeypatc
     # Core-set skips its float32 pass where R exceeds the gaps near the top (kcenter.NEAR_LIMIT); forced,
     # nearly every bound is recomputed in float64, near ties included, and the picks must not change.
     x, mask = clustered_case(case)
-    expected = kcenter_greedy(torch.from_numpy(x).double(), mask, 100).tolist()  # float64 features: no float32 pass
     monkeypatch.setattr(kcenter, "NEAR_LIMIT", 1.0)
-    assert kcenter_greedy(torch.from_numpy(x), mask, 100).tolist() == expected
-    assert kcenter_greedy(torch.from_numpy(x), mask, 100, chunk_size=16).tolist() == expected
+    for chunk_size in (2048, 16):  # 16: refreshes at most picks, so bounds are made exact again and again
+        expected = kcenter_greedy(torch.from_numpy(x).double(), mask, 100, chunk_size).tolist()  # no float32 pass
+        assert kcenter_greedy(torch.from_numpy(x), mask, 100, chunk_size).tolist() == expected
+    if case != "relu544":
+        assert kcenter_greedy(torch.from_numpy(x), mask, 100).tolist() == brute_force(x, mask, 100, "min")
 
 
 @pytest.mark.parametrize("greedy", GREEDY)

@@ -26,7 +26,8 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     pick order. Each pick is u* = argmax_{u∈U} min_{ℓ∈L} ||T_f(u) − T_f(ℓ)||² and
     then joins L before the next pick. Squaring does not change the argmax, so
     this is also the pick under plain L2. Ties go to the lowest pool index; values within the
-    float64 round-off bound of each other are ties (:func:`_best`).
+    float64 round-off bound of each other are ties, unless more than ``chunk_size`` points are
+    within it of the top (then ties are exact equalities of float64 values: :func:`_best`).
 
     **Exact in float32.** Every pick is decided on float64 distances whatever the features' dtype
     (:data:`.distances.WORKING_DTYPE`), so the picks are the exact argmax up to float64 round-off:
@@ -88,9 +89,9 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     complete = False
     for i in range(budget):
         if candidates is not None:
-            best, low = _best(cand_dist, tol)
+            best, value = _best(cand_dist, tol, threshold)
         if candidates is None or (not complete and not beats_the_rest(
-                low, threshold, candidates.index_select(0, best), first_left)):
+                value, threshold, candidates.index_select(0, best), first_left)):
             if candidates is not None:
                 min_dist.index_copy_(0, candidates, cand_dist)
                 applied.index_fill_(0, candidates, i)
@@ -118,7 +119,7 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
             cand_x = centered(features, unlabeled.index_select(0, candidates), mean)
             cand_norms = norms_u.index_select(0, candidates)
             cand_dist = min_dist.index_select(0, candidates)
-            best, low = _best(cand_dist, tol)
+            best, _ = _best(cand_dist, tol, threshold)
         picks[i:i + 1] = candidates.index_select(0, best)
         cand_dist.index_fill_(0, best, float("-inf"))  # picked: never again, and stays −inf below
         dist = torch.addmv(cand_norms, cand_x, cand_x.index_select(0, best).squeeze(0), alpha=-2.0)
@@ -127,15 +128,20 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     return unlabeled.index_select(0, picks)
 
 
-def _best(cand_dist: torch.Tensor, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(index (1,) of the first candidate within 2·tol of the largest value, that value − 2·tol).
+def _best(cand_dist: torch.Tensor, tol: float, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index (1,) of the pick among the candidates, the value the bound test compares with τ).
 
-    Values within the float64 round-off of each other are ties, and the candidates are sorted, so copies of
-    a point go to the lowest pool index whatever blocks of a matrix product their distances came from (the
-    last bits of a product depend on its shape). No point outside the candidates may come within the
-    window either: the bound test compares the window's floor with τ."""
+    Values within the float64 round-off of each other are ties, and the candidates are sorted, so the pick
+    is the first candidate within 2·tol of the largest value: copies of a point then go to the lowest pool
+    index whatever blocks of a matrix product their distances came from (a product's last bits depend on
+    its shape). That needs every point in the window to be a candidate, so the window's floor must clear τ;
+    where it does not (many points within round-off of the top), ties are exact equalities, as
+    :func:`.distances.top_candidates` cuts them."""
     low = cand_dist.max().sub(2.0 * tol)
-    return torch.argmax((cand_dist >= low).to(torch.uint8)).view(1), low
+    if bool(low > threshold):
+        return torch.argmax((cand_dist >= low).to(torch.uint8)).view(1), low
+    best = torch.argmax(cand_dist).view(1)  # first maximal = lowest index
+    return best, cand_dist.index_select(0, best)
 
 
 SAMPLE = 1024
