@@ -96,10 +96,25 @@ def test_kcenter_float32_pass_forced_where_its_bound_exceeds_the_gaps(monkeypatc
     x, mask = clustered_case(case)
     monkeypatch.setattr(kcenter, "NEAR_LIMIT", 1.0)
     for chunk_size in (2048, 16):  # 16: refreshes at most picks, so bounds are made exact again and again
-        expected = kcenter_greedy(torch.from_numpy(x).double(), mask, 100, chunk_size).tolist()  # no float32 pass
-        assert kcenter_greedy(torch.from_numpy(x), mask, 100, chunk_size).tolist() == expected
+        picks = kcenter_greedy(torch.from_numpy(x), mask, 100, chunk_size).tolist()
+        if case == "duplicates" and chunk_size == 16:  # > 16 points within round-off: exact ties go either way
+            assert_farthest_up_to_ties(x, mask, picks)
+        else:
+            assert picks == kcenter_greedy(torch.from_numpy(x).double(), mask, 100, chunk_size).tolist()
     if case != "relu544":
         assert kcenter_greedy(torch.from_numpy(x), mask, 100).tolist() == brute_force(x, mask, 100, "min")
+
+
+def assert_farthest_up_to_ties(x: np.ndarray, mask: torch.Tensor, picks: list[int]) -> None:
+    """Each pick is at the largest exact (float64 differences) distance to L and the earlier picks, ties aside."""
+    a = x.astype(np.float64)
+    chosen = mask.nonzero().squeeze(1).tolist()
+    closest = np.min([((a - a[j]) ** 2).sum(1) for j in chosen], axis=0)
+    for pick in picks:
+        closest[chosen] = -np.inf
+        assert closest[pick] >= closest.max() * (1 - 1e-12), pick
+        chosen.append(pick)
+        closest = np.minimum(closest, ((a - a[pick]) ** 2).sum(1))
 
 
 @pytest.mark.parametrize("greedy", GREEDY)

@@ -66,21 +66,23 @@ def float32_pass_allowed(features: torch.Tensor, largest_norm: float) -> bool:
 
 
 def squared_distance_bound(d: int, largest_norm: float, mean_norm: float, float64_tol: float) -> float:
-    """R ≥ |v₃₂ − v₆₄| for core-set's squared distances: v₃₂ from float32 rows centred on the float32-rounded
-    mean (float32 norms, ``addmm``, then + ||ũ||²), v₆₄ the float64 value of :func:`.distances.lower_min_dist`.
+    """R ≥ |v₃₂ − v₆₄| for core-set's squared distances between any two pool points: v₃₂ from float32 rows
+    centred on the float32-rounded mean (float32 norms, ``addmm`` or ``addmv``, then + ||ũ||²), v₆₄ any
+    float64 evaluation within ``float64_tol`` of the exact value (:func:`.distances.lower_min_dist`'s).
 
     ``largest_norm`` is the largest float64 ||x − m||² over the pool, ``mean_norm`` = ||m||, ``float64_tol``
     the float64 path's own error (:func:`.distances.round_off`). With S ≥ ||x − m₃₂|| for every x
     (S = √largest_norm + u·||m||, since m₃₂ − m is at most u·|m| per entry) and A = (1 + u)S ≥ ||ũ||:
     centring in float32 moves each point by at most uS, so ||ũ − q̃||² is within 2uS(4S + 2uS) of the
-    exact ||u − q||²; the three inner products (two norms, one cross term) err by at most γ_{d+2}A² each
-    (the cross term twice), and the two additions that combine them by u·3A² and u·4A².
+    exact ||u − q||²; the two norms err by at most γ_d·A² each; ||q̃||² − 2ũ·q̃ by at most 3γ_{d+1}A²
+    whether the product rounds its sum and then adds ||q̃||² (2γ_d A² + u·3A²) or folds ||q̃||² into its
+    sum (an inner product of length d + 1, terms of 3A² in all), and adding ||ũ||² by u·4A².
     """
     s = math.sqrt(largest_norm) + UNIT_ROUNDOFF * mean_norm
     a2 = ((1.0 + UNIT_ROUNDOFF) * s) ** 2
     gamma = _gamma(d + 2)
     centring = 2.0 * UNIT_ROUNDOFF * s * (4.0 * s + 2.0 * UNIT_ROUNDOFF * s)
-    arithmetic = (4.0 * gamma + 7.0 * UNIT_ROUNDOFF) * a2 * (1.0 + gamma)
+    arithmetic = (5.0 * gamma + 4.0 * UNIT_ROUNDOFF) * a2 * (1.0 + gamma)
     return HEADROOM * (centring + arithmetic + float64_tol)
 
 

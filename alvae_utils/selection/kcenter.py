@@ -7,6 +7,7 @@ pick, which joins the labeled set before the next.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import torch
 from .distances import (
@@ -80,12 +81,12 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     tol = round_off(features.shape[1], largest)
     # min_dist[r] is exact for L and picks[:applied[r]]: an upper bound once later picks exist. applied[r] = −1:
     # min_dist[r] is the float32 distance to L plus its bound, an upper bound too, made exact when r nears the top.
-    min_dist, bound = _first_pass(features, mean, unlabeled, labeled, norms_u, largest, tol, rows, chunk_size)
-    applied = torch.full_like(unlabeled, 0 if bound is None else -1)
+    min_dist, fast = _first_pass(features, mean, unlabeled, labeled, norms_u, largest, tol, rows, chunk_size)
+    applied = torch.full_like(unlabeled, 0 if fast is None else -1)
 
     picks = torch.empty(budget, dtype=torch.long, device=features.device)  # positions in U, in pick order
     # Set at the first refresh (candidates is None until then).
-    candidates = cand_x = cand_norms = cand_dist = threshold = first_left = None
+    candidates = cand = cand_dist = threshold = first_left = None
     complete = False
     for i in range(budget):
         if candidates is not None:
@@ -101,10 +102,10 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
             complete = k == len(unlabeled) - i  # every remaining point is a candidate: nothing is stale
             while True:
                 candidates, threshold, first_left = top_candidates(min_dist, k)
-                if bound is not None and bool((applied.index_select(0, candidates) < 0).any()):
+                if fast is not None and bool((applied.index_select(0, candidates) < 0).any()):
                     # Exact distances to L for every bounded point that may still reach the top: each drops by
                     # at most 2R, so after this the candidates' values stay ≥ τ − 2R and no other bound reaches them.
-                    near = ((applied < 0) & (min_dist >= threshold - 2.0 * bound)).nonzero().squeeze(1)
+                    near = ((applied < 0) & (min_dist >= threshold - 2.0 * fast.bound)).nonzero().squeeze(1)
                     min_dist.index_fill_(0, near, float("inf"))
                     lower_min_dist(min_dist, features, mean, unlabeled, norms_u, near, labeled, None, chunk_size, tol)
                     applied.index_fill_(0, near, 0)
@@ -116,16 +117,62 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
                 lower_min_dist(min_dist, features, mean, unlabeled, norms_u, stale, unlabeled.index_select(0, missed),
                                norms_u.index_select(0, missed), chunk_size, tol)
                 applied.index_fill_(0, stale, i)
-            cand_x = centered(features, unlabeled.index_select(0, candidates), mean)
-            cand_norms = norms_u.index_select(0, candidates)
+            cand = _Candidates(features, unlabeled.index_select(0, candidates), candidates, mean, norms_u, fast)
             cand_dist = min_dist.index_select(0, candidates)
             best, _ = _best(cand_dist, tol, threshold)
         picks[i:i + 1] = candidates.index_select(0, best)
         cand_dist.index_fill_(0, best, float("-inf"))  # picked: never again, and stays −inf below
-        dist = torch.addmv(cand_norms, cand_x, cand_x.index_select(0, best).squeeze(0), alpha=-2.0)
-        zero_below(dist.add_(cand_norms.index_select(0, best)).clamp_(min=0.0), tol)
-        torch.minimum(cand_dist, dist, out=cand_dist)
+        cand.lower(cand_dist, best, features, mean, tol)
     return unlabeled.index_select(0, picks)
+
+
+@dataclass(frozen=True)
+class _Float32Pass:
+    """What the float32 first pass was computed with: R, the float32 mean its rows were centred on, and the
+    float32 ||ũ||² of U; the candidates' per-pick distances are screened with the same."""
+
+    bound: float
+    mean32: torch.Tensor
+    norms32: torch.Tensor
+
+
+class _Candidates:
+    """The candidates' centred rows and norms, and how a pick lowers their distances (``cand_dist``, float64).
+
+    Without a float32 pass, one float64 matrix-vector product over the candidates, as in the float64 path.
+    With one, the product is float32 and screens: a candidate whose float32 distance to the pick, less R,
+    is not below its value cannot be lowered; the others (few, on most features) get their float64
+    distance row by row, and are lowered by it.
+    """
+
+    def __init__(self, features: torch.Tensor, index: torch.Tensor, positions: torch.Tensor, mean: torch.Tensor,
+                 norms_u: torch.Tensor, fast: _Float32Pass | None) -> None:
+        self.index, self.fast = index, fast
+        self.norms = norms_u.index_select(0, positions)
+        if fast is None:
+            self.rows = centered(features, index, mean)
+        else:
+            self.rows = centered(features, index, fast.mean32)
+            self.norms32 = fast.norms32.index_select(0, positions)
+
+    def lower(self, cand_dist: torch.Tensor, best: torch.Tensor, features: torch.Tensor, mean: torch.Tensor,
+              tol: float) -> None:
+        pick_norm = self.norms.index_select(0, best)
+        if self.fast is None:
+            dist = torch.addmv(self.norms, self.rows, self.rows.index_select(0, best).squeeze(0), alpha=-2.0)
+            torch.minimum(cand_dist, zero_below(dist.add_(pick_norm).clamp_(min=0.0), tol), out=cand_dist)
+            return
+        screen = torch.addmv(self.norms32, self.rows, self.rows.index_select(0, best).squeeze(0), alpha=-2.0)
+        screen = screen.add_(self.norms32.index_select(0, best)).to(cand_dist.dtype).sub_(self.fast.bound)
+        maybe = (screen < cand_dist).nonzero().squeeze(1)
+        if len(maybe) == 0:
+            return
+        pick = centered(features, self.index.index_select(0, best), mean).squeeze(0)
+        rows = centered(features, self.index.index_select(0, maybe), mean)
+        # Row by row: copies of a point must get the same distance to tie (a product's bits depend on its shape).
+        dist = (rows * pick).sum(1).mul_(-2.0).add_(self.norms.index_select(0, maybe)).add_(pick_norm)
+        dist = zero_below(dist.clamp_(min=0.0), tol)
+        cand_dist.index_copy_(0, maybe, torch.minimum(cand_dist.index_select(0, maybe), dist))
 
 
 def _best(cand_dist: torch.Tensor, tol: float, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +191,7 @@ def _best(cand_dist: torch.Tensor, tol: float, threshold: torch.Tensor) -> tuple
     return best, cand_dist.index_select(0, best)
 
 
-SAMPLE = 1024
+SAMPLE = 256
 """Points of U whose exact distances to L estimate, before the first pass, how much of U a float32 pass would
 leave to float64 (:func:`_near_fraction`); a few per cent of the pass at the paper's scale."""
 
@@ -155,8 +202,8 @@ float32 pass (about half a float64 one) must cost less than the float64 pass alo
 
 def _first_pass(features: torch.Tensor, mean: torch.Tensor, unlabeled: torch.Tensor, labeled: torch.Tensor,
                 norms_u: torch.Tensor, largest: float, tol: float, rows: int, chunk_size: int
-                ) -> tuple[torch.Tensor, float | None]:
-    """(min distance to L of every point of U, float64 (|U|,); R, or None where the values are exact).
+                ) -> tuple[torch.Tensor, _Float32Pass | None]:
+    """(min distance to L of every point of U, float64 (|U|,); the float32 pass, or None where the values are exact).
 
     In float32 when :func:`.float32_bounds.float32_pass_allowed` and it pays (:func:`_near_fraction` at
     most :data:`NEAR_LIMIT`): then each value is the float32 distance plus R =
@@ -176,7 +223,7 @@ def _first_pass(features: torch.Tensor, mean: torch.Tensor, unlabeled: torch.Ten
     norms32 = centered_norms(features, unlabeled, mean32, rows, "coreset")
     min32 = torch.full_like(norms32, float("inf"))
     lower_min_dist(min32, features, mean32, unlabeled, norms32, None, labeled, None, chunk_size)
-    return min32.to(mean.dtype).add_(bound), bound
+    return min32.to(mean.dtype).add_(bound), _Float32Pass(bound, mean32, norms32)
 
 
 def _near_fraction(features: torch.Tensor, mean: torch.Tensor, unlabeled: torch.Tensor, labeled: torch.Tensor,
