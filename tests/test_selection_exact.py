@@ -231,3 +231,33 @@ def test_kcenter_picks_do_not_depend_on_the_point_groups(monkeypatch):
     monkeypatch.setattr(distances, "STREAM_BYTES", 1)
     assert kcenter_greedy(torch.from_numpy(x), mask, 90, chunk_size=8).tolist() == expected
     assert expected == brute_force(x, mask, 90, "min")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_an_outlier_does_not_make_clear_gaps_ties(dtype):
+    # One far labeled point makes the pool-wide float64 round-off bound ≈ 0.94 (review of issue 22): a tie
+    # window of that width would call 2.0 and 3.5 a tie and pick A; Eq. 1 picks B.
+    x = torch.tensor([[2.0 ** 0.5, 0.0], [0.0, 3.5 ** 0.5], [0.0, 0.0], [0.0, 0.0], [1e7, 1e7]], dtype=dtype)
+    mask = torch.tensor([False, False, False, True, True])
+    assert kcenter_greedy(x, mask, 1).tolist() == [1]
+    y, mask = issue_reproduction()
+    y[int(mask.nonzero()[0])] += np.float32(1e4)  # the issue's clusters, one labeled point far away
+    assert kcenter_greedy(torch.from_numpy(y).to(dtype), mask, 60).tolist() == brute_force(y, mask, 60, "min")
+
+
+@pytest.mark.parametrize("greedy", GREEDY)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("chunk_size", [64, 2048])
+def test_copies_of_the_farthest_point_go_to_the_lowest_index(greedy, dtype, chunk_size):
+    # 40 copies of one far point and 30 of another: whatever the last bits of their float64 values, the
+    # first pick of each is its lowest-index copy, as brute force (exact ties → lowest index) picks.
+    rng = np.random.default_rng(3)
+    for d in (7, 33, 129):
+        x = rng.standard_normal((400, d)).astype(np.float32)
+        first = np.sort(rng.choice(400, 40, replace=False))
+        second = np.sort(rng.choice(np.setdiff1d(np.arange(400), first), 30, replace=False))
+        x[first], x[second] = rng.standard_normal(d) * 4, rng.standard_normal(d) * 4
+        mask = mask_of(400, rng.choice(np.setdiff1d(np.arange(400), np.concatenate([first, second])), 10,
+                                       replace=False))
+        expected = brute_force(x, mask, 20, "min" if greedy is kcenter_greedy else "mean")
+        assert greedy(torch.from_numpy(x).to(dtype), mask, 20, chunk_size).tolist() == expected, d

@@ -98,3 +98,11 @@ def centroid_score_bound(d: int, largest_norm: float, mean_norm: float, centroid
     float32_part = 2.0 * (_gamma(d) * (1.0 + UNIT_ROUNDOFF) + UNIT_ROUNDOFF) * b * centroid_norm
     float64_part = 2.0 * (d + 4) * FLOAT64_UNIT * (b * b + 2.0 * b * centroid_norm + 2.0 * mean_norm * centroid_norm)
     return HEADROOM * (float32_part + float64_part)
+
+
+def float64_score_bound(d: int, largest_norm: float, centroid_norm: float) -> float:
+    """e₆₄ ≥ the float64 error of MedAL's score ||u − m||² − 2(u − m)·c from rows centred in float64
+    (||u − m||² ≤ ``largest_norm``), however its sums are ordered: γ₆₄ (d + 4)(B² + 2B||c||), doubled, with
+    B = √largest_norm. Candidates within 2e₆₄ of the best score are scored again row by row."""
+    b = math.sqrt(largest_norm)
+    return HEADROOM * 2.0 * (d + 4) * FLOAT64_UNIT * (b * b + 2.0 * b * centroid_norm)

@@ -26,9 +26,8 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     (N,) tensor; returns the ``budget`` picked pool indices (int64, (budget,)) in
     pick order. Each pick is u* = argmax_{u∈U} min_{ℓ∈L} ||T_f(u) − T_f(ℓ)||² and
     then joins L before the next pick. Squaring does not change the argmax, so
-    this is also the pick under plain L2. Ties go to the lowest pool index; values within the
-    float64 round-off bound of each other are ties, unless more than ``chunk_size`` points are
-    within it of the top (then ties are exact equalities of float64 values: :func:`_best`).
+    this is also the pick under plain L2. Ties go to the lowest pool index: copies of a point
+    always tie (:meth:`_Candidates.best`), other points when their float64 values are equal.
 
     **Exact in float32.** Every pick is decided on float64 distances whatever the features' dtype
     (:data:`.distances.WORKING_DTYPE`), so the picks are the exact argmax up to float64 round-off:
@@ -90,7 +89,7 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
     complete = False
     for i in range(budget):
         if candidates is not None:
-            best, value = _best(cand_dist, tol, threshold)
+            best, value = cand.best(cand_dist, tol, threshold)
         if candidates is None or (not complete and not beats_the_rest(
                 value, threshold, candidates.index_select(0, best), first_left)):
             if candidates is not None:
@@ -119,7 +118,7 @@ def kcenter_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: i
                 applied.index_fill_(0, stale, i)
             cand = _Candidates(features, unlabeled.index_select(0, candidates), candidates, mean, norms_u, fast)
             cand_dist = min_dist.index_select(0, candidates)
-            best, _ = _best(cand_dist, tol, threshold)
+            best, _ = cand.best(cand_dist, tol, threshold)
         picks[i:i + 1] = candidates.index_select(0, best)
         cand_dist.index_fill_(0, best, float("-inf"))  # picked: never again, and stays −inf below
         cand.lower(cand_dist, best, features, mean, tol)
@@ -155,6 +154,22 @@ class _Candidates:
             self.rows = centered(features, index, fast.mean32)
             self.norms32 = fast.norms32.index_select(0, positions)
 
+    def best(self, cand_dist: torch.Tensor, tol: float, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(index (1,) of the pick among the candidates, its value): the first largest value, or the first copy of
+        it. Copies of a point (identical rows) are at the same distance, but their float64 values may differ
+        in the last bits (a product's rounding depends on its shape), so the pick is the lowest-index copy of
+        the largest. All its copies are candidates when the largest value less 2·tol clears τ (each is within
+        2·tol of it); otherwise ties are exact equalities of the values, as :func:`.distances.top_candidates`
+        cuts them."""
+        best = torch.argmax(cand_dist).view(1)  # first maximal = lowest index (candidates are sorted)
+        value = cand_dist.index_select(0, best)
+        low = value - 2.0 * tol
+        near = (cand_dist >= low).nonzero().squeeze(1)
+        if len(near) > 1 and bool(low > threshold):
+            copies = near[(self.rows.index_select(0, near) == self.rows.index_select(0, best)).all(1)]
+            best = copies[:1]
+        return best, value
+
     def lower(self, cand_dist: torch.Tensor, best: torch.Tensor, features: torch.Tensor, mean: torch.Tensor,
               tol: float) -> None:
         pick_norm = self.norms.index_select(0, best)
@@ -173,22 +188,6 @@ class _Candidates:
         dist = (rows * pick).sum(1).mul_(-2.0).add_(self.norms.index_select(0, maybe)).add_(pick_norm)
         dist = zero_below(dist.clamp_(min=0.0), tol)
         cand_dist.index_copy_(0, maybe, torch.minimum(cand_dist.index_select(0, maybe), dist))
-
-
-def _best(cand_dist: torch.Tensor, tol: float, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(index (1,) of the pick among the candidates, the value the bound test compares with τ).
-
-    Values within the float64 round-off of each other are ties, and the candidates are sorted, so the pick
-    is the first candidate within 2·tol of the largest value: copies of a point then go to the lowest pool
-    index whatever blocks of a matrix product their distances came from (a product's last bits depend on
-    its shape). That needs every point in the window to be a candidate, so the window's floor must clear τ;
-    where it does not (many points within round-off of the top), ties are exact equalities, as
-    :func:`.distances.top_candidates` cuts them."""
-    low = cand_dist.max().sub(2.0 * tol)
-    if bool(low > threshold):
-        return torch.argmax((cand_dist >= low).to(torch.uint8)).view(1), low
-    best = torch.argmax(cand_dist).view(1)  # first maximal = lowest index
-    return best, cand_dist.index_select(0, best)
 
 
 SAMPLE = 256

@@ -13,7 +13,7 @@ import torch
 from .distances import (
     beats_the_rest, centered, centered_blocks, check_features, prepare, squared_norms, stream_rows, top_candidates,
 )
-from .float32_bounds import centroid_score_bound, float32_pass_allowed
+from .float32_bounds import centroid_score_bound, float32_pass_allowed, float64_score_bound
 
 
 
@@ -58,8 +58,9 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
     :func:`.float32_bounds.float32_pass_allowed`), the refreshes after the first and the per-pick
     scoring of the candidates rank in float32 first, within a proven bound e
     (:func:`.float32_bounds.centroid_score_bound`); only the candidates within 2e of the best are
-    scored again in float64, and a refresh whose best float64 score does not beat every other point's
-    float32 score plus e is done again in float64.
+    scored again in float64 (row by row, so that copies of a point tie), and a refresh whose best
+    float64 score does not beat every other point's float32 score plus e is done again in float64, as is
+    the rest of the call (e then exceeds the gaps at the top, and float32 would only add work).
 
     Lazy updates, as in :func:`kcenter_greedy`: a refresh computes every
     ||u − c_r|| (one pass over U, centering the rows block by block as they
@@ -80,12 +81,12 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
     total -= count * mean.double()
 
     picks = torch.empty(budget, dtype=torch.long, device=features.device)  # positions in U, in pick order
-    cand = threshold = first_left = refresh_centroid = fast_bound = None  # set at the first refresh
+    cand = threshold = first_left = refresh_centroid = fast_bound = largest = None  # set at the first refresh
     complete = False
     for i in range(budget):
         centroid64 = total / count
         if cand is not None:
-            best, best_score, best_row = cand.best(features, unlabeled, mean, centroid64)
+            best, best_score, best_row = cand.best(features, unlabeled, mean, centroid64, largest)
         if cand is None or (not complete and not _bound_holds(best_score, cand.positions.index_select(0, best),
                                                              centroid64, threshold, refresh_centroid, first_left)):
             k = min(chunk_size, len(base) - i)  # ≤ points not yet picked, so the k-th score is finite
@@ -101,18 +102,23 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
                 kth = kth + fast_bound(float(torch.linalg.vector_norm(centroid64)))  # ≥ every other point's score
                 threshold, first_left = _radius(kth, centroid64), torch.zeros_like(first_left)
                 cand = _Candidates(positions, base, features, unlabeled, mean, fast_bound)
-                best, best_score, best_row = cand.best(features, unlabeled, mean, centroid64)
+                best, best_score, best_row = cand.best(features, unlabeled, mean, centroid64, largest)
                 # Scores compared as they are (no square root to round): the bound needs no slack here.
                 refreshed = complete or bool(best_score > kth)
+                if not refreshed:  # the bound exceeds the gaps at the top: float32 would only cost from here on
+                    fast_bound = None
             if not refreshed:
                 score = _centroid_scores(features, unlabeled, mean, base, centroid64, rows,
                                          fill_base=cand is None)
-                if cand is None and features.dtype == torch.float32:
-                    fast_bound = _fast_bound(features, mean, base)
+                if cand is None:
+                    largest = float(base.max())  # the largest ||u − m||² of U, which the bounds scale with
+                    if features.dtype == torch.float32 and float32_pass_allowed(features, largest):
+                        fast_bound = partial(centroid_score_bound, features.shape[1], largest,
+                                             float(torch.linalg.vector_norm(mean)))
                 positions, kth, first_left = top_candidates(score, k)
                 threshold = _radius(kth, centroid64)  # no other point is farther than τ from this centroid
                 cand = _Candidates(positions, base, features, unlabeled, mean, fast_bound)
-                best, best_score, best_row = cand.best(features, unlabeled, mean, centroid64)
+                best, best_score, best_row = cand.best(features, unlabeled, mean, centroid64, largest)
             refresh_centroid = centroid64
         pick = cand.positions.index_select(0, best)
         picks[i:i + 1] = pick
@@ -126,32 +132,44 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
 class _Candidates:
     """The points a refresh keeps (``positions`` in U, sorted) and how to score them against a centroid.
 
-    Without a float32 bound their rows are kept centred in float64 and scored exactly. With one
-    (``bound``: e as a function of ||c||), their raw float32 rows are scored in float32 first, and only
-    those within 2e of the best are scored again in float64: the float64 argmax is among them."""
+    Without a float32 bound their rows are kept centred in float64 and scored with one matrix-vector
+    product. With one (``bound``: e as a function of ||c||), their raw float32 rows are scored in float32.
+    Either way the candidates within twice the product's error bound of the best are scored again in
+    float64 row by row, and the best of those is the pick: a matrix-vector product's rounding depends on
+    where a row sits in the matrix, and copies of a point must score the same to tie (then the lowest
+    index wins). Where that is more than a quarter of the candidates, float32 screening does not pay, and
+    the candidates' rows are centred in float64 once."""
 
     def __init__(self, positions: torch.Tensor, base: torch.Tensor, features: torch.Tensor, unlabeled: torch.Tensor,
                  mean: torch.Tensor, bound: Callable[[float], float] | None) -> None:
         self.positions, self.bound = positions, bound
         self.base = base.index_select(0, positions)  # ||u − m||², −inf once picked
-        index = unlabeled.index_select(0, positions)
-        self.rows = features.index_select(0, index) if bound is not None else centered(features, index, mean)
+        self.index = unlabeled.index_select(0, positions)
+        self.rows = features.index_select(0, self.index) if bound is not None else centered(features, self.index, mean)
 
-    def best(self, features: torch.Tensor, unlabeled: torch.Tensor, mean: torch.Tensor, centroid64: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def best(self, features: torch.Tensor, unlabeled: torch.Tensor, mean: torch.Tensor, centroid64: torch.Tensor,
+             largest: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(index of the best candidate (1,), its float64 score ||u − m||² − 2(u − m)·c, its centred float64 row).
 
-        Ties go to the lowest index; ``centroid64`` is c, float64, centred on the mean."""
-        if self.bound is None:
-            score = torch.addmv(self.base, self.rows, centroid64, alpha=-2.0)
-            best = torch.argmax(score).view(1)
-            return best, score.index_select(0, best), self.rows.index_select(0, best).squeeze(0)
-        fast = self.rows.mv(centroid64.to(torch.float32)).to(mean.dtype)
-        fast = fast.sub_(mean.dot(centroid64)).mul_(-2.0).add_(self.base)
-        near = (fast >= fast.max() - 2.0 * self.bound(float(torch.linalg.vector_norm(centroid64)))).nonzero().squeeze(1)
-        rows = centered(features, unlabeled.index_select(0, self.positions.index_select(0, near)), mean)
-        # Row by row, not addmv: a matrix-vector product's rounding depends on where a row sits in the
-        # matrix, and copies of a point must score the same to tie (then the lowest index wins).
+        Ties go to the lowest index; ``centroid64`` is c, float64, centred on the mean; ``largest`` bounds
+        ||u − m||²."""
+        centroid_norm = float(torch.linalg.vector_norm(centroid64))
+        if self.bound is not None:
+            fast = self.rows.mv(centroid64.to(torch.float32)).to(mean.dtype)
+            fast = fast.sub_(mean.dot(centroid64)).mul_(-2.0).add_(self.base)
+            near = (fast >= fast.max() - 2.0 * self.bound(centroid_norm)).nonzero().squeeze(1)
+            if 4 * len(near) <= len(self.positions):
+                return self._rescored(near, None, features, mean, centroid64)
+            self.rows, self.bound = centered(features, self.index, mean), None
+        score = torch.addmv(self.base, self.rows, centroid64, alpha=-2.0)
+        near = (score >= score.max() - 2.0 * float64_score_bound(features.shape[1], largest, centroid_norm))
+        return self._rescored(near.nonzero().squeeze(1), self.rows, features, mean, centroid64)
+
+    def _rescored(self, near: torch.Tensor, rows: torch.Tensor | None, features: torch.Tensor, mean: torch.Tensor,
+                  centroid64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The best of the candidates ``near`` (sorted), scored row by row from their float64 centred rows."""
+        rows = (centered(features, self.index.index_select(0, near), mean) if rows is None
+                else rows.index_select(0, near))
         score = (rows * centroid64).sum(1).mul_(-2.0).add_(self.base.index_select(0, near))
         j = torch.argmax(score).view(1)
         return near.index_select(0, j), score.index_select(0, j), rows.index_select(0, j).squeeze(0)
@@ -169,13 +187,3 @@ def _bound_holds(best_score: torch.Tensor, position: torch.Tensor, centroid64: t
     return beats_the_rest(best_score.double() + centroid64.dot(centroid64),
                           (threshold + torch.linalg.vector_norm(centroid64 - refresh_centroid)) ** 2
                           * (1 + _MEDAL_SLACK), position, first_left)
-
-
-def _fast_bound(features: torch.Tensor, mean: torch.Tensor, base: torch.Tensor) -> Callable[[float], float] | None:
-    """The bound of the float32 scores as a function of ||c|| (:func:`.float32_bounds.centroid_score_bound`),
-    or None where they are not allowed; ``base`` holds every ||u − m||² (none picked yet)."""
-    largest = float(base.max())
-    if not float32_pass_allowed(features, largest):
-        return None
-    mean_norm = float(torch.linalg.vector_norm(mean))
-    return partial(centroid_score_bound, features.shape[1], largest, mean_norm)
