@@ -10,7 +10,7 @@ import pytest
 import torch
 from skactiveml.pool import k_greedy_center
 
-from alvae_utils.selection import distances
+from alvae_utils.selection import distances, kcenter
 from alvae_utils.selection.kcenter import kcenter_greedy
 from alvae_utils.selection.medal import medal_greedy
 
@@ -66,22 +66,55 @@ def test_issue_reproduction_picks_as_float64(greedy):
     assert picks == brute_force(x, mask, 100, "min" if greedy is kcenter_greedy else "mean")
 
 
+def clustered_case(case: str) -> tuple[np.ndarray, torch.Tensor]:
+    if case == "issue":
+        return issue_reproduction()
+    if case == "offset":  # a common +1000: ||x||² ≈ 6·10⁷ before centring
+        x, mask = clusters(1, 1000, 32, 15, 3.0, 0.02)
+        return x + np.float32(1000.0), mask
+    if case == "relu544":  # post-ReLU features of the task model's width
+        return clusters(2, 800, 544, 12, 1.0, 0.02, relu=True)
+    # every point 3 times: exact ties everywhere, broken by the lowest index
+    base, _ = clusters(3, 300, 48, 10, 4.0, 0.05)
+    return np.concatenate([base, base, base]), mask_of(900, np.random.default_rng(3).choice(900, 60, replace=False))
+
+
 @pytest.mark.parametrize("greedy", GREEDY)
 @pytest.mark.parametrize("case", ["offset", "relu544", "duplicates"])
 def test_clustered_float32_picks_as_float64(greedy, case):
-    if case == "offset":  # a common +1000: ||x||² ≈ 6·10⁷ before centring
-        x, mask = clusters(1, 1000, 32, 15, 3.0, 0.02)
-        x = x + np.float32(1000.0)
-    elif case == "relu544":  # post-ReLU features of the task model's width
-        x, mask = clusters(2, 800, 544, 12, 1.0, 0.02, relu=True)
-    else:  # every point 3 times: exact ties everywhere, broken by the lowest index
-        base, _ = clusters(3, 300, 48, 10, 4.0, 0.05)
-        x = np.concatenate([base, base, base])
-        mask = mask_of(900, np.random.default_rng(3).choice(900, 60, replace=False))
+    x, mask = clustered_case(case)
     picks = greedy(torch.from_numpy(x), mask, 100).tolist()
     assert picks == greedy(torch.from_numpy(x).double(), mask, 100).tolist()
     if case != "relu544":
         assert picks == brute_force(x, mask, 100, "min" if greedy is kcenter_greedy else "mean")
+
+
+@pytest.mark.parametrize("case", ["issue", "offset", "relu544", "duplicates"])
+def test_kcenter_float32_pass_forced_where_its_bound_exceeds_the_gaps(monkeypatch, case):
+    # Core-set skips its float32 pass where R exceeds the gaps near the top (kcenter.NEAR_LIMIT); forced,
+    # nearly every bound is recomputed in float64, near ties included, and the picks must not change.
+    x, mask = clustered_case(case)
+    monkeypatch.setattr(kcenter, "NEAR_LIMIT", 1.0)
+    for chunk_size in (2048, 16):  # 16: refreshes at most picks, so bounds are made exact again and again
+        picks = kcenter_greedy(torch.from_numpy(x), mask, 100, chunk_size).tolist()
+        if case == "duplicates" and chunk_size == 16:  # > 16 points within round-off: exact ties go either way
+            assert_farthest_up_to_ties(x, mask, picks)
+        else:
+            assert picks == kcenter_greedy(torch.from_numpy(x).double(), mask, 100, chunk_size).tolist()
+    if case != "relu544":
+        assert kcenter_greedy(torch.from_numpy(x), mask, 100).tolist() == brute_force(x, mask, 100, "min")
+
+
+def assert_farthest_up_to_ties(x: np.ndarray, mask: torch.Tensor, picks: list[int]) -> None:
+    """Each pick is at the largest exact (float64 differences) distance to L and the earlier picks, ties aside."""
+    a = x.astype(np.float64)
+    chosen = mask.nonzero().squeeze(1).tolist()
+    closest = np.min([((a - a[j]) ** 2).sum(1) for j in chosen], axis=0)
+    for pick in picks:
+        closest[chosen] = -np.inf
+        assert closest[pick] >= closest.max() * (1 - 1e-12), pick
+        chosen.append(pick)
+        closest = np.minimum(closest, ((a - a[pick]) ** 2).sum(1))
 
 
 @pytest.mark.parametrize("greedy", GREEDY)
@@ -198,3 +231,33 @@ def test_kcenter_picks_do_not_depend_on_the_point_groups(monkeypatch):
     monkeypatch.setattr(distances, "STREAM_BYTES", 1)
     assert kcenter_greedy(torch.from_numpy(x), mask, 90, chunk_size=8).tolist() == expected
     assert expected == brute_force(x, mask, 90, "min")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_an_outlier_does_not_make_clear_gaps_ties(dtype):
+    # One far labeled point makes the pool-wide float64 round-off bound ≈ 0.94 (review of issue 22): a tie
+    # window of that width would call 2.0 and 3.5 a tie and pick A; Eq. 1 picks B.
+    x = torch.tensor([[2.0 ** 0.5, 0.0], [0.0, 3.5 ** 0.5], [0.0, 0.0], [0.0, 0.0], [1e7, 1e7]], dtype=dtype)
+    mask = torch.tensor([False, False, False, True, True])
+    assert kcenter_greedy(x, mask, 1).tolist() == [1]
+    y, mask = issue_reproduction()
+    y[int(mask.nonzero()[0])] += np.float32(1e4)  # the issue's clusters, one labeled point far away
+    assert kcenter_greedy(torch.from_numpy(y).to(dtype), mask, 60).tolist() == brute_force(y, mask, 60, "min")
+
+
+@pytest.mark.parametrize("greedy", GREEDY)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("chunk_size", [64, 2048])
+def test_copies_of_the_farthest_point_go_to_the_lowest_index(greedy, dtype, chunk_size):
+    # 40 copies of one far point and 30 of another: whatever the last bits of their float64 values, the
+    # first pick of each is its lowest-index copy, as brute force (exact ties → lowest index) picks.
+    rng = np.random.default_rng(3)
+    for d in (7, 33, 129):
+        x = rng.standard_normal((400, d)).astype(np.float32)
+        first = np.sort(rng.choice(400, 40, replace=False))
+        second = np.sort(rng.choice(np.setdiff1d(np.arange(400), first), 30, replace=False))
+        x[first], x[second] = rng.standard_normal(d) * 4, rng.standard_normal(d) * 4
+        mask = mask_of(400, rng.choice(np.setdiff1d(np.arange(400), np.concatenate([first, second])), 10,
+                                       replace=False))
+        expected = brute_force(x, mask, 20, "min" if greedy is kcenter_greedy else "mean")
+        assert greedy(torch.from_numpy(x).to(dtype), mask, 20, chunk_size).tolist() == expected, d

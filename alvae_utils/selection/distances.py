@@ -60,13 +60,16 @@ def prepare(features: torch.Tensor, labeled_mask: torch.Tensor, rows: int
     """(mean of the features in float64, indices of U, indices of L), on the features' device; nothing of size N × d.
 
     Everything downstream works in float64 (:data:`WORKING_DTYPE`), whatever the features' dtype.
-    The mean is summed ``rows`` rows at a time because a whole-tensor reduction with a
-    dtype converts the whole tensor first. Callers subtract it from the rows
-    they gather (:func:`centered_blocks`): distances are translation invariant,
-    and centering shrinks ||x||², which is what the rounding error of
+    Callers subtract the mean from the rows they gather (:func:`centered_blocks`): distances are
+    translation invariant, and centering shrinks ||x||², which is what the rounding error of
     ||x||² + ||y||² − 2x·y scales with. An approximate mean does as well as the exact one.
     """
-    mean = sum(block.sum(0, dtype=WORKING_DTYPE) for block in features.split(rows)) / features.shape[0]
+    # Float32 features are summed in float32, whole (no copy: 15× faster than row blocks, which a sum
+    # in another dtype needs, since it converts every element first); in float64 if that overflows.
+    mean = features.sum(0).to(WORKING_DTYPE) if features.dtype == torch.float32 else None
+    if mean is None or not bool(torch.isfinite(mean).all()):
+        mean = sum(block.sum(0, dtype=WORKING_DTYPE) for block in features.split(rows))
+    mean = mean / features.shape[0]
     mask = labeled_mask.to(features.device)
     return mean, (~mask).nonzero().squeeze(1), mask.nonzero().squeeze(1)
 

@@ -6,11 +6,14 @@ constant, so it is computed from a running centroid; each pick joins L before th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from .distances import (
     beats_the_rest, centered, centered_blocks, check_features, prepare, squared_norms, stream_rows, top_candidates,
 )
+from .float32_bounds import centroid_score_bound, float32_pass_allowed, float64_score_bound
 
 
 
@@ -49,9 +52,15 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
     to the lowest pool index. Shapes, dtypes and errors as in
     :func:`kcenter_greedy`; likewise ``features`` is never copied or modified,
     and the extra memory is a few O(N) vectors plus row blocks (at most
-    64 MiB): about 0.06× a 1,000,000 × 544 float32 input. Scores are computed in float64
-    whatever the features' dtype, as :func:`.kcenter.kcenter_greedy`'s distances are, so
-    float32 and float64 features give the same picks (issue 22).
+    64 MiB): about 0.06× a 1,000,000 × 544 float32 input. Picks are decided on float64 scores
+    whatever the features' dtype, as :func:`.kcenter.kcenter_greedy`'s are, so float32 and float64
+    features give the same picks (issue 22). For float32 features (with IEEE float32 matmuls,
+    :func:`.float32_bounds.float32_pass_allowed`), the refreshes after the first and the per-pick
+    scoring of the candidates rank in float32 first, within a proven bound e
+    (:func:`.float32_bounds.centroid_score_bound`); only the candidates within 2e of the best are
+    scored again in float64 (row by row, so that copies of a point tie), and a refresh whose best
+    float64 score does not beat every other point's float32 score plus e is done again in float64, as is
+    the rest of the call (e then exceeds the gaps at the top, and float32 would only add work).
 
     Lazy updates, as in :func:`kcenter_greedy`: a refresh computes every
     ||u − c_r|| (one pass over U, centering the rows block by block as they
@@ -72,37 +81,109 @@ def medal_greedy(features: torch.Tensor, labeled_mask: torch.Tensor, budget: int
     total -= count * mean.double()
 
     picks = torch.empty(budget, dtype=torch.long, device=features.device)  # positions in U, in pick order
-    # Set at the first refresh (candidates is None until then).
-    candidates = cand_x = cand_base = threshold = first_left = refresh_centroid = None
+    cand = threshold = first_left = refresh_centroid = fast_bound = largest = None  # set at the first refresh
     complete = False
     for i in range(budget):
         centroid64 = total / count
-        centroid = centroid64.to(mean.dtype)
-        # ||u||² − 2u·c = ||u − c||² − ||c||²: the same order as ||u − c||², computed in one product.
-        if candidates is not None:
-            score = torch.addmv(cand_base, cand_x, centroid, alpha=-2.0)
-            best = torch.argmax(score).view(1)  # first maximal = lowest index (candidates are sorted)
-        if candidates is None or (not complete and not beats_the_rest(
-                score.index_select(0, best).double() + centroid64.dot(centroid64),
-                (threshold + torch.linalg.vector_norm(centroid64 - refresh_centroid)) ** 2 * (1 + _MEDAL_SLACK),
-                candidates.index_select(0, best), first_left)):
-            score = _centroid_scores(features, unlabeled, mean, base, centroid, rows, fill_base=candidates is None)
+        if cand is not None:
+            best, best_score, best_row = cand.best(features, unlabeled, mean, centroid64, largest)
+        if cand is None or (not complete and not _bound_holds(best_score, cand.positions.index_select(0, best),
+                                                             centroid64, threshold, refresh_centroid, first_left)):
             k = min(chunk_size, len(base) - i)  # ≤ points not yet picked, so the k-th score is finite
             complete = k == len(base) - i  # every remaining point is a candidate: no bound to check
-            candidates, kth, first_left = top_candidates(score, k)
-            # τ: no other point is farther than τ from this centroid.
-            threshold = (kth.double() + centroid64.dot(centroid64)).clamp(min=0.0).sqrt()
+            refreshed = False
+            if fast_bound is not None:
+                # Float32 scores rank the pool; the best candidate, scored in float64, must beat every other
+                # point's float32 score plus its bound, strictly (and first_left 0 keeps later tests strict),
+                # or a float64 refresh decides.
+                dots = features.mv(centroid64.to(torch.float32)).index_select(0, unlabeled).to(mean.dtype)
+                score = dots.sub_(mean.dot(centroid64)).mul_(-2.0).add_(base)
+                positions, kth, first_left = top_candidates(score, k)
+                kth = kth + fast_bound(float(torch.linalg.vector_norm(centroid64)))  # ≥ every other point's score
+                threshold, first_left = _radius(kth, centroid64), torch.zeros_like(first_left)
+                cand = _Candidates(positions, base, features, unlabeled, mean, fast_bound)
+                best, best_score, best_row = cand.best(features, unlabeled, mean, centroid64, largest)
+                # Scores compared as they are (no square root to round): the bound needs no slack here.
+                refreshed = complete or bool(best_score > kth)
+                if not refreshed:  # the bound exceeds the gaps at the top: float32 would only cost from here on
+                    fast_bound = None
+            if not refreshed:
+                score = _centroid_scores(features, unlabeled, mean, base, centroid64, rows,
+                                         fill_base=cand is None)
+                if cand is None:
+                    largest = float(base.max())  # the largest ||u − m||² of U, which the bounds scale with
+                    if features.dtype == torch.float32 and float32_pass_allowed(features, largest):
+                        fast_bound = partial(centroid_score_bound, features.shape[1], largest,
+                                             float(torch.linalg.vector_norm(mean)))
+                positions, kth, first_left = top_candidates(score, k)
+                threshold = _radius(kth, centroid64)  # no other point is farther than τ from this centroid
+                cand = _Candidates(positions, base, features, unlabeled, mean, fast_bound)
+                best, best_score, best_row = cand.best(features, unlabeled, mean, centroid64, largest)
             refresh_centroid = centroid64
-            cand_x = centered(features, unlabeled.index_select(0, candidates), mean)
-            cand_base = base.index_select(0, candidates)
-            score = score.index_select(0, candidates)
-            best = torch.argmax(score).view(1)
-        pick = candidates.index_select(0, best)
+        pick = cand.positions.index_select(0, best)
         picks[i:i + 1] = pick
-        cand_base.index_fill_(0, best, float("-inf"))
+        cand.base.index_fill_(0, best, float("-inf"))
         base.index_fill_(0, pick, float("-inf"))
-        total += cand_x.index_select(0, best).squeeze(0)
+        total += best_row
         count += 1
     return unlabeled.index_select(0, picks)
 
 
+class _Candidates:
+    """The points a refresh keeps (``positions`` in U, sorted) and how to score them against a centroid.
+
+    Without a float32 bound their rows are kept centred in float64 and scored with one matrix-vector
+    product. With one (``bound``: e as a function of ||c||), their raw float32 rows are scored in float32.
+    Either way the candidates within twice the product's error bound of the best are scored again in
+    float64 row by row, and the best of those is the pick: a matrix-vector product's rounding depends on
+    where a row sits in the matrix, and copies of a point must score the same to tie (then the lowest
+    index wins). Where that is more than a quarter of the candidates, float32 screening does not pay, and
+    the candidates' rows are centred in float64 once."""
+
+    def __init__(self, positions: torch.Tensor, base: torch.Tensor, features: torch.Tensor, unlabeled: torch.Tensor,
+                 mean: torch.Tensor, bound: Callable[[float], float] | None) -> None:
+        self.positions, self.bound = positions, bound
+        self.base = base.index_select(0, positions)  # ||u − m||², −inf once picked
+        self.index = unlabeled.index_select(0, positions)
+        self.rows = features.index_select(0, self.index) if bound is not None else centered(features, self.index, mean)
+
+    def best(self, features: torch.Tensor, unlabeled: torch.Tensor, mean: torch.Tensor, centroid64: torch.Tensor,
+             largest: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(index of the best candidate (1,), its float64 score ||u − m||² − 2(u − m)·c, its centred float64 row).
+
+        Ties go to the lowest index; ``centroid64`` is c, float64, centred on the mean; ``largest`` bounds
+        ||u − m||²."""
+        centroid_norm = float(torch.linalg.vector_norm(centroid64))
+        if self.bound is not None:
+            fast = self.rows.mv(centroid64.to(torch.float32)).to(mean.dtype)
+            fast = fast.sub_(mean.dot(centroid64)).mul_(-2.0).add_(self.base)
+            near = (fast >= fast.max() - 2.0 * self.bound(centroid_norm)).nonzero().squeeze(1)
+            if 4 * len(near) <= len(self.positions):
+                return self._rescored(near, None, features, mean, centroid64)
+            self.rows, self.bound = centered(features, self.index, mean), None
+        score = torch.addmv(self.base, self.rows, centroid64, alpha=-2.0)
+        near = (score >= score.max() - 2.0 * float64_score_bound(features.shape[1], largest, centroid_norm))
+        return self._rescored(near.nonzero().squeeze(1), self.rows, features, mean, centroid64)
+
+    def _rescored(self, near: torch.Tensor, rows: torch.Tensor | None, features: torch.Tensor, mean: torch.Tensor,
+                  centroid64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The best of the candidates ``near`` (sorted), scored row by row from their float64 centred rows."""
+        rows = (centered(features, self.index.index_select(0, near), mean) if rows is None
+                else rows.index_select(0, near))
+        score = (rows * centroid64).sum(1).mul_(-2.0).add_(self.base.index_select(0, near))
+        j = torch.argmax(score).view(1)
+        return near.index_select(0, j), score.index_select(0, j), rows.index_select(0, j).squeeze(0)
+
+
+def _radius(kth: torch.Tensor, centroid64: torch.Tensor) -> torch.Tensor:
+    """τ = √(kth + ||c||²): a score ||u − m||² − 2(u − m)·c ≤ kth means ||u − c|| ≤ τ."""
+    return (kth.double() + centroid64.dot(centroid64)).clamp(min=0.0).sqrt()
+
+
+def _bound_holds(best_score: torch.Tensor, position: torch.Tensor, centroid64: torch.Tensor,
+                 threshold: torch.Tensor, refresh_centroid: torch.Tensor, first_left: torch.Tensor) -> bool:
+    """Whether the best candidate's ||u − c||² beats every other point's bound: no point outside the candidates
+    is farther than τ from the refresh's centroid, so none is farther than τ + ||c − c_r|| from c."""
+    return beats_the_rest(best_score.double() + centroid64.dot(centroid64),
+                          (threshold + torch.linalg.vector_norm(centroid64 - refresh_centroid)) ** 2
+                          * (1 + _MEDAL_SLACK), position, first_left)
