@@ -104,6 +104,22 @@ def describe_numerics(values: dict[str, object]) -> str:
             f"CUDA {values.get('cuda', '?')}, cuDNN {values.get('cudnn', '?')} and torch {values.get('torch', '?')}")
 
 
+def machine_description() -> str:
+    """The machine in words, for timings: "AMD EPYC 7B13, 2 CPUs, no GPU" (CPU model from
+    /proc/cpuinfo where there is one, logical CPUs, and each CUDA device's name)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "CPU")
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    return f"{cpu}, {os.cpu_count()} CPUs, " + (", ".join(gpus) if gpus else "no GPU")
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            return handle.read().splitlines()
+    except OSError:  # not Linux
+        return []
+
+
 @contextmanager
 def reproducible_cuda(device: torch.device) -> Iterator[None]:
     """Run the block in deterministic IEEE fp32 on a CUDA ``device``, then restore the settings as they were.

@@ -43,3 +43,23 @@ def test_a_damaged_or_unexecuted_copy_is_refused_naming_the_file_and_the_fix(fol
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(book.BookUnavailable, match="cannot be read"):
         book.read_executed(path)
+
+
+def test_the_landing_page_says_how_long_each_notebook_took(folder):
+    (folder / book.TIMINGS_FILE).write_text(
+        "notebook,dataset,seconds,started,load_before,load_after,machine\n"
+        "01_vae_training,mnist,41.2,2026-12-05 07:49:50 UTC,0.71,1.9,\"AMD EPYC, 2 CPUs, no GPU\"\n"
+        "03_significance_tests,,6.8,2026-12-05 08:03:10 UTC,2.1,2.0,\"AMD EPYC, 2 CPUs, no GPU\"\n")
+    text = book.timings_markdown(book.read_timings("ci"))
+    assert "| `01_vae_training` | mnist | 41 | 2026-12-05 07:49:50 UTC | 0.71 → 1.9 |" in text
+    assert "| `03_significance_tests` | all | 7 |" in text
+    assert "In all 48 s (1 min) for 2 notebook runs, on AMD EPYC, 2 CPUs, no GPU." in text
+
+
+def test_older_timings_and_none_read_plainly(folder):
+    (folder / book.TIMINGS_FILE).write_text("notebook,dataset,seconds\n02_active_learning,mnist,787.0\n")
+    text = book.timings_markdown(book.read_timings("ci"))
+    assert "| `02_active_learning` | mnist | 787 | — | — → — |" in text
+    assert "In all 787 s (13 min) for 1 notebook runs." in text
+    (folder / book.TIMINGS_FILE).unlink()
+    assert "No timings were recorded" in book.timings_markdown(book.read_timings("ci"))

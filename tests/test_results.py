@@ -224,18 +224,24 @@ def test_results_list_is_sorted_and_tells_the_sets_apart(tmp_path, monkeypatch, 
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     ci = get_profile("ci")
     store = ResultStore("ci", root=tmp_path)
+    started = ci.study_sweep().study_start_sweep().experiments[0]  # notebook 06's SimCLR start: only `start` tells it apart
     stored = [(ci.beyond_sweep().experiments[0], "random", 1), (ci.experiments[0], "random", 1),
-              (ci.experiments[0], "coreset", 0), (ci.experiments[0], "random", 0)]
+              (ci.experiments[0], "coreset", 0), (ci.experiments[0], "random", 0), (started, "coreset", 0)]
     for config, heuristic, seed in stored:
         record = store.record(config, Method(heuristic), seed, "d")
         labeled = list(range(config.initial_labels))  # a run started: its initial labels, no step yet
         record.commit_step(pd.DataFrame(columns=list(COLUMNS)), RunState(0, labeled, 0.0, False))
     assert main(["results", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:7] == ["profile", "dataset", "sweep", "method", "seed", "pool", "η"]
+    assert lines[0].split()[:8] == ["profile", "dataset", "sweep", "method", "start", "seed", "pool", "η"]
     beyond = ci.beyond_sweep().experiments[0]
-    assert [line.split()[2:7] for line in lines[1:]] == [
-        ["02_active_learning", "coreset", "0", str(ci.experiments[0].pool_size), str(ci.experiments[0].max_labels)],
-        ["02_active_learning", "random", "0", str(ci.experiments[0].pool_size), str(ci.experiments[0].max_labels)],
-        ["02_active_learning", "random", "1", str(ci.experiments[0].pool_size), str(ci.experiments[0].max_labels)],
-        ["05_beyond_the_paper", "random", "1", str(beyond.pool_size), str(beyond.max_labels)]]
+    paper = [str(ci.experiments[0].pool_size), str(ci.experiments[0].max_labels)]
+    assert [line.split()[2:8] for line in lines[1:]] == [
+        ["02_active_learning", "coreset", "scratch", "0", *paper],
+        ["02_active_learning", "random", "scratch", "0", *paper],
+        ["02_active_learning", "random", "scratch", "1", *paper],
+        ["05_beyond_the_paper", "random", "scratch", "1", str(beyond.pool_size), str(beyond.max_labels)],
+        ["06_task_agnostic_study", "coreset", "simclr", "0", str(started.pool_size), str(started.max_labels)]]
+    assert main(["results", "list", "--method", "coreset (SimCLR start)"]) == 0  # as notebook 06 names it
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2:6] for line in lines[1:]] == [["06_task_agnostic_study", "coreset", "simclr", "0"]]

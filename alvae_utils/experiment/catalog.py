@@ -43,22 +43,23 @@ def stored_sets(root: Path | None = None, keep: Callable[[dict], bool] | None = 
 
 
 def list_runs(root: Path | None = None, sweep_of: Callable[[dict], str] | None = None) -> pd.DataFrame:
-    """One row per stored run, sorted by profile, dataset, sweep, method and seed.
+    """One row per stored run, sorted by profile, dataset, sweep, method, start and seed.
 
     Columns: profile, dataset, sweep (``sweep_of(state header)``, e.g. the notebook whose sweep
-    made the run; empty without ``sweep_of``), method, seed, pool, η (``max_labels``), overrides,
-    steps done of total, status, key. ``status`` is ``finished``, ``in progress`` or ``damaged: …``
-    (a state that cannot be read, or rows that disagree with it; such a run resumes from its last
-    valid step); a run whose lock is held says by whom (``in progress, written by pid 4242 on node-3 …``), and one
-    whose lock is stale (:meth:`~alvae_utils.experiment.locks.Holder.stale`) says so (``unfinished, stale lock: writer
-    pid 4242 on this host is gone; the next run takes it over``).
+    made the run; empty without ``sweep_of``), method, start (the task model's ``train.init``: scratch,
+    imagenet or simclr, which tells notebook 06's two runs of a method apart), seed, pool, η
+    (``max_labels``), overrides, steps done of total, status, key. ``status`` is ``finished``,
+    ``in progress`` or ``damaged: …`` (a state that cannot be read, or rows that disagree with it; such a
+    run resumes from its last valid step); a run whose lock is held says by whom (``in progress, written by
+    pid 4242 on node-3 …``), and one whose lock is stale (:meth:`~alvae_utils.experiment.locks.Holder.stale`)
+    says so (``unfinished, stale lock: writer pid 4242 on this host is gone; the next run takes it over``).
     """
     entries = []
     for state_path in sorted((root or results_root()).glob("*/*/*.state.json")):
         key = state_path.name.removesuffix(".state.json")
         entry = {"profile": state_path.parent.parent.name, "dataset": state_path.parent.name, "sweep": "",
-                 "method": "", "seed": None, "pool": None, "η": None, "overrides": "", "steps": "", "status": "",
-                 "key": key}
+                 "method": "", "start": "", "seed": None, "pool": None, "η": None, "overrides": "", "steps": "",
+                 "status": "", "key": key}
         try:
             header = json.loads(state_path.read_text(encoding="utf-8"))
             record = RunRecord(state_path.parent, key, header)
@@ -67,7 +68,8 @@ def list_runs(root: Path | None = None, sweep_of: Callable[[dict], str] | None =
                 rows, state = record.load()
             experiment = header["experiment"]
             label = Method.from_key_fields(header["method"]).label
-            entry.update(method=label, seed=header["seed"], steps=f"{state.completed_steps}/{step_count(experiment)}",
+            entry.update(method=label, start=experiment.get("train", {}).get("init", ""), seed=header["seed"],
+                         steps=f"{state.completed_steps}/{step_count(experiment)}",
                          sweep=sweep_of(header) if sweep_of else "", pool=experiment["pool_size"],
                          η=experiment["max_labels"], overrides=describe_overrides(header.get("overrides", {})),
                          status=("damaged: " + str(caught[0].message) if caught
@@ -83,10 +85,10 @@ def list_runs(root: Path | None = None, sweep_of: Callable[[dict], str] | None =
             entry["status"] += (f", stale lock: {stale}; the next run takes it over" if stale
                                 else f", written by {holder.describe()}")
         entries.append(entry)
-    runs = pd.DataFrame(entries, columns=["profile", "dataset", "sweep", "method", "seed", "pool", "η", "overrides",
-                                          "steps", "status", "key"])
+    runs = pd.DataFrame(entries, columns=["profile", "dataset", "sweep", "method", "start", "seed", "pool", "η",
+                                          "overrides", "steps", "status", "key"])
     runs = runs.astype({"seed": "Int64", "pool": "Int64", "η": "Int64"})  # a damaged run's blanks keep them integers
-    return runs.sort_values(["profile", "dataset", "sweep", "method", "seed", "key"], na_position="first",
+    return runs.sort_values(["profile", "dataset", "sweep", "method", "start", "seed", "key"], na_position="first",
                             kind="stable").reset_index(drop=True)
 
 

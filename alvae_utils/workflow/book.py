@@ -16,6 +16,7 @@ written to ``build/book/`` (``build/<profile>/book/`` for another profile than `
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import re
@@ -42,6 +43,7 @@ file of each; all figures are on their notebooks' pages."""
 
 
 NUMBERS_FILE = "numbers.json"
+TIMINGS_FILE = "timings.csv"
 README_START = "<!-- numbers:start: written by `make figures` from figures/numbers.json; do not edit by hand -->"
 README_END = "<!-- numbers:end -->"
 
@@ -162,8 +164,38 @@ def _stored_rows(profile: str) -> pd.DataFrame:
     return rows[rows["profile"] == profile]
 
 
-def landing_page(profile: str, numbers: dict, data: str, pages: list[str], figures: list[str], built: str) -> str:
-    """Markdown of the landing page: every number in it comes from ``numbers`` (or the build's date)."""
+def read_timings(profile: str) -> list[dict[str, str]]:
+    """The rows of ``build/<profile>/timings.csv`` (what the last ``make figures`` of ``profile`` took), or none."""
+    path = build_dir() / profile / TIMINGS_FILE
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def timings_markdown(rows: list[dict[str, str]]) -> str:
+    """A table of each notebook's wall-clock time with its start and the load average around it, the total, and
+    the machine: from ``timings.csv`` rows (older files without the start, load and machine show '—')."""
+    if not rows:
+        return ("No timings were recorded for this profile (`make figures` writes them to "
+                "`build/<profile>/timings.csv`).\n")
+    lines = ["| notebook | dataset | seconds | started | load average before → after |", "|---|---|---:|---|---|"]
+    for row in rows:
+        load = f"{row.get('load_before') or '—'} → {row.get('load_after') or '—'}"
+        lines.append(f"| `{row['notebook']}` | {row['dataset'] or 'all'} | {float(row['seconds']):,.0f} | "
+                     f"{row.get('started') or '—'} | {load} |")
+    total = sum(float(row["seconds"]) for row in rows)
+    machines = sorted({row.get("machine") or "" for row in rows} - {""})
+    lines += ["", f"In all {total:,.0f} s ({total / 60:.0f} min) for {len(rows)} notebook runs"
+              + (f", on {'; '.join(machines)}." if machines else ".")
+              + " A load average above the machine's CPU count means other work shared it, and the times grow."]
+    return "\n".join(lines) + "\n"
+
+
+def landing_page(profile: str, numbers: dict, data: str, pages: list[str], figures: list[str], built: str,
+                 timings: list[dict[str, str]] | None = None) -> str:
+    """Markdown of the landing page: every number in it comes from ``numbers``, ``timings`` (the rows of
+    :func:`read_timings`) or the build's date."""
     lines = ["# alvae: task-agnostic information in task-based active learning", "",
              "A reproduction of Godwin, Zain, Safir, Humphrey and Quinn, *Incorporating Task-Agnostic "
              "Information in Task-Based Active Learning Using a Variational Autoencoder* (SciPy 2022), "
@@ -182,6 +214,8 @@ def landing_page(profile: str, numbers: dict, data: str, pages: list[str], figur
     if not figures:
         lines.append("No gallery figure was found for this profile.\n")
     lines += ["## The notebooks", ""] + [f"- {{doc}}`notebooks/{page}`" for page in pages]
+    lines += ["", "## How long they took", "", "The last `make figures` of this profile, as it recorded each "
+              "notebook (`timings.csv`):", "", timings_markdown(timings or [])]
     lines += ["", "## Reference", "", "How to install, run, extend and check alvae: see the reference pages "
               "in the table of contents."]
     return "\n".join(lines) + "\n"
@@ -241,7 +275,7 @@ def assemble(profile: str, source: Path) -> Path:
     data = _data_line(rows)
     numbers = headline_numbers(rows, profile, study=_study_of(profile))
     (source / "index.md").write_text(landing_page(profile, numbers, data, [p.stem for p in notebooks],
-                                                  [f"figures/{p.name}" for p in figures], built))
+                                                  [f"figures/{p.name}" for p in figures], built, read_timings(profile)))
     (source / "_config.yml").write_text(_config(profile, data, built))
     toc = {"format": "jb-book", "root": "index", "parts": [
         {"caption": "Notebooks", "chapters": chapters},

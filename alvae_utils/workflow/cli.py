@@ -232,6 +232,16 @@ def _is_label(entry: str) -> bool:
     return any(mark in entry for mark in "+()")
 
 
+def _study_label(label: str) -> tuple[str, bool]:
+    """(the method label, whether it names notebook 06's SimCLR-start runs): ``"coreset (SimCLR start)"``, as
+    notebook 06 names them (:func:`~alvae_utils.analysis.study.start_label`), is ``coreset`` started from
+    SimCLR (``train.init=simclr``)."""
+    from ..analysis.study import start_label
+
+    suffix = start_label("")
+    return (label[:-len(suffix)].strip(), True) if label.endswith(suffix) else (label, False)
+
+
 def _summary(rows) -> str:
     table = rows.groupby(["method", "n_labels"])["accuracy"].agg(["mean", "count"]).unstack("n_labels")
     return table.round(4).to_string()
@@ -239,6 +249,7 @@ def _summary(rows) -> str:
 
 def _results(args: argparse.Namespace) -> int:
     """``results list`` and ``results clean``: the store's runs, filtered by the options."""
+    from ..analysis.study import SELF_SUPERVISED
     from ..experiment.catalog import list_runs, remove_runs
     from .notebooks import sweep_of
 
@@ -248,6 +259,9 @@ def _results(args: argparse.Namespace) -> int:
         if not wanted:
             continue
         if column == "method":  # spelt as `run` spells it: coreset+vae(α=1e17) is the stored coreset+vae(α=1e+17)
+            wanted, started = _study_label(wanted)
+            if started:  # notebook 06's label of a run with train.init=simclr
+                runs = runs[runs["start"] == SELF_SUPERVISED]
             try:
                 wanted = Method.read(wanted).label
             except ConfigError:

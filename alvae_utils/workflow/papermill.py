@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import fnmatch
 import io
 import os
@@ -34,8 +35,9 @@ from ..data.datasets import DataUnavailableError, ImbalanceNotApplicable, load_e
 from ..execution.settings import Execution
 from ..analysis.figures import WRITTEN_VARIABLE, figure_heuristics
 from ..data.fixtures import write_medmnist_npz
+from ..device import machine_description
 from ..models.resnet import PretrainedWeightsUnavailable, check_pretrained_weights_available
-from .book import update_readme, write_numbers
+from .book import TIMINGS_FILE, update_readme, write_numbers
 from .notebooks import NOTEBOOKS, notebook_profile
 from ..experiment.overrides import apply
 from ..paths import REPO_ROOT, build_dir, figures_dir, gallery_dir, unwritable
@@ -255,7 +257,7 @@ def make_figures(profile_name: str, only: list[str] | None = None,
     for name in plan.skipped:
         print(f"  {name}: skipped (why, and what to provide, at the end)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings = []
+    timings, machine = [], machine_description()
     # The kernels append each figure file they write here: the closing list is what this run wrote.
     manifest = out_dir / "figures-written.txt"
     manifest.write_text("", encoding="utf-8")
@@ -264,7 +266,7 @@ def make_figures(profile_name: str, only: list[str] | None = None,
         suffix = f"-{parameters['dataset']}" if "dataset" in parameters else ""
         output = out_dir / f"{notebook}{suffix}.ipynb"
         print(f"[alvae] {notebook}{suffix} (profile {profile.name}) -> {_shown(output)}", flush=True)
-        tic = time.perf_counter()
+        tic, started, load_before = time.perf_counter(), _utc_now(), _load()
         try:
             with follow(out_dir / "progress.log"):  # runs and steps finished inside the kernel, as they finish
                 papermill.execute_notebook(NOTEBOOK_DIR / f"{notebook}.ipynb", output, parameters=parameters,
@@ -276,9 +278,10 @@ def make_figures(profile_name: str, only: list[str] | None = None,
                 f"  the executed copy with the full traceback is {_shown(output)}"
             ) from None
         seconds = time.perf_counter() - tic
-        timings.append({"notebook": notebook, "dataset": parameters.get("dataset", ""), "seconds": round(seconds, 1)})
+        timings.append({"notebook": notebook, "dataset": parameters.get("dataset", ""), "seconds": round(seconds, 1),
+                        "started": started, "load_before": load_before, "load_after": _load(), "machine": machine})
         print(f"[alvae]   done in {seconds:.0f} s", flush=True)
-    _write_timings(out_dir / "timings.csv", timings)
+    _write_timings(out_dir / TIMINGS_FILE, timings)
     written = list(dict.fromkeys(Path(line) for line in manifest.read_text(encoding="utf-8").splitlines()))
     # The headline numbers of the stored results, for the README's generated block and the book.
     record = write_numbers(profile.name, figures_dir())
@@ -317,9 +320,23 @@ def figure_files(profile: Profile, notebook: str, dataset: str | None = None) ->
     return found
 
 
+TIMING_COLUMNS = ("notebook", "dataset", "seconds", "started", "load_before", "load_after", "machine")
+"""``timings.csv``: wall-clock seconds of each executed notebook, when it started (UTC), the 1-minute load
+average before and after it (other work on the machine slows a run), and the machine it ran on."""
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _load() -> float | str:
+    """The 1-minute load average, or '' where the platform has none."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
+
+
 def _write_timings(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["notebook", "dataset", "seconds"])
+        writer = csv.DictWriter(handle, fieldnames=list(TIMING_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
 

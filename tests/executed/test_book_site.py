@@ -22,7 +22,7 @@ from alvae_utils.config import SCHEMA_VERSION
 from alvae_utils.experiment.profiles import PROFILES
 from alvae_utils.experiment.results import load_results
 from alvae_utils.paths import build_dir
-from alvae_utils.workflow.book import WIDGET_VIEW, book_dir
+from alvae_utils.workflow.book import WIDGET_VIEW, book_dir, read_timings
 
 SITE = book_dir("ci") / "_build" / "html"
 PAGES = sorted(path for path in SITE.rglob("*.html") if "_static" not in path.relative_to(SITE).parts) \
@@ -115,3 +115,12 @@ def test_every_page_says_what_it_was_built_from():
         if path.name in ("genindex.html", "search.html"):
             continue
         assert "from profile ci" in re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")), path.name
+
+
+def test_the_landing_page_gives_each_notebooks_recorded_time():
+    rows = read_timings("ci")
+    assert rows and all(row["started"] and row["machine"] and row["load_after"] for row in rows), rows
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", (SITE / "index.html").read_text(encoding="utf-8"))).split())
+    for row in rows:
+        assert f"{row['notebook']} {row['dataset'] or 'all'} {float(row['seconds']):,.0f} {row['started']}" in text
+    assert f"In all {sum(float(row['seconds']) for row in rows):,.0f} s" in text
