@@ -24,7 +24,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick")
     args = parser.parse_args()
-    rows = read_timings(args.profile)
+    try:
+        rows = read_timings(args.profile)
+    except ValueError as error:
+        sys.exit(str(error))
     if not rows:
         sys.exit(f"no build/{args.profile}/timings.csv: run `make figures PROFILE={args.profile}` first.")
     by_dataset: dict[str, float] = defaultdict(float)

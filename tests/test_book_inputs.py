@@ -63,3 +63,12 @@ def test_older_timings_and_none_read_plainly(folder):
     assert "In all 787 s (13 min) for 1 notebook runs." in text
     (folder / book.TIMINGS_FILE).unlink()
     assert "No timings were recorded" in book.timings_markdown(book.read_timings("ci"))
+
+
+@pytest.mark.parametrize("text", ["notebook,dataset,seconds\n01_vae_training,mnist,forty\n",
+                                  "just,some\nother,table\n", b"\xff\xfe\x00garbage"])
+def test_a_damaged_timings_file_is_named_with_its_fix(folder, text):
+    path = folder / book.TIMINGS_FILE
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError, match=r"timings\.csv is not a timings table .*`make figures PROFILE=ci`"):
+        book.read_timings("ci")

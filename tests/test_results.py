@@ -224,7 +224,7 @@ def test_results_list_is_sorted_and_tells_the_sets_apart(tmp_path, monkeypatch, 
     monkeypatch.setenv("ALVAE_RESULTS_ROOT", str(tmp_path))
     ci = get_profile("ci")
     store = ResultStore("ci", root=tmp_path)
-    started = ci.study_sweep().study_start_sweep().experiments[0]  # notebook 06's SimCLR start: only `start` tells it apart
+    started = ci.study_sweep().study_start_sweep().experiments[0]  # notebook 06: only `start` tells it apart
     stored = [(ci.beyond_sweep().experiments[0], "random", 1), (ci.experiments[0], "random", 1),
               (ci.experiments[0], "coreset", 0), (ci.experiments[0], "random", 0), (started, "coreset", 0)]
     for config, heuristic, seed in stored:

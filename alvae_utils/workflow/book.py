@@ -165,12 +165,22 @@ def _stored_rows(profile: str) -> pd.DataFrame:
 
 
 def read_timings(profile: str) -> list[dict[str, str]]:
-    """The rows of ``build/<profile>/timings.csv`` (what the last ``make figures`` of ``profile`` took), or none."""
+    """The rows of ``build/<profile>/timings.csv`` (what the last ``make figures`` of ``profile`` took), or none.
+
+    Raises ValueError, naming the file and the fix, for a file that is not such a table (no ``notebook``
+    and ``seconds`` columns, or a row whose seconds are not a number)."""
     path = build_dir() / profile / TIMINGS_FILE
     if not path.exists():
         return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        for row in rows:
+            float(row["seconds"]), row["notebook"].strip()
+    except (UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"{path} is not a timings table ({type(error).__name__}: {error}); delete it, and "
+                         f"`make figures PROFILE={profile}` writes it again.") from None
+    return rows
 
 
 def timings_markdown(rows: list[dict[str, str]]) -> str:
@@ -193,9 +203,9 @@ def timings_markdown(rows: list[dict[str, str]]) -> str:
 
 
 def landing_page(profile: str, numbers: dict, data: str, pages: list[str], figures: list[str], built: str,
-                 timings: list[dict[str, str]] | None = None) -> str:
-    """Markdown of the landing page: every number in it comes from ``numbers``, ``timings`` (the rows of
-    :func:`read_timings`) or the build's date."""
+                 timings: str = "") -> str:
+    """Markdown of the landing page: every number in it comes from ``numbers``, ``timings`` (the markdown of
+    :func:`timings_markdown`) or the build's date."""
     lines = ["# alvae: task-agnostic information in task-based active learning", "",
              "A reproduction of Godwin, Zain, Safir, Humphrey and Quinn, *Incorporating Task-Agnostic "
              "Information in Task-Based Active Learning Using a Variational Autoencoder* (SciPy 2022), "
@@ -215,7 +225,7 @@ def landing_page(profile: str, numbers: dict, data: str, pages: list[str], figur
         lines.append("No gallery figure was found for this profile.\n")
     lines += ["## The notebooks", ""] + [f"- {{doc}}`notebooks/{page}`" for page in pages]
     lines += ["", "## How long they took", "", "The last `make figures` of this profile, as it recorded each "
-              "notebook (`timings.csv`):", "", timings_markdown(timings or [])]
+              "notebook (`timings.csv`):", "", timings or timings_markdown([])]
     lines += ["", "## Reference", "", "How to install, run, extend and check alvae: see the reference pages "
               "in the table of contents."]
     return "\n".join(lines) + "\n"
@@ -274,8 +284,12 @@ def assemble(profile: str, source: Path) -> Path:
     built = datetime.date.today().isoformat()
     data = _data_line(rows)
     numbers = headline_numbers(rows, profile, study=_study_of(profile))
+    try:
+        timings = timings_markdown(read_timings(profile))
+    except ValueError as error:  # a damaged record of times must not stop the book: the page says what is wrong
+        timings = f"The timings could not be read: {error}\n"
     (source / "index.md").write_text(landing_page(profile, numbers, data, [p.stem for p in notebooks],
-                                                  [f"figures/{p.name}" for p in figures], built, read_timings(profile)))
+                                                  [f"figures/{p.name}" for p in figures], built, timings))
     (source / "_config.yml").write_text(_config(profile, data, built))
     toc = {"format": "jb-book", "root": "index", "parts": [
         {"caption": "Notebooks", "chapters": chapters},
