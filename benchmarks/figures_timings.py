@@ -20,6 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from alvae_utils.workflow.book import read_timings  # noqa: E402
 
 
+MNIST_ALONE = ("mnist", "mnist-sample", "(all datasets)")
+"""What runs without any other dataset: MNIST (the embedded sample at `quick`, `mnist-sample` at `ci`), and the
+notebooks that span datasets."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick")
@@ -29,7 +34,8 @@ def main() -> None:
     except ValueError as error:
         sys.exit(str(error))
     if not rows:
-        sys.exit(f"no build/{args.profile}/timings.csv: run `make figures PROFILE={args.profile}` first.")
+        sys.exit(f"no timings in build/{args.profile}/timings.csv (missing or empty): `make figures "
+                 f"PROFILE={args.profile}` writes them.")
     by_dataset: dict[str, float] = defaultdict(float)
     print(f"{'notebook':<28} {'dataset':<14} {'seconds':>8}  started                  load before → after")
     for row in rows:
@@ -38,12 +44,13 @@ def main() -> None:
         print(f"{row['notebook']:<28} {row['dataset'] or '(all)':<14} {seconds:8.0f}  {row.get('started') or '—':<24} "
               f"{row.get('load_before') or '—'} → {row.get('load_after') or '—'}")
     total = sum(by_dataset.values())
+    machines = sorted({row.get("machine") or "" for row in rows} - {""})
     print(f"\ntotal: {total:,.0f} s ({total / 60:.1f} min) for {len(rows)} notebook runs"
-          + (f" on {rows[0]['machine']}" if rows[0].get("machine") else ""))
+          + (f" on {'; '.join(machines)}" if machines else ""))
     for dataset, seconds in sorted(by_dataset.items()):
-        print(f"  {dataset:<16} {seconds:8,.0f} s  ({seconds / total:.0%})")
-    mnist = sum(seconds for dataset, seconds in by_dataset.items() if dataset in ("mnist", "(all datasets)"))
-    print(f"without the datasets other than MNIST: {mnist:,.0f} s ({mnist / 60:.1f} min)")
+        print(f"  {dataset:<16} {seconds:8,.0f} s" + (f"  ({seconds / total:.0%})" if total else ""))
+    mnist = sum(seconds for dataset, seconds in by_dataset.items() if dataset in MNIST_ALONE)
+    print(f"on MNIST alone (with the notebooks that span datasets): {mnist:,.0f} s ({mnist / 60:.1f} min)")
 
 
 if __name__ == "__main__":

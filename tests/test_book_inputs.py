@@ -66,9 +66,33 @@ def test_older_timings_and_none_read_plainly(folder):
 
 
 @pytest.mark.parametrize("text", ["notebook,dataset,seconds\n01_vae_training,mnist,forty\n",
-                                  "just,some\nother,table\n", b"\xff\xfe\x00garbage"])
+                                  "just,some\nother,table\n", b"\xff\xfe\x00garbage",
+                                  "notebook,dataset,seconds\n01_vae_training,mnist,nan\n",
+                                  "notebook,dataset,seconds\n01_vae_training,mnist,-50\n", "directory"])
 def test_a_damaged_timings_file_is_named_with_its_fix(folder, text):
     path = folder / book.TIMINGS_FILE
-    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    if text == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ValueError, match=r"timings\.csv is not a timings table .*`make figures PROFILE=ci`"):
         book.read_timings("ci")
+
+
+def test_timings_without_a_dataset_column_or_with_a_byte_order_mark_read(folder):
+    (folder / book.TIMINGS_FILE).write_text("\ufeffnotebook,seconds\n01_vae_training,12\n", encoding="utf-8")
+    assert "| `01_vae_training` | all | 12 |" in book.timings_markdown(book.read_timings("ci"))
+
+
+def test_a_partial_run_replaces_only_its_own_timings(folder, monkeypatch):
+    from alvae_utils.workflow import papermill
+
+    monkeypatch.setattr(book, "build_dir", lambda: folder.parent)
+    path = folder / book.TIMINGS_FILE
+    path.write_text("notebook,dataset,seconds\n01_vae_training,mnist,41\n02_active_learning,mnist,787\n"
+                    "03_significance_tests,,7\n")
+    rows = papermill._previous_timings("ci")
+    rows["02_active_learning", "mnist"] = {"notebook": "02_active_learning", "dataset": "mnist", "seconds": 5.0}
+    papermill._write_timings(path, rows)
+    assert [(row["notebook"], row["seconds"]) for row in book.read_timings("ci")] == [
+        ("01_vae_training", "41"), ("02_active_learning", "5.0"), ("03_significance_tests", "7")]

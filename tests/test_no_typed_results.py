@@ -12,9 +12,10 @@ import pytest
 from alvae_utils.paths import REPO_ROOT
 from alvae_utils.workflow.book import README_END, README_START
 
-# A difference in percentage points, or an AUBC or accuracy value, as result tables and verdicts state them
-# (constants such as a learning rate of 0.001 or the Wilcoxon floor p = 0.0625 are not results).
-RESULT = re.compile(r"[+−-]?\d+\.\d+ pp\b|(?:AUBC|accuracy)[^\n.]{0,24}?\b0\.\d{2,}")
+# A difference in percentage points, a Holm-adjusted p, or an AUBC or accuracy value, as result tables and verdicts
+# state them (constants such as a learning rate of 0.001 or the Wilcoxon floor p = 0.0625 are not results).
+RESULT = re.compile(r"[+−-]?\d+(?:\.\d+)?\s?pp\b|\d+(?:\.\d+)?\s*percentage points|p_holm\s*=\s*\d"
+                    r"|(?:AUBC|accuracy)[^\n]{0,24}?\b0\.\d{2,}|\b0\.\d{2,}\s*(?:AUBC|accuracy)", re.IGNORECASE)
 
 
 def _prose() -> dict[str, str]:

@@ -242,6 +242,9 @@ def test_results_list_is_sorted_and_tells_the_sets_apart(tmp_path, monkeypatch, 
         ["02_active_learning", "random", "scratch", "1", *paper],
         ["05_beyond_the_paper", "random", "scratch", "1", str(beyond.pool_size), str(beyond.max_labels)],
         ["06_task_agnostic_study", "coreset", "simclr", "0", str(started.pool_size), str(started.max_labels)]]
-    assert main(["results", "list", "--method", "coreset (SimCLR start)"]) == 0  # as notebook 06 names it
+    assert main(["results", "list", "--method", "coreset (SimCLR start) "]) == 0  # as notebook 06 names it
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[2:6] for line in lines[1:]] == [["06_task_agnostic_study", "coreset", "simclr", "0"]]
+    assert main(["results", "list", "--method", "random (SimCLR start)"]) == 2  # stored from scratch only
+    error = capsys.readouterr().err
+    assert "no stored run has method 'random (SimCLR start)'" in error and "coreset (SimCLR start)" in error

@@ -68,7 +68,7 @@ def list_runs(root: Path | None = None, sweep_of: Callable[[dict], str] | None =
                 rows, state = record.load()
             experiment = header["experiment"]
             label = Method.from_key_fields(header["method"]).label
-            entry.update(method=label, start=experiment.get("train", {}).get("init", ""), seed=header["seed"],
+            entry.update(method=label, start=str(experiment.get("train", {}).get("init", "")), seed=header["seed"],
                          steps=f"{state.completed_steps}/{step_count(experiment)}",
                          sweep=sweep_of(header) if sweep_of else "", pool=experiment["pool_size"],
                          η=experiment["max_labels"], overrides=describe_overrides(header.get("overrides", {})),

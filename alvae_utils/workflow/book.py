@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -173,11 +174,13 @@ def read_timings(profile: str) -> list[dict[str, str]]:
     if not path.exists():
         return []
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
             rows = list(csv.DictReader(handle))
         for row in rows:
-            float(row["seconds"]), row["notebook"].strip()
-    except (UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError, AttributeError) as error:
+            seconds = float(row["seconds"])
+            if not (math.isfinite(seconds) and seconds >= 0 and row["notebook"].strip()):
+                raise ValueError(f"row {row} has no notebook or no finite, non-negative seconds")
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError, AttributeError) as error:
         raise ValueError(f"{path} is not a timings table ({type(error).__name__}: {error}); delete it, and "
                          f"`make figures PROFILE={profile}` writes it again.") from None
     return rows
@@ -191,9 +194,10 @@ def timings_markdown(rows: list[dict[str, str]]) -> str:
                 "`build/<profile>/timings.csv`).\n")
     lines = ["| notebook | dataset | seconds | started | load average before → after |", "|---|---|---:|---|---|"]
     for row in rows:
-        load = f"{row.get('load_before') or '—'} → {row.get('load_after') or '—'}"
-        lines.append(f"| `{row['notebook']}` | {row['dataset'] or 'all'} | {float(row['seconds']):,.0f} | "
-                     f"{row.get('started') or '—'} | {load} |")
+        cell = {key: str(row.get(key) or "").replace("|", "\\|") for key in row}  # a | would end the cell
+        load = f"{cell.get('load_before') or '—'} → {cell.get('load_after') or '—'}"
+        lines.append(f"| `{cell['notebook']}` | {cell.get('dataset') or 'all'} | {float(row['seconds']):,.0f} | "
+                     f"{cell.get('started') or '—'} | {load} |")
     total = sum(float(row["seconds"]) for row in rows)
     machines = sorted({row.get("machine") or "" for row in rows} - {""})
     lines += ["", f"In all {total:,.0f} s ({total / 60:.0f} min) for {len(rows)} notebook runs"
@@ -224,8 +228,9 @@ def landing_page(profile: str, numbers: dict, data: str, pages: list[str], figur
     if not figures:
         lines.append("No gallery figure was found for this profile.\n")
     lines += ["## The notebooks", ""] + [f"- {{doc}}`notebooks/{page}`" for page in pages]
-    lines += ["", "## How long they took", "", "The last `make figures` of this profile, as it recorded each "
-              "notebook (`timings.csv`):", "", timings or timings_markdown([])]
+    lines += ["", "## How long they took", "", "Each notebook's last run by `make figures` of this profile, as "
+              "`timings.csv` recorded it (its start says when; `make figures --only` replaces only its own rows):",
+              "", timings or timings_markdown([])]
     lines += ["", "## Reference", "", "How to install, run, extend and check alvae: see the reference pages "
               "in the table of contents."]
     return "\n".join(lines) + "\n"

@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("--profile", help="only runs of this profile")
         action.add_argument("--dataset", help="only runs on this dataset")
         action.add_argument("--method", help="only runs of this method label, e.g. coreset+vae or "
-                                             "'typiclust+vae(α=2)'")
+                                             "'typiclust+vae(α=2)' (every start), or 'coreset (SimCLR start)' "
+                                             "(notebook 06's SimCLR-start runs only)")
     clean.add_argument("--run", nargs="+", metavar="KEY", default=[], help="only these run keys")
     clean.add_argument("--unfinished", action="store_true", help="only runs not finished (incl. damaged)")
     clean.add_argument("--damaged", action="store_true", help="only damaged runs")
@@ -249,7 +250,7 @@ def _summary(rows) -> str:
 
 def _results(args: argparse.Namespace) -> int:
     """``results list`` and ``results clean``: the store's runs, filtered by the options."""
-    from ..analysis.study import SELF_SUPERVISED
+    from ..analysis.study import SELF_SUPERVISED, start_label
     from ..experiment.catalog import list_runs, remove_runs
     from .notebooks import sweep_of
 
@@ -258,19 +259,25 @@ def _results(args: argparse.Namespace) -> int:
         wanted = getattr(args, column)
         if not wanted:
             continue
-        if column == "method":  # spelt as `run` spells it: coreset+vae(α=1e17) is the stored coreset+vae(α=1e+17)
-            wanted, started = _study_label(wanted)
-            if started:  # notebook 06's label of a run with train.init=simclr
-                runs = runs[runs["start"] == SELF_SUPERVISED]
-            try:
+        # Notebook 06's labels: a SimCLR-start run is "coreset (SimCLR start)"; a plain label matches every start.
+        labels = runs["method"].where(runs["start"] != SELF_SUPERVISED, runs["method"] + start_label(""))
+        if column == "method":
+            wanted, started = _study_label(wanted.strip())
+            try:  # spelt as `run` spells it: coreset+vae(α=1e17) is the stored coreset+vae(α=1e+17)
                 wanted = Method.read(wanted).label
             except ConfigError:
                 pass  # not a label: it matches no run, and the error below says so
-        if not (runs[column] == wanted).any():
-            stored = sorted(set(runs[column]) - {""})
+            chosen = (runs["method"] == wanted) & ((runs["start"] == SELF_SUPERVISED) if started else True)
+            wanted = start_label(wanted) if started else wanted
+        else:
+            chosen = runs[column] == wanted
+        if not chosen.any():
+            stored = sorted(set(labels if column == "method" else runs[column]) - {""})
+            hint = (f"; a plain method label matches every start, '<method>{start_label('')}' only notebook 06's "
+                    "SimCLR-start runs" if column == "method" else "")
             raise ConfigError(f"no stored run has {column} {wanted!r}; stored: {', '.join(stored) or 'none'} "
-                              "(see `results list`).")
-        runs = runs[runs[column] == wanted]
+                              f"(see `results list`{hint}).")
+        runs = runs[chosen]
     if args.action == "list":
         print(runs.to_string(index=False) if len(runs) else "no stored runs.")
         return 0

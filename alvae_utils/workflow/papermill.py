@@ -37,7 +37,7 @@ from ..analysis.figures import WRITTEN_VARIABLE, figure_heuristics
 from ..data.fixtures import write_medmnist_npz
 from ..device import machine_description
 from ..models.resnet import PretrainedWeightsUnavailable, check_pretrained_weights_available
-from .book import TIMINGS_FILE, update_readme, write_numbers
+from .book import TIMINGS_FILE, read_timings, update_readme, write_numbers
 from .notebooks import NOTEBOOKS, notebook_profile
 from ..experiment.overrides import apply
 from ..paths import REPO_ROOT, build_dir, figures_dir, gallery_dir, unwritable
@@ -257,7 +257,7 @@ def make_figures(profile_name: str, only: list[str] | None = None,
     for name in plan.skipped:
         print(f"  {name}: skipped (why, and what to provide, at the end)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings, machine = [], machine_description()
+    timings, machine = _previous_timings(tag), machine_description()
     # The kernels append each figure file they write here: the closing list is what this run wrote.
     manifest = out_dir / "figures-written.txt"
     manifest.write_text("", encoding="utf-8")
@@ -278,10 +278,11 @@ def make_figures(profile_name: str, only: list[str] | None = None,
                 f"  the executed copy with the full traceback is {_shown(output)}"
             ) from None
         seconds = time.perf_counter() - tic
-        timings.append({"notebook": notebook, "dataset": parameters.get("dataset", ""), "seconds": round(seconds, 1),
-                        "started": started, "load_before": load_before, "load_after": _load(), "machine": machine})
+        timings[notebook, parameters.get("dataset", "")] = {
+            "notebook": notebook, "dataset": parameters.get("dataset", ""), "seconds": round(seconds, 1),
+            "started": started, "load_before": load_before, "load_after": _load(), "machine": machine}
+        _write_timings(out_dir / TIMINGS_FILE, timings)  # after every notebook: a run that fails later keeps these
         print(f"[alvae]   done in {seconds:.0f} s", flush=True)
-    _write_timings(out_dir / TIMINGS_FILE, timings)
     written = list(dict.fromkeys(Path(line) for line in manifest.read_text(encoding="utf-8").splitlines()))
     # The headline numbers of the stored results, for the README's generated block and the book.
     record = write_numbers(profile.name, figures_dir())
@@ -334,11 +335,25 @@ def _load() -> float | str:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
 
 
-def _write_timings(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(TIMING_COLUMNS))
+def _previous_timings(tag: str) -> dict[tuple[str, str], dict]:
+    """The rows of the folder's ``timings.csv`` by (notebook, dataset), so that a run of some notebooks (``--only``)
+    replaces their rows and keeps the others; none when there is no readable file."""
+    try:
+        rows = read_timings(tag)
+    except ValueError:
+        return {}  # a damaged file is replaced, not merged
+    return {(row["notebook"], row.get("dataset") or ""): row for row in rows}
+
+
+def _write_timings(path: Path, rows: dict[tuple[str, str], dict]) -> None:
+    """``rows`` to ``path`` (atomically), in the notebooks' order."""
+    order = {name: i for i, name in enumerate(NOTEBOOKS)}
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(TIMING_COLUMNS), extrasaction="ignore", restval="")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(row for _, row in sorted(rows.items(), key=lambda item: (order.get(item[0][0], 99), item[0])))
+    partial.replace(path)
 
 
 def validate_notebooks() -> int:
